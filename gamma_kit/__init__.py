@@ -1,0 +1,14 @@
+"""gamma_kit: PaddlePaddle kit for GAMMA task 2 (fovea localisation) and task 3
+(optic disc / cup segmentation) on colour fundus photographs.
+
+Conventions used everywhere in the kit:
+- images are RGB ``uint8`` arrays of shape (H, W, 3); masks are (H, W) ``uint8``;
+- points are (x, y) = (column, row) in pixels, as continuous coordinates whose
+  integer values fall on pixel corners (pixel ``i`` spans [i, i+1));
+- GAMMA mask values: 0 = cup, 128 = disc outside the cup, 255 = background.
+"""
+from gamma_kit.runtime import configure_threads as _configure_threads
+
+_configure_threads()
+
+__version__ = "0.1.0"

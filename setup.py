@@ -1,0 +1,52 @@
+"""Install gamma_kit.
+
+Paddle itself is an extra: AI Studio images already carry paddlepaddle-gpu, and a
+CPU build installed on top would shadow it.
+
+    pip install -e ".[cpu,test]"   # this machine / CI (no GPU)
+    pip install -e ".[gpu]"        # a CUDA machine without Paddle yet
+
+Why each pin (all checked together on Python 3.11):
+- paddleseg==2.8.0: newest on PyPI; gamma_kit.seg.compat patches its four known
+  failures on Paddle 3.3.1 (SPEC 4).
+- opencv-python<=4.6.0: paddleseg 2.8.0 requires it; resolves to 4.5.5.64, which is
+  built against NumPy 1, hence numpy<2 and, for pandas built on NumPy 1, pandas<3.
+  NumPy 2 also breaks paddle.flops, which paddleseg's train calls at the end.
+- paddlepaddle==3.3.1: 2.6.2 exports zlib symbols that break PNG decoding and
+  scipy after ``import paddle``.
+- openpyxl: the GAMMA ground truth comes as .xlsx.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="gamma_kit",
+    version="0.1.0",
+    description="PaddlePaddle kit for GAMMA fovea localisation and optic disc/cup segmentation",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["gamma_kit", "gamma_kit.*"]),
+    include_package_data=True,
+    install_requires=[
+        "paddleseg==2.8.0",
+        "numpy>=1.23,<2",
+        "pandas>=1.5,<3",
+        "opencv-python>=4.5,<=4.6.0",
+        "openpyxl>=3.1,<4",
+        "matplotlib>=3.7,<4",
+        "tqdm>=4.60,<5",
+        "PyYAML>=6,<7",
+    ],
+    extras_require={
+        "cpu": ["paddlepaddle==3.3.1"],
+        "gpu": ["paddlepaddle-gpu>=3.0"],
+        "test": [
+            "pytest==9.0.3",
+            "nbclient==0.11.0",
+            "nbformat==5.11.1",
+            "ipykernel==7.4.0",
+            "psutil==7.2.2",
+        ],
+    },
+    entry_points={"console_scripts": ["gamma-kit-synth=gamma_kit.synth.__main__:main"]},
+)
