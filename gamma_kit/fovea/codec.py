@@ -1,0 +1,273 @@
+"""Heatmap codec for fovea localisation: one object encodes targets (dataset) and
+decodes network outputs (inference), so the two cannot drift apart.
+
+Conventions
+- Heatmaps are float arrays of shape (H, W) = (roi_h, roi_w) at the codec's scale,
+  or batches (N, H, W) / (N, 1, H, W). The original code stored them as (W, H);
+  the kit uses (H, W) throughout.
+- Points are (x, y) = (column, row) in *heatmap pixels*. As in the original method,
+  the heatmap sample [r, c] stands for the point (c, r): encode and decode share
+  this convention, so a round trip is unbiased.
+- ``roi_size``, ``roi_centre``, ``radius`` and ``kernel_size`` are given in full-scale
+  canonical pixels (SPEC 2); ``scale`` shrinks all of them (1/4 scale: ROI 152x100,
+  radius 20, kernel 20). ``heatmap_to_canonical`` / ``canonical_to_heatmap`` move
+  points between heatmap pixels and the full-scale canonical frame.
+
+Decoders
+- ``dark_kernel`` (default, the original): correlate the heatmap with a parabolic
+  template ``K = 1 - (2 d / ks)^2`` (d < ks/2 from the kernel centre (ks/2, ks/2)),
+  evaluated at stride 2 over the original loop bounds, the *last* maximum in the
+  original loop order (x outer, y inner) wins, the position is the window corner
+  + ks/2. Scores come from one FFT correlation; near-ties are re-scored with the
+  original expression so the chosen position is exactly the loop's.
+- ``dark_kernel_subpixel``: the same template at stride 1, refined by a 1-D
+  parabola fit through the maximum and its neighbours in x and y.
+- ``argmax``: the first maximum sample.
+A heatmap whose sum is below ``empty_sum`` (original: 1000 at full scale, scaled by
+scale^2) is *empty*: by default the result is NaN with ``empty`` set; with
+``on_empty="original"`` the original fallback (384, 240) (full-scale ROI pixels)
+is returned instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import scipy.fft as _fft
+
+__all__ = ["HeatmapCodec", "DecodeResult", "parabolic_kernel", "DECODERS", "EMPTY_POLICIES"]
+
+DECODERS = ("dark_kernel", "dark_kernel_subpixel", "argmax")
+EMPTY_POLICIES = ("nan", "original")
+
+#: Original constants (SPEC 2), full-scale canonical pixels.
+ORIGINAL_ROI_SIZE = (608, 400)
+ORIGINAL_ROI_CENTRE = (1140.0, 1040.0)
+ORIGINAL_EMPTY_SUM = 1000.0
+ORIGINAL_EMPTY_FALLBACK = (384.0, 240.0)
+#: Relative size of score differences treated as float noise of the FFT correlation.
+_TIE_RTOL = 1e-9
+#: At most this many near-tied windows are re-scored exactly; beyond that the
+#: tolerance-aware rule (last window within tolerance) decides.
+_MAX_EXACT_RESCORE = 256
+
+
+def parabolic_kernel(kernel_size: int) -> np.ndarray:
+    """Return the original (ks, ks) float64 template ``1 - (2 d / ks)^2`` for
+    d < ks/2, else 0, with d measured from (ks/2, ks/2) in sample indices."""
+    idx = np.arange(kernel_size, dtype=np.float64) - kernel_size / 2
+    dist = np.sqrt(idx[:, None] ** 2 + idx[None, :] ** 2) * 2 / kernel_size
+    return np.where(dist < 1, 1 - dist ** 2, 0.0)
+
+
+@dataclass
+class DecodeResult:
+    """Decoded positions of a batch of heatmaps.
+
+    xy: (N, 2) float64 (x, y) in heatmap pixels (NaN where empty and on_empty="nan");
+    score: (N,) the winning template score (or heatmap value for argmax);
+    empty: (N,) bool, heatmap sum below the codec's ``empty_sum``.
+    """
+
+    xy: np.ndarray
+    score: np.ndarray
+    empty: np.ndarray
+
+
+class HeatmapCodec:
+    """Encode fovea points as the original heatmap target and decode heatmaps.
+
+    Args:
+        roi_size: (w, h) of the region of interest, full-scale canonical pixels.
+        radius: target radius r (target is 0 for d >= r), full-scale pixels.
+        peak: target value at the centre (original 10).
+        kernel_size: dark-kernel template size ks, full-scale pixels (original 80
+            at test time).
+        scale: working scale; sizes above are multiplied by it and rounded.
+        sigma: target shape, ``peak * exp(-(d / (r * sigma))^2)`` (original 1).
+        roi_centre: (x, y) centre of the ROI in the full-scale canonical frame.
+        stride: dark-kernel search stride (original 2).
+        decoder: one of ``DECODERS``.
+        on_empty: ``"nan"`` (explicit empty result) or ``"original"`` (fallback).
+        empty_sum: heatmap sum below which a map is empty; default 1000 * scale^2.
+    """
+
+    def __init__(self, roi_size: Sequence[int] = ORIGINAL_ROI_SIZE, radius: float = 80,
+                 peak: float = 10.0, kernel_size: int = 80, scale: float = 1.0,
+                 sigma: float = 1.0, roi_centre: Sequence[float] = ORIGINAL_ROI_CENTRE,
+                 stride: int = 2, decoder: str = "dark_kernel", on_empty: str = "nan",
+                 empty_sum: float | None = None) -> None:
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        if on_empty not in EMPTY_POLICIES:
+            raise ValueError(f"on_empty must be one of {EMPTY_POLICIES}, got {on_empty!r}")
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+        self.roi_size_full = (int(roi_size[0]), int(roi_size[1]))
+        self.roi_centre = (float(roi_centre[0]), float(roi_centre[1]))
+        self.width = int(round(self.roi_size_full[0] * self.scale))
+        self.height = int(round(self.roi_size_full[1] * self.scale))
+        self.radius = float(radius) * self.scale
+        self.peak = float(peak)
+        self.sigma = float(sigma)
+        self.kernel_size = int(round(kernel_size * self.scale))
+        self.stride = int(stride)
+        if self.kernel_size < 2 or self.kernel_size > min(self.width, self.height):
+            raise ValueError(f"kernel_size {kernel_size} x scale {scale} = {self.kernel_size} px must be "
+                             f"in [2, {min(self.width, self.height)}] (the heatmap is "
+                             f"{self.width}x{self.height})")
+        if self.radius <= 0 or self.stride < 1:
+            raise ValueError(f"radius and stride must be positive, got {radius}, {stride}")
+        self.decoder = decoder
+        self.on_empty = on_empty
+        self.empty_sum = (ORIGINAL_EMPTY_SUM * self.scale ** 2 if empty_sum is None
+                          else float(empty_sum))
+        self.kernel = parabolic_kernel(self.kernel_size)
+        self._kernel_fft: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """(w, h) of the heatmap in pixels."""
+        return self.width, self.height
+
+    @property
+    def roi_origin(self) -> tuple[float, float]:
+        """Top-left (x, y) of the ROI in the full-scale canonical frame ((836, 840))."""
+        return (self.roi_centre[0] - self.roi_size_full[0] / 2,
+                self.roi_centre[1] - self.roi_size_full[1] / 2)
+
+    def heatmap_to_canonical(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) heatmap pixels of a fixed-ROI crop -> (N, 2) full-scale canonical."""
+        return np.asarray(xy, dtype=np.float64) / self.scale + np.asarray(self.roi_origin)
+
+    def canonical_to_heatmap(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) full-scale canonical -> (N, 2) heatmap pixels of the fixed-ROI crop."""
+        return (np.asarray(xy, dtype=np.float64) - np.asarray(self.roi_origin)) * self.scale
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, xy: np.ndarray) -> np.ndarray:
+        """Target heatmaps ``peak * exp(-(d / (r sigma))^2)`` for d < r, else 0.
+
+        xy: (2,) or (N, 2) points in heatmap pixels. Returns float32 (H, W) or
+        (N, H, W); d is measured from sample [r, c] taken as point (c, r).
+        """
+        pts = np.asarray(xy, dtype=np.float64)
+        single = pts.ndim == 1
+        pts = np.atleast_2d(pts)
+        if pts.shape[-1] != 2 or pts.ndim != 2:
+            raise ValueError(f"points must have shape (2,) or (N, 2), got {np.shape(xy)}")
+        cols = np.arange(self.width, dtype=np.float64)
+        rows = np.arange(self.height, dtype=np.float64)
+        dx2 = (cols[None, None, :] - pts[:, 0, None, None]) ** 2
+        dy2 = (rows[None, :, None] - pts[:, 1, None, None]) ** 2
+        d = np.sqrt(dx2 + dy2) / self.radius
+        maps = np.where(d < 1, self.peak * np.exp(-(d / self.sigma) ** 2), 0.0).astype(np.float32)
+        return maps[0] if single else maps
+
+    # ------------------------------------------------------------------ decode
+    def _as_batch(self, heatmaps: np.ndarray) -> np.ndarray:
+        hm = np.asarray(heatmaps)
+        if hm.ndim == 4 and hm.shape[1] == 1:
+            hm = hm[:, 0]
+        elif hm.ndim == 2:
+            hm = hm[None]
+        if hm.ndim != 3 or hm.shape[1:] != (self.height, self.width):
+            raise ValueError(f"heatmaps must have shape (H, W), (N, H, W) or (N, 1, H, W) with "
+                             f"(H, W) = ({self.height}, {self.width}), got {np.shape(heatmaps)}")
+        return hm
+
+    def _correlate(self, hm: np.ndarray) -> np.ndarray:
+        """Dense template scores: (N, H - ks + 1, W - ks + 1), mean of window * K."""
+        ks = self.kernel_size
+        shape = (self.height, self.width)
+        if self._kernel_fft is None:
+            self._kernel_fft = np.conj(_fft.rfft2(self.kernel, s=shape))
+        spec = _fft.rfft2(hm.astype(np.float64), s=shape, workers=-1)
+        full = _fft.irfft2(spec * self._kernel_fft, s=shape, workers=-1)
+        # circular correlation: offsets up to (H - ks, W - ks) never wrap
+        return full[:, : self.height - ks + 1, : self.width - ks + 1] / (ks * ks)
+
+    def _exact_score(self, hm2d: np.ndarray, row: int, col: int) -> float:
+        """The original's score expression for the window with corner (row, col)."""
+        ks = self.kernel_size
+        return float(np.mean(np.multiply(hm2d[row:row + ks, col:col + ks], self.kernel)))
+
+    def _dark_kernel_one(self, hm2d: np.ndarray, dense: np.ndarray) -> tuple[float, float, float]:
+        ks, st = self.kernel_size, self.stride
+        n_i = (self.width - ks) // st   # original loop bounds, x (outer loop)
+        n_j = (self.height - ks) // st  # y (inner loop)
+        if n_i < 1 or n_j < 1:
+            raise ValueError(f"kernel {ks} px with stride {st} leaves no window in a "
+                             f"{self.width}x{self.height} heatmap")
+        # loop order: i (x) outer, j (y) inner -> scores laid out as (i, j)
+        scores = dense[: n_j * st : st, : n_i * st : st].T
+        flat = scores.ravel()
+        best = flat.max()
+        bound = np.abs(hm2d).sum(dtype=np.float64) / (ks * ks)
+        tol = _TIE_RTOL * max(bound, np.finfo(np.float64).tiny)
+        cand = np.flatnonzero(flat >= best - tol)
+        if len(cand) <= _MAX_EXACT_RESCORE:
+            exact = np.array([self._exact_score(hm2d, (k % n_j) * st, (k // n_j) * st)
+                              for k in cand])
+            k = cand[np.flatnonzero(exact == exact.max())[-1]]
+            best = exact.max()
+        else:
+            k = cand[-1]
+        i, j = divmod(int(k), n_j)
+        return i * st + ks / 2, j * st + ks / 2, float(best)
+
+    def _subpixel_one(self, dense: np.ndarray) -> tuple[float, float, float]:
+        ks = self.kernel_size
+        r, c = np.unravel_index(int(np.argmax(dense)), dense.shape)
+
+        def offset(m1: float, m0: float, p1: float) -> float:
+            den = m1 - 2 * m0 + p1
+            return 0.0 if den >= 0 else float(np.clip(0.5 * (m1 - p1) / den, -0.5, 0.5))
+
+        h, w = dense.shape
+        ox = offset(dense[r, c - 1], dense[r, c], dense[r, c + 1]) if 0 < c < w - 1 else 0.0
+        oy = offset(dense[r - 1, c], dense[r, c], dense[r + 1, c]) if 0 < r < h - 1 else 0.0
+        return c + ox + ks / 2, r + oy + ks / 2, float(dense[r, c])
+
+    def decode(self, heatmaps: np.ndarray, decoder: str | None = None) -> DecodeResult:
+        """Decode heatmaps of shape (H, W), (N, H, W) or (N, 1, H, W).
+
+        Returns a :class:`DecodeResult` with (N, 2) positions in heatmap pixels.
+        """
+        decoder = decoder or self.decoder
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        hm = self._as_batch(heatmaps)
+        n = hm.shape[0]
+        xy = np.empty((n, 2), dtype=np.float64)
+        score = np.empty(n, dtype=np.float64)
+        empty = hm.reshape(n, -1).sum(axis=1, dtype=np.float64) < self.empty_sum
+        if decoder == "argmax":
+            flat = hm.reshape(n, -1)
+            idx = flat.argmax(axis=1)
+            xy[:, 0], xy[:, 1] = idx % self.width, idx // self.width
+            score[:] = flat[np.arange(n), idx]
+        else:
+            dense = self._correlate(hm)
+            for b in range(n):
+                if decoder == "dark_kernel":
+                    x, y, s = self._dark_kernel_one(hm[b], dense[b])
+                else:
+                    x, y, s = self._subpixel_one(dense[b])
+                xy[b], score[b] = (x, y), s
+        if empty.any():
+            if self.on_empty == "nan":
+                xy[empty] = np.nan
+            else:
+                xy[empty] = np.asarray(ORIGINAL_EMPTY_FALLBACK) * self.scale
+        return DecodeResult(xy=xy, score=score, empty=empty)
+
+    def config(self) -> dict:
+        """Constructor arguments, for saving beside checkpoints."""
+        return {"roi_size": list(self.roi_size_full), "radius": self.radius / self.scale,
+                "peak": self.peak, "kernel_size": self.kernel_size / self.scale,
+                "scale": self.scale, "sigma": self.sigma, "roi_centre": list(self.roi_centre),
+                "stride": self.stride, "decoder": self.decoder, "on_empty": self.on_empty}
