@@ -1,0 +1,83 @@
+"""Fovea U-Net (parameter count, shapes), loss (hand-computed), folds (original split)."""
+from __future__ import annotations
+
+import json
+import random
+
+import gamma_kit  # noqa: F401  (threads before paddle)
+import numpy as np
+import paddle
+import pytest
+
+from gamma_kit.fovea.folds import get_fold, make_splits, original_gamma_splits, read_splits, write_splits
+from gamma_kit.fovea.loss import heatmap_loss
+from gamma_kit.fovea.model import FoveaUNet, count_parameters
+
+
+def test_default_model_is_the_original_size():
+    model = FoveaUNet()   # 64 base channels, 5x5, 5 levels
+    assert count_parameters(model) == 87_859_776   # "about 88 M"
+
+
+def test_cpu_model_size_and_shapes():
+    model = FoveaUNet(width=16, kernel_size=3)
+    assert count_parameters(model) == 2_008_464    # SPEC 2: "2.0 M parameters"
+    tiny = FoveaUNet(width=4, kernel_size=3)
+    tiny.eval()
+    out = tiny(paddle.rand([2, 3, 32, 48]) * 255)
+    assert out.shape == [2, 1, 32, 48] and float(out.min()) >= 0.0   # final ReLU
+
+
+def test_bad_model_args():
+    with pytest.raises(ValueError, match="odd kernel_size"):
+        FoveaUNet(kernel_size=4)
+
+
+def test_loss_hand_computed():
+    pred = paddle.to_tensor([[[[1.0, 2.0], [3.0, 6.0]]]])
+    target = paddle.to_tensor([[[[0.0, 2.0], [3.0, 4.0]]]])
+    # mse = (1 + 0 + 0 + 4) / 4 = 1.25 ; var(pred) = (4 + 1 + 0 + 9) / 4 = 3.5
+    assert float(heatmap_loss(pred, target)) == pytest.approx(1.25 - 0.0005 * 3.5, rel=1e-6)
+    assert float(heatmap_loss(pred, target, variance_reward=0.0)) == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="shape"):
+        heatmap_loss(pred, target[:, :, :1])
+
+
+def test_loss_gradient_flows():
+    pred = paddle.to_tensor(np.ones((1, 1, 2, 2), np.float32), stop_gradient=False)
+    heatmap_loss(pred, paddle.zeros([1, 1, 2, 2])).backward()
+    np.testing.assert_allclose(pred.grad.numpy(), 0.5)   # d/dp mean(p^2) = 2p/4; var term 0 at constant
+
+
+def test_original_split_matches_python_random():
+    ids = list(range(100))
+    random.seed(1024)
+    random.shuffle(ids)
+    splits = original_gamma_splits()
+    for k in range(1, 6):
+        val = get_fold(splits, k)["val"]
+        assert val == [f"{p + 1:04d}" for p in ids[(k - 1) * 20:k * 20]]
+        assert len(get_fold(splits, k)["train"]) == 80
+    assert sorted(sum((s["val"] for s in splits), [])) == [f"{i:04d}" for i in range(1, 101)]
+    assert make_splits([f"{i:04d}" for i in range(1, 101)]) == splits
+
+
+def test_other_ids_get_seeded_folds(tmp_path):
+    ids = [f"IDRiD_{i:03d}" for i in range(1, 104)]
+    a, b = make_splits(ids, seed=3), make_splits(ids, seed=3)
+    assert a == b and len(a) == 5
+    vals = sum((s["val"] for s in a), [])
+    assert sorted(vals) == ids and {len(s["val"]) for s in a} <= {20, 21}
+    for s in a:
+        assert not set(s["val"]) & set(s["train"])
+    path = write_splits(tmp_path / "splits.json", a)
+    assert read_splits(path) == a
+    with pytest.raises(ValueError, match="fold 9"):
+        get_fold(a, 9)
+    (tmp_path / "bad.json").write_text(json.dumps([{"fold": 1}]))
+    with pytest.raises(ValueError, match="bad.json"):
+        read_splits(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError):
+        read_splits(tmp_path / "none.json")
+    with pytest.raises(ValueError, match="n_folds"):
+        make_splits(["a", "b"], n_folds=5)
