@@ -82,9 +82,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image file, decoded to validate it."""
-    h, w = read_image(path).shape[:2]
-    return w, h
+    """(width, height) of an image file, read from its header (no full decode)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path}: cannot be read as an image ({exc})") from exc
 
 
 def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:

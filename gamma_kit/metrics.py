@@ -1,0 +1,140 @@
+"""Challenge metrics for GAMMA task 2 (fovea) and task 3 (disc / cup), SPEC 5.
+
+Task 2: ``ED_i = sqrt(((x^ - x) / W_i)^2 + ((y^ - y) / H_i)^2)`` with (W_i, H_i) the size
+of the *original* image; AED = mean ED; score = 1 / (AED + 0.1) (at most 10).
+
+Task 3, REFUGE convention, on 0/128/255 masks: cup = mask == 0, disc = mask < 255
+(the disc includes the cup). Dice per image, then averaged over images (not pooled
+over pixels as PaddleSeg does). Vertical diameter = the largest count of structure
+pixels in any column; vCDR = cup diameter / disc diameter; the error is the mean
+absolute vCDR difference.
+
+The official weights that combine the three task 3 numbers are not verified (SPEC 5),
+so the combined score is ``w_disc * dice_disc + w_cup * dice_cup + w_vcdr * (1 - vcdr_mae)``
+with ``DEFAULT_SEG_WEIGHTS`` documented here and overridable everywhere.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "fovea_ed", "fovea_score", "evaluate_fovea", "dice", "vertical_diameter", "vcdr",
+    "seg_image_metrics", "evaluate_seg", "DEFAULT_SEG_WEIGHTS",
+]
+
+# Unverified stand-in weights (disc Dice, cup Dice, 1 - vCDR MAE); they sum to 1 so the
+# combined score lies in [0, 1]. Pass your own where the official ones are known.
+DEFAULT_SEG_WEIGHTS = {"dice_disc": 0.3, "dice_cup": 0.4, "vcdr": 0.3}
+
+
+def fovea_ed(pred: np.ndarray, gt: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Normalised Euclidean distance per image.
+
+    pred, gt: (N, 2) points (x, y) in original-image pixels; sizes: (N, 2) as (W, H).
+    Returns (N,) distances.
+    """
+    pred, gt, sizes = (np.asarray(a, dtype=np.float64).reshape(-1, 2) for a in (pred, gt, sizes))
+    if not (len(pred) == len(gt) == len(sizes)):
+        raise ValueError(f"pred, gt and sizes need the same length, got {len(pred)}, {len(gt)}, {len(sizes)}")
+    if (sizes <= 0).any():
+        raise ValueError("image sizes must be positive")
+    return np.sqrt((((pred - gt) / sizes) ** 2).sum(axis=1))
+
+
+def fovea_score(aed: float) -> float:
+    """Task 2 leaderboard score 1 / (AED + 0.1)."""
+    return 1.0 / (float(aed) + 0.1)
+
+
+def evaluate_fovea(pred: pd.DataFrame, gt: pd.DataFrame, sizes: Mapping[str, tuple[int, int]]) -> dict:
+    """Score predictions against ground truth, both indexed by id with Fovea_X, Fovea_Y.
+
+    ``sizes`` maps id -> original (W, H). Every GT id needs a prediction; extra
+    predictions are an error too (a submission must match the test set).
+    Returns ``{"aed", "score", "n", "per_image": DataFrame[id -> ed]}``.
+    """
+    missing = sorted(set(gt.index) - set(pred.index))
+    extra = sorted(set(pred.index) - set(gt.index))
+    if missing or extra:
+        raise ValueError(f"predictions and ground truth differ: no prediction for {missing[:10]}, "
+                         f"no ground truth for {extra[:10]}")
+    if len(gt) == 0:
+        raise ValueError("ground truth is empty")
+    ids = list(gt.index)
+    no_size = [i for i in ids if i not in sizes]
+    if no_size:
+        raise ValueError(f"no image size for id(s) {no_size[:10]}")
+    cols = ["Fovea_X", "Fovea_Y"]
+    ed = fovea_ed(pred.loc[ids, cols].to_numpy(), gt.loc[ids, cols].to_numpy(), np.array([sizes[i] for i in ids]))
+    aed = float(ed.mean())
+    return {"aed": aed, "score": fovea_score(aed), "n": len(ids),
+            "per_image": pd.DataFrame({"ed": ed}, index=pd.Index(ids, name="data"))}
+
+
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty."""
+    pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+    denom = int(pred.sum()) + int(gt.sum())
+    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(pred, gt).sum()) / denom
+
+
+def vertical_diameter(structure: np.ndarray) -> int:
+    """Largest number of structure pixels in any column of an (H, W) boolean mask."""
+    s = np.asarray(structure, bool)
+    return int(s.sum(axis=0).max()) if s.size else 0
+
+
+def vcdr(mask: np.ndarray) -> float:
+    """Vertical cup-to-disc ratio of a 0/128/255 mask; 0.0 when there is no disc."""
+    disc = vertical_diameter(mask < 255)
+    return 0.0 if disc == 0 else vertical_diameter(mask == 0) / disc
+
+
+def _check_mask(mask: np.ndarray, what: str) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{what}: expected an (H, W) mask, got shape {mask.shape}")
+    bad = np.setdiff1d(np.unique(mask), (0, 128, 255))
+    if bad.size:
+        raise ValueError(f"{what}: mask values must be in {{0, 128, 255}}, found {bad[:10].tolist()}")
+    return mask
+
+
+def seg_image_metrics(pred: np.ndarray, gt: np.ndarray, name: str = "image") -> dict:
+    """Disc and cup Dice and both vCDRs for one pair of (H, W) 0/128/255 masks."""
+    pred, gt = _check_mask(pred, f"{name} prediction"), _check_mask(gt, f"{name} ground truth")
+    if pred.shape != gt.shape:
+        raise ValueError(f"{name}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth is "
+                         f"{gt.shape[1]}x{gt.shape[0]} (w x h); predict at the original size")
+    return {"dice_disc": dice(pred < 255, gt < 255), "dice_cup": dice(pred == 0, gt == 0),
+            "vcdr_pred": vcdr(pred), "vcdr_gt": vcdr(gt)}
+
+
+def evaluate_seg(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray],
+                 weights: Mapping[str, float] | None = None) -> dict:
+    """Average per-image metrics over the ids of ``gt``.
+
+    Returns ``{"dice_disc", "dice_cup", "vcdr_mae", "score", "n", "weights", "per_image"}``.
+    """
+    weights = dict(DEFAULT_SEG_WEIGHTS if weights is None else weights)
+    if set(weights) != set(DEFAULT_SEG_WEIGHTS):
+        raise ValueError(f"weights need exactly the keys {sorted(DEFAULT_SEG_WEIGHTS)}, got {sorted(weights)}")
+    missing = sorted(set(gt) - set(pred))
+    if missing:
+        raise ValueError(f"no prediction for {len(missing)} ground-truth id(s): {missing[:10]}")
+    if not gt:
+        raise ValueError("ground truth is empty")
+    rows = {i: seg_image_metrics(pred[i], gt[i], name=i) for i in sorted(gt)}
+    per = pd.DataFrame.from_dict(rows, orient="index")
+    per.index.name = "data"
+    per["vcdr_err"] = (per["vcdr_pred"] - per["vcdr_gt"]).abs()
+    out = {"dice_disc": float(per["dice_disc"].mean()), "dice_cup": float(per["dice_cup"].mean()),
+           "vcdr_mae": float(per["vcdr_err"].mean()), "n": len(per)}
+    out["score"] = (weights["dice_disc"] * out["dice_disc"] + weights["dice_cup"] * out["dice_cup"]
+                    + weights["vcdr"] * (1.0 - out["vcdr_mae"]))
+    out["weights"] = weights
+    out["per_image"] = per
+    return out
