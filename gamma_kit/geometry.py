@@ -24,6 +24,7 @@ instead of the original's hand-typed lists; an override file can settle any imag
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,57 +244,65 @@ class CanonicalFrame:
         return p / self.scale + np.asarray(self.offset)
 
     # ---- pixels -------------------------------------------------------------------------
-    def _matrix(self, out_scale: float) -> np.ndarray:
-        """2x3 affine, image pixels (OpenCV centre convention) -> scaled canonical pixels."""
+    def _matrix(self, out_scale: float, pre: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+        """2x3 affine from source pixels (OpenCV centre convention) to scaled canonical pixels.
+
+        ``pre`` = per-axis factor of an already resized source (resized = pre * original).
+        """
         a = self.scale * out_scale
-        ax, bx = a, -a * self.offset[0]
+        ax, bx = a / pre[0], -a * self.offset[0]
         if self.flipped:
             ax, bx = -ax, CANONICAL_SIZE[0] * out_scale - bx
         ax, bx = _corner_to_centre(ax, bx)
-        ay, by = _corner_to_centre(a, -a * self.offset[1])
+        ay, by = _corner_to_centre(a / pre[1], -a * self.offset[1])
         return np.array([[ax, 0.0, bx], [0.0, ay, by]])
 
     def canonical_shape(self, out_scale: float = 1.0) -> tuple[int, int]:
-        """(w, h) of the canonical image at ``out_scale``."""
-        return round(CANONICAL_SIZE[0] * out_scale), round(CANONICAL_SIZE[1] * out_scale)
+        """(w, h) of the canonical image at ``out_scale`` (rounded up: 1/4 -> 489 x 484)."""
+        return math.ceil(CANONICAL_SIZE[0] * out_scale - 1e-9), math.ceil(CANONICAL_SIZE[1] * out_scale - 1e-9)
 
     def _integer_shift(self) -> bool:
         return self.scale == 1.0 and all(float(o).is_integer() for o in self.offset)
 
     def warp_image(self, image: np.ndarray, scale: float = 1.0, nearest: bool = False) -> np.ndarray:
-        """Image (H, W[, C]) -> canonical image (round(1934*scale), round(1956*scale)[, C]).
+        """Image (H, W[, C]) -> canonical image (ceil(1934*scale), ceil(1956*scale)[, C]).
 
-        Canonical point ``p`` lands on pixel ``p * scale``. Pixels from outside the source
-        are 0. ``nearest`` keeps label values (masks). The original's integer crop and
-        mirror are done by slicing, so at ``scale=1`` they are exact.
+        Canonical point ``p`` lands on pixel ``p * scale`` exactly. Pixels from outside the
+        source are 0. ``nearest`` keeps label values (masks). The original's integer crop
+        and mirror are done by slicing (exact at ``scale=1``); an integer shrink factor
+        (scale 1/2, 1/4, ...) is then exact block averaging.
         """
         if image.shape[1::-1] != self.image_size:
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, this frame is for "
                              f"{self.image_size[0]}x{self.image_size[1]}")
+        out_w, out_h = self.canonical_shape(scale)
         if self._integer_shift():
-            cw, ch = CANONICAL_SIZE
+            k = 1.0 / scale
+            block = int(round(k)) if abs(k - round(k)) < 1e-9 else 1
+            cw, ch = out_w * block, out_h * block       # padded so that blocks tile it exactly
             ox, oy = int(self.offset[0]), int(self.offset[1])
+            if self.flipped:                             # pad on the left so the mirror stays aligned
+                ox -= cw - CANONICAL_SIZE[0]
             out = np.zeros((ch, cw) + image.shape[2:], image.dtype)
             x0, y0 = max(ox, 0), max(oy, 0)
             x1, y1 = min(ox + cw, image.shape[1]), min(oy + ch, image.shape[0])
             out[y0 - oy:y1 - oy, x0 - ox:x1 - ox] = image[y0:y1, x0:x1]
             if self.flipped:
                 out = out[:, ::-1]
-            if scale == 1.0:
+            if block == 1 and scale == 1.0:
                 return np.ascontiguousarray(out)
-            interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-            return cv2.resize(out, self.canonical_shape(scale), interpolation=interp)
+            if block > 1:
+                if nearest:
+                    return np.ascontiguousarray(out[block // 2::block, block // 2::block])
+                return cv2.resize(out, (out_w, out_h), interpolation=cv2.INTER_AREA)
         total = self.scale * scale
-        src = image
-        pre = 1.0
-        if total < 0.5 and not nearest:   # shrink with area averaging first: warpAffine would alias
-            pre_size = (max(1, round(image.shape[1] * total)), max(1, round(image.shape[0] * total)))
-            src = cv2.resize(image, pre_size, interpolation=cv2.INTER_AREA)
-            pre = pre_size[0] / image.shape[1]
-        frame = CanonicalFrame((src.shape[1], src.shape[0]), self.scale / pre,
-                               (self.offset[0] * pre, self.offset[1] * pre), self.flipped)
+        src, pre = image, (1.0, 1.0)
+        if total < 0.5 and not nearest:   # shrink with area averaging first: warpAffine alone would alias
+            size = (max(1, round(image.shape[1] * total)), max(1, round(image.shape[0] * total)))
+            src = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            pre = (size[0] / image.shape[1], size[1] / image.shape[0])
         interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
-        return cv2.warpAffine(src, frame._matrix(scale), self.canonical_shape(scale), flags=interp,
+        return cv2.warpAffine(src, self._matrix(scale, pre), (out_w, out_h), flags=interp,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def unwarp_image(self, canonical: np.ndarray, scale: float = 1.0, nearest: bool = False) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""The evaluate CLI on tiny hand-made files, with known answers."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gamma_kit.data import write_image
+from gamma_kit.evaluate import main
+
+
+def _fovea_files(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    write_image(imgs / "0101.jpg", np.zeros((200, 100, 3), np.uint8))   # W=100, H=200
+    write_image(imgs / "0102.jpg", np.zeros((100, 400, 3), np.uint8))   # W=400, H=100
+    (tmp_path / "gt.csv").write_text("data,Fovea_X,Fovea_Y\n0101,50,100\n0102,200,50\n")
+    (tmp_path / "pred.csv").write_text("data,Fovea_X,Fovea_Y\n0102,200,52\n0101,53,100\n")
+    return imgs
+
+
+def test_fovea_json(tmp_path, capsys):
+    imgs = _fovea_files(tmp_path)
+    assert main(["fovea", "--pred", str(tmp_path / "pred.csv"), "--gt", str(tmp_path / "gt.csv"),
+                 "--images", str(imgs), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # ED: 3/100 = 0.03 and 2/100 = 0.02 -> AED 0.025
+    assert out == pytest.approx({"aed": 0.025, "score": 1 / 0.125, "n": 2})
+
+
+def test_fovea_gt_outside_image(tmp_path, capsys):
+    imgs = _fovea_files(tmp_path)
+    (tmp_path / "gt.csv").write_text("data,Fovea_X,Fovea_Y\n0101,500,100\n0102,200,50\n")
+    assert main(["fovea", "--pred", str(tmp_path / "pred.csv"), "--gt", str(tmp_path / "gt.csv"),
+                 "--images", str(imgs)]) == 2
+    assert "fovea outside its image" in capsys.readouterr().err
+
+
+def _mask(cup_rows):
+    m = np.full((20, 10), 255, np.uint8)
+    m[4:14, 2:8] = 128
+    m[6:6 + cup_rows, 3:7] = 0
+    return m
+
+
+def test_seg_json_via_module(tmp_path):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    write_image(gt / "0101.bmp", _mask(5))      # vCDR 0.5
+    write_image(pred / "0101.bmp", _mask(5))
+    write_image(gt / "0102.bmp", _mask(4))      # vCDR 0.4
+    write_image(pred / "0102.bmp", _mask(6))    # vCDR 0.6, cup Dice 2*16/(16+24) = 0.8
+    r = subprocess.run([sys.executable, "-m", "gamma_kit.evaluate", "seg", "--pred", str(pred), "--gt", str(gt),
+                        "--json", "--weights", "0,1,0"], capture_output=True, text=True, check=True)
+    out = json.loads(r.stdout)
+    assert out["n"] == 2 and out["dice_disc"] == 1.0
+    assert out["dice_cup"] == pytest.approx(0.9)
+    assert out["vcdr_mae"] == pytest.approx(0.1)
+    assert out["score"] == pytest.approx(0.9)
+
+
+def test_seg_missing_prediction(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    write_image(gt / "0101.bmp", _mask(5))
+    write_image(gt / "0102.bmp", _mask(5))
+    write_image(pred / "0101.bmp", _mask(5))
+    assert main(["seg", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert "no predicted mask for 1 id(s)" in capsys.readouterr().err
