@@ -139,13 +139,18 @@ class HeatmapCodec:
         return (self.roi_centre[0] - self.roi_size_full[0] / 2,
                 self.roi_centre[1] - self.roi_size_full[1] / 2)
 
+    @property
+    def roi_origin_px(self) -> tuple[int, int]:
+        """Top-left (x, y) of the fixed-ROI crop in pixels of the scaled canonical image."""
+        return (int(round(self.roi_origin[0] * self.scale)), int(round(self.roi_origin[1] * self.scale)))
+
     def heatmap_to_canonical(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) heatmap pixels of a fixed-ROI crop -> (N, 2) full-scale canonical."""
-        return np.asarray(xy, dtype=np.float64) / self.scale + np.asarray(self.roi_origin)
+        return (np.asarray(xy, dtype=np.float64) + np.asarray(self.roi_origin_px)) / self.scale
 
     def canonical_to_heatmap(self, xy: np.ndarray) -> np.ndarray:
         """(N, 2) full-scale canonical -> (N, 2) heatmap pixels of the fixed-ROI crop."""
-        return (np.asarray(xy, dtype=np.float64) - np.asarray(self.roi_origin)) * self.scale
+        return np.asarray(xy, dtype=np.float64) * self.scale - np.asarray(self.roi_origin_px)
 
     # ------------------------------------------------------------------ encode
     def encode(self, xy: np.ndarray) -> np.ndarray:

@@ -2,13 +2,13 @@
 kernel size as parameters.
 
 Layout: input (N, 3, H, W) float32, raw 0-255 RGB (no normalisation, as the
-original); output (N, 1, H, W) float32 heatmap >= 0 (final ReLU). H and W must be
-divisible by 2^(levels-1) = 16 for the default 5 levels (608x400 and 152x100 are).
+original); output (N, 1, H, W) float32 heatmap >= 0 (final ReLU).
 
 Default = original: 5 levels, channels 64-128-256-512-1024, 5x5 convolutions with
 reflect padding and no bias, BatchNorm, Dropout2D(0.2), ReLU; down-sampling by a
-stride-2 5x5 convolution; up-sampling by nearest x2 + 1x1 convolution halving the
-channels, then concatenation with the skip; head 5x5 conv to 1 channel + ReLU.
+stride-2 5x5 convolution; up-sampling by nearest x2 (to the skip's size, so any H, W
+works, e.g. 152x100 at 1/4 scale) + 1x1 convolution halving the channels, then
+concatenation with the skip; head 5x5 conv to 1 channel + ReLU.
 About 88 M parameters.
 """
 from __future__ import annotations
@@ -57,7 +57,8 @@ class UpSample(nn.Layer):
         self.layer = nn.Conv2D(ch, ch // 2, kernel_size=1)
 
     def forward(self, x: paddle.Tensor, skip: paddle.Tensor) -> paddle.Tensor:
-        x = self.layer(F.interpolate(x, scale_factor=2, mode="nearest"))
+        # nearest x2; sized to the skip so odd sizes (100 -> 50 -> 25 -> 13) work too
+        x = self.layer(F.interpolate(x, size=skip.shape[2:], mode="nearest"))
         return paddle.concat([x, skip], axis=1)
 
 
@@ -81,11 +82,6 @@ class FoveaUNet(nn.Layer):
         self.dec = nn.LayerList([ConvBlock(chans[i], chans[i - 1], kernel_size, dropout)
                                  for i in range(levels - 1, 0, -1)])
         self.head = _conv(chans[0], 1, kernel_size)
-
-    @property
-    def stride(self) -> int:
-        """Input H and W must be multiples of this."""
-        return 2 ** (self.levels - 1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         skips = []

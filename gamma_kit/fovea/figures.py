@@ -1,0 +1,83 @@
+"""Figures for fovea runs (matplotlib, Agg backend; files only, never a window).
+
+- ``plot_heatmap_examples``: ROI crop beside its predicted heatmap, predicted (red)
+  and true (green) crosses; points in heatmap pixels (x, y).
+- ``plot_fovea_distribution``: foveae in the full-scale canonical frame with the ROI.
+- ``plot_training_curves``: loss and validation AED per epoch from metrics.json files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = ["plot_heatmap_examples", "plot_fovea_distribution", "plot_training_curves"]
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def plot_heatmap_examples(path: str | Path, ids: Sequence[str], crops: np.ndarray, heatmaps: np.ndarray,
+                          pred_xy: np.ndarray, true_xy: Mapping[str, np.ndarray] | None = None,
+                          max_images: int = 6) -> Path:
+    """crops (N, 3, h, w) 0-255, heatmaps (N, h, w), pred_xy (N, 2) heatmap pixels."""
+    n = min(len(ids), max_images)
+    fig, axes = plt.subplots(n, 2, figsize=(8, 2.6 * n), squeeze=False)
+    for k in range(n):
+        img = np.clip(crops[k].transpose(1, 2, 0), 0, 255).astype(np.uint8)
+        for ax, data, title in ((axes[k, 0], heatmaps[k], f"{ids[k]} heatmap"), (axes[k, 1], img, "ROI")):
+            ax.imshow(data, cmap="viridis" if data.ndim == 2 else None)
+            ax.plot(*pred_xy[k], "r+", ms=14, mew=2, label="predicted")
+            if true_xy is not None and ids[k] in true_xy:
+                ax.plot(*true_xy[ids[k]], "gx", ms=10, mew=2, label="true")
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    axes[0, 1].legend(loc="upper right", fontsize=7)
+    return _save(fig, path)
+
+
+def plot_fovea_distribution(path: str | Path, pred_canon: np.ndarray, true_canon: np.ndarray | None,
+                            codec) -> Path:
+    """Foveae (N, 2) in the full-scale canonical frame, with the codec's ROI."""
+    from gamma_kit.geometry import CANONICAL_SIZE
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ox, oy = codec.roi_origin
+    w, h = codec.roi_size_full
+    ax.add_patch(plt.Rectangle((ox, oy), w, h, fill=False, color="k", lw=1, label="ROI"))
+    ax.scatter(*np.asarray(pred_canon).T, s=12, c="r", marker="+", label="predicted")
+    if true_canon is not None and len(true_canon):
+        ax.scatter(*np.asarray(true_canon).T, s=10, c="g", marker="x", label="true")
+    ax.set_xlim(0, CANONICAL_SIZE[0])
+    ax.set_ylim(CANONICAL_SIZE[1], 0)
+    ax.set_aspect("equal")
+    ax.set_title("fovea in the canonical frame (disc on the left)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_training_curves(path: str | Path, metrics_files: Sequence[str | Path]) -> Path:
+    """Train loss and validation AED per epoch, one line per metrics.json (fold)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for f in metrics_files:
+        m = json.loads(Path(f).read_text())
+        ep = [r["epoch"] for r in m["history"]]
+        a1.plot(ep, [r["train_loss"] for r in m["history"]], label=f"fold {m['fold']}")
+        a2.plot(ep, [r["val_aed"] for r in m["history"]], label=f"fold {m['fold']}")
+    a1.set(xlabel="epoch", ylabel="train loss", yscale="log")
+    a2.set(xlabel="epoch", ylabel="validation AED", yscale="log")
+    a2.legend(fontsize=7)
+    return _save(fig, path)
