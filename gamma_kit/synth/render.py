@@ -31,7 +31,7 @@ __all__ = ["SynthSample", "FundusLayout", "render_fundus", "sample_layout", "fov
            "CANVAS_MAX", "SIDES"]
 
 SIDES = ("left", "right")
-CANVAS_MAX = 1000                     # long side (px) of the canvas that smooth content is painted on
+CANVAS_MAX = 800                      # long side (px) of the canvas that smooth content is painted on
 WIDE_ASPECT = 1.2                     # w / h above this: a wide camera whose FOV is clipped left and right
 WIDE_FOV_RADIUS = 0.49                # FOV radius / height on a wide camera (2992 x 2000: 980 px)
 SQUARE_FOV_RADIUS = 0.5               # FOV radius / height on a square-ish camera (nearly fills the frame)
@@ -330,6 +330,76 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) 
     return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+@dataclass(frozen=True)
+class _Canvas:
+    """Low-resolution painting grid: canvas px ``u`` covers image px ``u * (sx, sy)``.
+
+    ``xs`` (1, w) and ``ys`` (h, 1) hold the image coordinates of the canvas pixel centres.
+    """
+
+    w: int
+    h: int
+    sx: float
+    sy: float
+    xs: np.ndarray
+    ys: np.ndarray
+
+    @classmethod
+    def for_image(cls, width: int, height: int, long_side: int = CANVAS_MAX) -> "_Canvas":
+        f = max(1.0, max(width, height) / long_side)
+        w, h = max(1, round(width / f)), max(1, round(height / f))
+        sx, sy = width / w, height / h
+        return cls(w, h, sx, sy, ((np.arange(w, dtype=np.float32) + 0.5) * sx)[None, :],
+                   ((np.arange(h, dtype=np.float32) + 0.5) * sy)[:, None])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.h, self.w
+
+    def to_canvas(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) image points -> canvas points."""
+        return np.asarray(points) / np.array([self.sx, self.sy])
+
+    def roi(self, centre: np.ndarray, radius: float) -> tuple[slice, slice]:
+        """Canvas (rows, cols) slices covering the image-px square ``centre`` +- ``radius``."""
+        x0, x1 = int((centre[0] - radius) / self.sx), int(math.ceil((centre[0] + radius) / self.sx))
+        y0, y1 = int((centre[1] - radius) / self.sy), int(math.ceil((centre[1] + radius) / self.sy))
+        return slice(max(0, y0), max(0, min(self.h, y1))), slice(max(0, x0), max(0, min(self.w, x1)))
+
+    def sq_dist(self, p: np.ndarray, roi: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+        """Squared image-px distance from ``p`` of the canvas pixel centres in ``roi``."""
+        return (self.xs[:, roi[1]] - np.float32(p[0])) ** 2 + (self.ys[roi[0]] - np.float32(p[1])) ** 2
+
+
+def _paint_disc(rng: np.random.Generator, img: np.ndarray, shade: np.ndarray, canvas: _Canvas, mask: np.ndarray,
+                disc_xy: np.ndarray, diameter: float, temporal_sign: float) -> tuple[tuple[slice, slice], np.ndarray]:
+    """Paint peripapillary atrophy, rim and cup into ``img`` (canvas, in place) around the disc.
+
+    The rim and cup opacities are the area coverage of the full-resolution ``mask``
+    (blurred slightly), so the painted edges sit on the mask's. Returns the region
+    painted and the cup opacity there (vessels over the cup are drawn paler).
+    """
+    r = diameter / 2
+    roi = canvas.roi(disc_xy, 1.7 * r)
+    covers = [cv2.resize(cv2.compare(mask, v, op), (canvas.w, canvas.h), interpolation=cv2.INTER_AREA)[roi]
+              .astype(np.float32) / 255 for v, op in ((255, cv2.CMP_LT), (0, cv2.CMP_EQ))]
+    sub, shade = img[roi], shade[roi][..., None]
+    rho = np.sqrt(canvas.sq_dist(disc_xy, roi)) / np.float32(r)
+    if rng.uniform() < 0.5:   # a pale crescent just outside the disc, on its temporal side
+        side = np.clip(temporal_sign * (canvas.xs[:, roi[1]] - np.float32(disc_xy[0])) / np.float32(r), 0, 1)
+        ring = np.exp(-((rho - 1.08) / rng.uniform(0.06, 0.15)) ** 2) * side * rng.uniform(0.08, 0.25)
+        sub += ring[..., None] * (np.float32([235, 190, 150]) * shade - sub)
+    blur = diameter / 320 / canvas.sx                 # canvas px per px of a photo whose disc is 320 px wide
+    disc_a = cv2.GaussianBlur(covers[0], (0, 0), rng.uniform(1.0, 5.0) * blur) * rng.uniform(0.5, 0.8)
+    cup_a = cv2.GaussianBlur(covers[1], (0, 0), rng.uniform(2.0, 10.0) * blur) * rng.uniform(0.45, 0.85)
+    glow = ((1.0 + 0.15 * np.clip(1.0 - rho ** 2, 0, 1)) * rng.uniform(1.0, 1.2))[..., None] * shade
+    rim_col = np.float32([250, 250 * rng.uniform(0.55, 0.72), 250 * rng.uniform(0.25, 0.45)])
+    cup_col = np.float32([255, 255 * rng.uniform(0.8, 0.95), 255 * rng.uniform(0.55, 0.8)])
+    sub += disc_a[..., None] * (glow * rim_col - sub)
+    sub += cup_a[..., None] * (glow * cup_col - sub)
+    return roi, cup_a
+
+
 def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: str,
                   fov_radius_factor: float | None = None) -> SynthSample:
     """Render one fundus photo of ``width`` x ``height`` px with the disc on ``disc_side``.
@@ -350,6 +420,7 @@ def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: 
     fov_c = fov.radius * frame.scale                 # FOV radius, canonical px
     layout = sample_layout(rng, fov_c)
     d_img = layout.disc_diameter * px
+    fovea_img, disc_img = frame.to_image(np.asarray([layout.fovea, layout.disc]))
 
     # mask at full resolution
     disc_outline, cup_outline = _disc_and_cup_outlines(rng, layout)
@@ -357,92 +428,61 @@ def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: 
     cv2.fillPoly(mask, [_cv_points(frame.to_image(disc_outline))], 128, cv2.LINE_8, SHIFT)
     cv2.fillPoly(mask, [_cv_points(frame.to_image(cup_outline))], 0, cv2.LINE_8, SHIFT)
 
-    # canvas: canvas px u <-> image px u * (sx, sy)
-    f = max(1.0, max(width, height) / CANVAS_MAX)
-    cw, ch = max(1, round(width / f)), max(1, round(height / f))
-    sx, sy = width / cw, height / ch
-    xs = ((np.arange(cw, dtype=np.float32) + 0.5) * sx)[None, :]   # image x of canvas pixel centres
-    ys = ((np.arange(ch, dtype=np.float32) + 0.5) * sy)[:, None]
-    disc_bin = cv2.compare(mask, 255, cv2.CMP_LT)     # 0 / 255
-    cup_bin = cv2.compare(mask, 0, cv2.CMP_EQ)
-    disc_cover, cup_cover = (cv2.resize(b, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
-                             for b in (disc_bin, cup_bin))
-
-    def sq_dist(p: np.ndarray) -> np.ndarray:
-        return (xs - np.float32(p[0])) ** 2 + (ys - np.float32(p[1])) ** 2
-
-    # retina: colour, illumination fall-off (off-centre), texture
-    r_norm = np.sqrt(sq_dist(np.array([fov.cx, fov.cy]) + rng.uniform(-0.15, 0.15, 2) * fov.radius)) / fov.radius
+    # retina: colour, illumination falling off towards the rim (off-centre), texture
+    canvas = _Canvas.for_image(width, height)
+    light = np.array([fov.cx, fov.cy]) + rng.uniform(-0.15, 0.15, 2) * fov.radius
+    r_norm = np.sqrt(canvas.sq_dist(light)) / np.float32(fov.radius)
     rim = rng.uniform(0.35, 0.7)
     illum = 1.0 - (1.0 - rim) * np.minimum(r_norm, 1.3) ** rng.uniform(1.6, 3.0)
-    texture = 1.0 + sum(a * _smooth_noise(rng, (ch, cw), c) for a, c in
+    texture = 1.0 + sum(a * _smooth_noise(rng, canvas.shape, c) for a, c in
                         ((rng.uniform(0.03, 0.07), 6), (rng.uniform(0.02, 0.05), 24), (rng.uniform(0.01, 0.03), 90)))
-    shade = (illum * texture * rng.uniform(0.75, 1.1)).astype(np.float32)
+    shade = illum * texture * np.float32(rng.uniform(0.75, 1.1))
     red = rng.uniform(160, 235)
     base = np.float32([red, red * rng.uniform(0.30, 0.50), red * rng.uniform(0.08, 0.22)])
-    img = shade[..., None] * base
 
-    # macula and fovea: darker, with the macular pigment absorbing more green and blue
-    fovea_img = frame.to_image(np.asarray([layout.fovea]))[0]
-    d2 = sq_dist(fovea_img)
+    # macula and fovea: darker, the macular pigment absorbing more green and blue
+    d2 = canvas.sq_dist(fovea_img)
     macula = rng.uniform(0.2, 0.4) * np.exp(-d2 / (2 * (rng.uniform(0.5, 0.8) * d_img) ** 2))
-    pit = rng.uniform(0.1, 0.22) * np.exp(-d2 / (2 * (rng.uniform(0.08, 0.16) * d_img) ** 2))
-    dark = (macula + pit)[..., None] * np.float32([1.0, 1.15, 1.25])
-    img *= np.clip(1.0 - dark, 0.2, 1.0)
+    macula += rng.uniform(0.1, 0.22) * np.exp(-d2 / (2 * (rng.uniform(0.08, 0.16) * d_img) ** 2))
+    img = shade[..., None] * base * np.clip(1.0 - macula[..., None] * np.float32([1.0, 1.15, 1.25]), 0.2, 1.0)
 
-    # peripapillary atrophy: a pale crescent just outside the disc, mostly temporal
-    disc_img = frame.to_image(np.asarray([layout.disc]))[0]
-    rho = np.sqrt(sq_dist(disc_img)) / (d_img / 2)
-    if rng.uniform() < 0.5:
-        temporal = np.float32(1 if disc_side == "left" else -1)
-        side_w = np.clip(temporal * (xs - np.float32(disc_img[0])) / np.float32(0.5 * d_img), 0, 1)
-        ring = np.exp(-((rho - 1.08) / rng.uniform(0.06, 0.15)) ** 2) * side_w * rng.uniform(0.08, 0.25)
-        img += ring[..., None] * (np.float32([235, 190, 150]) * shade[..., None] - img)
+    roi, cup_a = _paint_disc(rng, img, shade, canvas, mask, disc_img, d_img, 1.0 if disc_side == "left" else -1.0)
 
-    # disc (rim) and cup from the mask's area coverage, edges softened a little
-    px_c = px / f                                    # canvas px per canonical px
-    disc_a = cv2.GaussianBlur(disc_cover, (0, 0), rng.uniform(1.0, 5.0) * px_c) * rng.uniform(0.5, 0.8)
-    cup_a = cv2.GaussianBlur(cup_cover, (0, 0), rng.uniform(2.0, 10.0) * px_c) * rng.uniform(0.45, 0.85)
-    glow = (1.0 + 0.15 * np.clip(1.0 - rho ** 2, 0, 1)).astype(np.float32) * shade * rng.uniform(1.0, 1.2)
-    rim_col = np.float32([250, 250 * rng.uniform(0.55, 0.72), 250 * rng.uniform(0.25, 0.45)])
-    cup_col = np.float32([255, 255 * rng.uniform(0.8, 0.95), 255 * rng.uniform(0.55, 0.8)])
-    img += disc_a[..., None] * (glow[..., None] * rim_col - img)
-    img += cup_a[..., None] * (glow[..., None] * cup_col - img)
-
-    # vessels: veins darker and wider than arteries; strongest contrast in green
+    # vessels: veins darker and wider than arteries, strongest contrast in green
     segs, widths, veins = _grow_vessels(rng, layout, fov_c)
-    segs_img = frame.to_image(segs.reshape(-1, 2)).reshape(-1, 2, 2) / np.array([sx, sy])
-    widths_c = widths * px_c
-    in_cup = (1.0 - 0.5 * cup_a)[..., None]          # vessels dipping into the cup are out of focus, paler
+    segs_c = canvas.to_canvas(frame.to_image(segs.reshape(-1, 2))).reshape(-1, 2, 2)
+    widths_c = widths * px / canvas.sx
     for sel, strength in ((veins, np.float32([0.35, 0.6, 0.5])), (~veins, np.float32([0.15, 0.4, 0.35]))):
-        cover = _draw_segments((ch, cw), segs_img[sel], widths_c[sel])
-        img *= 1.0 - cover[..., None] * in_cup * (strength * np.float32(rng.uniform(0.8, 1.2)))
+        cover = _draw_segments(canvas.shape, segs_c[sel], widths_c[sel])
+        cover[roi] *= 1.0 - 0.5 * cup_a               # vessels dipping into the cup are out of focus, paler
+        img *= 1.0 - cover[..., None] * (strength * np.float32(rng.uniform(0.8, 1.2)))
 
     # distractors: bright exudate-like spots and dark red haemorrhage-like dots
-    avoid = [(np.asarray(layout.disc), 1.2 * layout.disc_diameter), (np.asarray(layout.fovea), 0.6 * layout.disc_diameter)]
+    avoid = [(np.asarray(layout.disc), 1.2 * layout.disc_diameter),
+             (np.asarray(layout.fovea), 0.6 * layout.disc_diameter)]
     for colour, count, r_rel in (([255, 235, 150], int(rng.integers(0, 8)), (0.015, 0.04)),
                                  (None, int(rng.integers(0, 5)), (0.02, 0.06))):
         if count == 0:
             continue
         pts = _random_points_in_fov(rng, count, fov_c, avoid)
-        centres = frame.to_image(pts) / np.array([sx, sy])
-        radii = rng.uniform(*r_rel, len(pts)) * layout.disc_diameter * px / f
-        spots = _draw_spots(rng, (ch, cw), centres, radii)[..., None]
+        radii = rng.uniform(*r_rel, len(pts)) * d_img / canvas.sx
+        spots = _draw_spots(rng, canvas.shape, canvas.to_canvas(frame.to_image(pts)), radii)[..., None]
         if colour is None:
             img *= 1.0 - spots * np.float32([0.35, 0.6, 0.55])
         else:
-            img += spots * rng.uniform(0.5, 0.9) * (np.float32(colour) * shade[..., None] - img)
+            img += spots * np.float32(rng.uniform(0.5, 0.9)) * (np.float32(colour) * shade[..., None] - img)
 
-    # field of view (anti-aliased edge), sensor noise, then up to full size
-    fov_dist = np.sqrt((xs - np.float32(fov.cx)) ** 2 + (ys - np.float32(fov.cy)) ** 2) / np.float32(sx)
-    img *= np.clip(np.float32(fov.radius / sx) - fov_dist + 0.5, 0, 1)[..., None]
+    # field of view with an anti-aliased edge, sensor noise, then up to full size
+    fov_dist = np.sqrt(canvas.sq_dist((fov.cx, fov.cy))) / np.float32(canvas.sx)
+    img *= np.clip(np.float32(fov.radius / canvas.sx + 0.5) - fov_dist, 0, 1)[..., None]
     img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(1.0, 3.0))
-    canvas = np.clip(img, 0, 255).astype(np.uint8)
-    image = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_LINEAR) if (cw, ch) != (width, height) \
-        else canvas
+    small = cv2.convertScaleAbs(img)    # saturates at 255; noise below 0 in the black surround folds to faint positive
+    image = small if small.shape[:2] == (height, width) else \
+        cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
+    disc_bin = cv2.compare(mask, 255, cv2.CMP_LT)
     m = cv2.moments(disc_bin, binaryImage=True)        # OpenCV puts pixel centres on integers
-    disc_xy = (m["m10"] / m["m00"] + 0.5, m["m01"] / m["m00"] + 0.5)
     x, y, bw, bh = cv2.boundingRect(disc_bin)
-    return SynthSample(image, mask, (float(fovea_img[0]), float(fovea_img[1])), disc_xy, disc_side, float(d_img),
+    return SynthSample(image, mask, (float(fovea_img[0]), float(fovea_img[1])),
+                       (m["m10"] / m["m00"] + 0.5, m["m01"] / m["m00"] + 0.5), disc_side, float(d_img),
                        vertical_cdr(mask[y:y + bh, x:x + bw]), int(rng.integers(*JPEG_QUALITY)))
