@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,32 @@ def load_checkpoint(path: str | Path, cfg: dict | None = None):
     return model, ck_cfg
 
 
+def _rename_keys(state: dict, mapping: dict[str, str]) -> dict:
+    """Rename optimizer-state keys that start with a parameter name (longest match)."""
+    names = sorted(mapping, key=len, reverse=True)
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            value = _rename_keys(value, mapping)
+        new = key
+        for n in names:
+            if key == n or key.startswith(n + "_"):
+                new = mapping[n] + key[len(n):]
+                break
+        out[new] = value
+    return out
+
+
+def _portable_opt_state(opt, model) -> dict:
+    """Optimizer state keyed by structured parameter names (``enc.0.layer.0.weight``),
+    not the process-global tensor names, so --resume works in any process."""
+    return _rename_keys(opt.state_dict(), {p.name: f"@{n}" for n, p in model.named_parameters()})
+
+
+def _load_portable_opt_state(opt, model, state: dict) -> None:
+    opt.set_state_dict(_rename_keys(state, {f"@{n}": p.name for n, p in model.named_parameters()}))
+
+
 def _evaluate(model, items, codec, amp: bool, batch_size: int) -> tuple[float, pd.DataFrame]:
     from gamma_kit.fovea.dataset import roi_crop
 
@@ -165,6 +192,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     from gamma_kit.fovea.loss import heatmap_loss
     from gamma_kit.runtime import select_device
 
+    # Paddle 3 warns on every BatchNorm forward in train mode; the behaviour is the intended one
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean")
     run_dir = Path(run_dir)
     fold_dir = run_dir / f"fold{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +231,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     if resume and (fold_dir / "last_state.json").is_file():
         state = json.loads((fold_dir / "last_state.json").read_text())
         model.set_state_dict(paddle.load(str(fold_dir / "last.pdparams")))
-        opt.set_state_dict(paddle.load(str(fold_dir / "last.pdopt")))
+        _load_portable_opt_state(opt, model, paddle.load(str(fold_dir / "last.pdopt")))
         history, best_aed, best_epoch = state["history"], state["best_aed"], state["best_epoch"]
         start = state["epoch"] + 1
         if isinstance(lr, paddle.optimizer.lr.LRScheduler):
@@ -243,7 +272,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
             best_aed, best_epoch = aed, epoch
             paddle.save(model.state_dict(), str(fold_dir / "best.pdparams"))
         paddle.save(model.state_dict(), str(fold_dir / "last.pdparams"))
-        paddle.save(opt.state_dict(), str(fold_dir / "last.pdopt"))
+        paddle.save(_portable_opt_state(opt, model), str(fold_dir / "last.pdopt"))
         atomic_write_text(fold_dir / "last_state.json", json.dumps(
             {"epoch": epoch, "best_aed": best_aed, "best_epoch": best_epoch, "history": history}))
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", aed=f"{aed:.4f}", best=f"{best_aed:.4f}")
