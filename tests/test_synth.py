@@ -16,6 +16,7 @@ from gamma_kit import data
 from gamma_kit.synth import generate, parse_sizes, render_fundus, sample_layout, split_ids, vertical_cdr
 from gamma_kit.synth.__main__ import main
 from gamma_kit.synth.render import DISC_DIAMETER, FOVEA_MEAN, FOVEA_SPAN
+from gamma_kit.synth.writer import balanced_assignment
 
 SMALL = ((748, 500), (489, 484))           # the two GAMMA cameras at 1/4
 TINY = ((200, 134), (160, 158))
@@ -205,6 +206,18 @@ def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate(tmp_path / "x", progress=False, **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("n_sizes", [1, 2, 3])
+def test_sizes_and_sides_are_balanced(n_sizes):
+    sizes = [(100 + k, 100) for k in range(n_sizes)]
+    rng = np.random.default_rng(0)
+    two = balanced_assignment(rng, 2, sizes)
+    assert {side for _, side in two} == {"left", "right"}
+    assert len({size for size, _ in two}) == min(2, n_sizes)
+    full = balanced_assignment(rng, 4 * n_sizes, sizes)
+    counts = pd.Series([f"{size}{side}" for size, side in full]).value_counts()
+    assert len(counts) == 2 * n_sizes and (counts == 2).all()
 
 
 def test_parse_sizes_and_ids():

@@ -28,7 +28,6 @@ run leaves no partial data set under ``out``.
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import re
 import shutil
@@ -45,7 +44,7 @@ from tqdm import tqdm
 from gamma_kit.data import GT_COLUMNS, IMAGE_DIR, MASK_DIRS
 from gamma_kit.synth.render import SIDES, render_fundus
 
-__all__ = ["generate", "parse_sizes", "split_ids", "DEFAULT_SIZES", "TASK2_DIR", "TASK3_DIR", "META_COLUMNS"]
+__all__ = ["generate", "parse_sizes", "split_ids", "balanced_assignment", "DEFAULT_SIZES", "TASK2_DIR", "TASK3_DIR", "META_COLUMNS"]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((2992, 2000), (1956, 1934))   # the two GAMMA cameras, (w, h)
 TASK2_DIR = "task2_Fovea_localization"
@@ -81,14 +80,16 @@ def split_ids(n_train: int, n_test: int) -> dict[str, list[str]]:
     return {"training": ids[:n_train], "testing": ids[n_train:]}
 
 
-def _balanced_assignment(rng: np.random.Generator, n: int, sizes: Sequence[tuple[int, int]]
-                         ) -> list[tuple[tuple[int, int], str]]:
-    """``n`` (size, disc side) pairs: every combination as often as possible (counts differ by
-    at most one), in random order."""
-    combos = list(itertools.product(sizes, SIDES))
-    order = np.resize(np.arange(len(combos)), n)
-    rng.shuffle(order)
-    return [combos[i] for i in order]
+def balanced_assignment(rng: np.random.Generator, n: int, sizes: Sequence[tuple[int, int]]
+                        ) -> list[tuple[tuple[int, int], str]]:
+    """``n`` (size, disc side) pairs in random order, balanced: sizes in turn, eye sides
+    alternating, and every (size, side) pair once per ``2 * len(sizes)`` images (so two
+    images already cover both sides, and two sizes)."""
+    i = np.arange(n)
+    size_idx = i % len(sizes)
+    # with an even number of sizes, plain alternation would tie each size to one side
+    side_idx = (i + (i // len(sizes) if len(sizes) % 2 == 0 else 0) + rng.integers(2)) % 2
+    return [(sizes[size_idx[k]], SIDES[side_idx[k]]) for k in rng.permutation(n)]
 
 
 def _deterministic_xlsx(df: pd.DataFrame) -> bytes:
@@ -175,7 +176,7 @@ def _write_dataset(root: Path, n_train: int, n_test: int, seed: int, sizes: tupl
 
     meta = []
     jobs = [(split, i, size, side) for split_no, split in enumerate(SPLITS)
-            for i, (size, side) in zip(ids[split], _balanced_assignment(
+            for i, (size, side) in zip(ids[split], balanced_assignment(
                 np.random.default_rng([seed, 1_000_003, split_no]), len(ids[split]), sizes))]
     for k, (split, image_id, (w, h), side) in enumerate(tqdm(jobs, desc="synth", unit="img", disable=not progress)):
         sample = render_fundus(np.random.default_rng([seed, k]), w, h, side)
