@@ -1,0 +1,189 @@
+"""Command line for GAMMA task 3 (optic disc / cup segmentation).
+
+    python -m gamma_kit.seg prepare  --data-root D --out data/seg_prepared
+    python -m gamma_kit.seg split    --dataset-dir data/seg_prepared [--val-value 0.0001 --seed 0]
+    python -m gamma_kit.seg train    --config configs/seg/liteunet_gamma_cpu.yml --save-dir output/seg_cpu
+    python -m gamma_kit.seg predict  --model output/seg_cpu --data-root D --out output/seg_pred [--postprocess]
+    python -m gamma_kit.seg evaluate --pred output/seg_pred/Disc_Cup_Segmentations --gt <mask folder>
+    python -m gamma_kit.seg export   --model output/seg_cpu --out output/seg_export
+    python -m gamma_kit.seg demo     --data-root D --work-dir demo_out/seg
+
+Run from the repository root: the configs' data paths are relative to it. Each command
+only parses its arguments and calls a function of ``gamma_kit.seg``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import gamma_kit  # noqa: F401  (thread settings before paddle)
+
+
+def _summary(metrics: dict) -> str:
+    keys = ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")
+    return "  ".join(f"{k}={metrics[k]:.4f}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                     for k in keys if k in metrics)
+
+
+def cmd_prepare(a) -> None:
+    from gamma_kit.seg.prepare import prepare_dataset
+    report = prepare_dataset(a.data_root, a.out, split=a.split, mask_dir=a.mask_dir, overwrite=a.overwrite)
+    print(report.summary())
+
+
+def cmd_split(a) -> None:
+    from gamma_kit.seg.prepare import split_dataset
+    for name, path in split_dataset(a.dataset_dir, a.val_value, a.test_value, a.seed).items():
+        n = len(Path(path).read_text().splitlines())
+        print(f"{path}: {n} line(s)")
+
+
+def cmd_train(a) -> None:
+    from gamma_kit.seg.training import train_from_config
+    out = train_from_config(a.config, a.save_dir, iters=a.iters, batch_size=a.batch_size,
+                            learning_rate=a.learning_rate, opts=a.opts, device=a.device, do_eval=not a.no_eval,
+                            save_interval=a.save_interval, log_iters=a.log_iters, use_vdl=a.use_vdl,
+                            seed=a.seed, resume_model=a.resume_model, num_workers=a.num_workers)
+    print(f"trained model in {out} (best_model/ and last_model/ are model directories)")
+
+
+def cmd_predict(a) -> None:
+    from gamma_kit.data import list_images
+    from gamma_kit.seg.inference import find_gt_mask_dir, load_model, predict_folder, test_images
+
+    if (a.model is None) == (a.exported is None):
+        raise ValueError("give exactly one of --model (a trained model directory) or --exported (an export folder)")
+    if a.images is not None:
+        images = list_images(a.images)
+    else:
+        images = test_images(a.data_root, a.split)
+    gt = a.gt
+    if gt is None and a.data_root is not None and a.images is None:
+        gt = find_gt_mask_dir(a.data_root, a.split)
+    if a.exported is not None:
+        from gamma_kit.seg.export import StaticPredictor
+        model = StaticPredictor(a.exported)
+    else:
+        model = load_model(a.model, device=a.device)
+    run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt,
+                         overlay_dir=Path(a.out) / "overlays" if a.overlays else None)
+    print(f"wrote {len(run.masks)} masks to {run.pred_dir} and {run.zip_path}")
+    print(f"time per image: {run.seconds_per_image:.3f} s (network {run.model_seconds_per_image:.3f} s)")
+    if run.metrics is not None:
+        print(f"scored against {gt}: {_summary(run.metrics)}")
+        if a.postprocess:
+            print(f"without post-processing: {_summary(run.metrics_raw)}")
+
+
+def cmd_evaluate(a) -> None:
+    if a.config is not None:
+        from gamma_kit.seg.training import evaluate_from_config
+        if a.model is None:
+            raise ValueError("--config needs --model (weights or a model directory)")
+        print(json.dumps(evaluate_from_config(a.config, a.model, device=a.device), indent=1))
+        return
+    from gamma_kit.evaluate import score_seg_folders
+    if a.pred is None or a.gt is None:
+        raise ValueError("give --pred (predicted masks) and --gt (ground-truth masks), or --config and --model")
+    res = score_seg_folders(a.pred, a.gt)
+    print(json.dumps({k: res[k] for k in ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")})
+          if a.json else _summary(res))
+
+
+def cmd_export(a) -> None:
+    from gamma_kit.seg.export import export_static
+    print(f"exported to {export_static(a.model, a.out)}")
+
+
+def cmd_demo(a) -> None:
+    from gamma_kit.seg.demo import run_demo
+    res = run_demo(a.data_root, a.work_dir, iters=a.iters)
+    print(json.dumps(res, indent=1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m gamma_kit.seg", description="GAMMA task 3: optic disc/cup segmentation")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="JPEGImages/ + Annotations/ (0/1/2 PNG) in a new folder")
+    p.add_argument("--data-root", default=None, help="GAMMA task 3 folder or a parent (default $GAMMA_DATA)")
+    p.add_argument("--out", default="data/seg_prepared", help="new output folder (default data/seg_prepared)")
+    p.add_argument("--split", default="training")
+    p.add_argument("--mask-dir", default=None, help="mask folder if not <split>/Disc_Cup_Mask(s)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite a folder that prepare wrote before")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("split", help="train_list.txt, val_list.txt, labels.txt (paddlex --split_dataset)")
+    p.add_argument("--dataset-dir", default="data/seg_prepared")
+    p.add_argument("--val-value", type=float, default=0.0001, help="validation share (>0 gives at least 1 image)")
+    p.add_argument("--test-value", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("train", help="train a PaddleSeg YAML (as tools/train.py --config)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--save-dir", default="output/seg")
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--opts", nargs="*", default=None, help="config overrides key.sub=value")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--no-eval", action="store_true", help="skip validation")
+    p.add_argument("--save-interval", type=int, default=None, help="iterations between checkpoints (default: end)")
+    p.add_argument("--log-iters", type=int, default=10)
+    p.add_argument("--use-vdl", action="store_true", help="VisualDL logs in the save dir")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume-model", default=None)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="Disc_Cup_Segmentations/<id>.bmp + zip (scored if masks exist)")
+    p.add_argument("--model", default=None, help="trained model directory (run folder or best_model/)")
+    p.add_argument("--exported", default=None, help="static export folder (CPU paddle.inference)")
+    p.add_argument("--data-root", default=None, help="GAMMA task 3 folder or parent (default $GAMMA_DATA)")
+    p.add_argument("--split", default="testing")
+    p.add_argument("--images", default=None, help="a folder of images instead of --data-root/--split")
+    p.add_argument("--gt", default=None, help="ground-truth mask folder to score against")
+    p.add_argument("--out", default="output/seg_pred")
+    p.add_argument("--postprocess", action="store_true",
+                   help="largest disc, cup inside the disc, holes filled (raw scores printed too)")
+    p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"))
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="challenge metrics of predicted masks (or PaddleSeg's pooled IoU)")
+    p.add_argument("--pred", default=None, help="folder of predicted <id>.bmp masks")
+    p.add_argument("--gt", default=None, help="folder of ground-truth masks")
+    p.add_argument("--config", default=None, help="with --model: PaddleSeg evaluation of val_dataset")
+    p.add_argument("--model", default=None)
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="static graph (paddle.jit.save) + deploy.yml")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", default="output/seg_export")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="prepare, train briefly, predict, zip and score on a synthetic/small set")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--work-dir", default="demo_out/seg")
+    p.add_argument("--iters", type=int, default=120)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

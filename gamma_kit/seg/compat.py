@@ -1,0 +1,335 @@
+"""Compatibility layer: PaddleSeg 2.8.0 (PyPI) on Paddle 3.x.
+
+PaddleSeg 2.8.0 predates 0-D tensors and Paddle's stricter dtype promotion. The kit's
+path through it (``SegBuilder`` + ``core.train`` / ``core.evaluate``, ``DiceLoss``,
+``CrossEntropyLoss``, ``MixedLoss``) fails in four places (SPEC 4):
+
+1. ``train_log_0d_loss``: ``core/train.py`` logs ``loss.numpy()[0]``; a 0-D loss raises
+   IndexError at the first log step. Fix: the training loss list is made of shape-[1]
+   tensors (``core.train.loss_computation`` is wrapped), which every later use accepts.
+2. ``metrics_0d_concat``: ``utils.metrics.calculate_area`` concatenates 0-D sums, so
+   every evaluation fails. Fix: the same areas, stacked instead of concatenated.
+3. ``ce_int_promotion``: ``CrossEntropyLoss`` multiplies its float32 mask by an int64
+   tensor. Fix: the post-processing with the class-weight coefficients in float32.
+4. ``dice_inplace_label``: ``DiceLoss`` writes into its label tensor, so a loss computed
+   earlier from the same labels (CrossEntropy inside ``MixedLoss``) fails in backward.
+   Fix: ``DiceLoss`` works on a copy of the labels.
+
+Each patch has a probe that runs the original code on tiny tensors and reports whether
+the bug shows; ``apply_compat()`` applies only the patches whose bug is present, so it
+is a no-op on a fixed PaddleSeg. It is idempotent; the probes run once per process (about a second, most of it
+Paddle warming up).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import gamma_kit  # noqa: F401  (thread settings before paddle)
+import paddle
+import paddle.nn.functional as F
+
+__all__ = ["Patch", "PATCHES", "apply_compat", "compat_report"]
+
+
+def _train_module():
+    # paddleseg.core re-exports the function ``train`` under the module's name.
+    return importlib.import_module("paddleseg.core.train")
+
+
+# --------------------------------------------------------------------------- probes
+class _TinyModel(paddle.nn.Layer):
+    """1x1 convolution returning a logit list, as PaddleSeg models do."""
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(3, num_classes, 1)
+
+    def forward(self, x):
+        return [self.conv(x)]
+
+
+class _TinyDataset(paddle.io.Dataset):
+    def __init__(self, n: int = 2, size: int = 4, num_classes: int = 2):
+        rng = np.random.default_rng(0)
+        self.items = [{"img": rng.standard_normal((3, size, size)).astype("float32"),
+                       "label": rng.integers(0, num_classes, (size, size)).astype("int64"),
+                       "trans_info": []} for _ in range(n)]
+        self.num_classes = num_classes
+        self.ignore_index = 255
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __len__(self):
+        return len(self.items)
+
+
+class _NoSleepTime:
+    """Stand-in for the ``time`` module inside core.train during the probe (skips its 1 s sleep)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    @staticmethod
+    def sleep(_seconds):
+        return None
+
+
+def _run_one_train_iteration() -> None:
+    """Run PaddleSeg's ``core.train`` for one logged iteration on a 1x1-conv model."""
+    from paddleseg.models.losses import DiceLoss
+
+    mod = _train_module()
+    model = _TinyModel()
+    opt = paddle.optimizer.SGD(learning_rate=0.0, parameters=model.parameters())
+    real_time = mod.time
+    mod.time = _NoSleepTime(real_time)
+    try:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            mod.train(model, _TinyDataset(), optimizer=opt, save_dir=tmp, iters=1, batch_size=1,
+                      save_interval=10, log_iters=1, losses={"types": [DiceLoss()], "coef": [1]})
+    finally:
+        mod.time = real_time
+
+
+def _probe_train_log() -> bool:
+    try:
+        _run_one_train_iteration()
+    except IndexError:
+        return True
+    return False
+
+
+def _probe_metrics() -> bool:
+    from paddleseg.utils import metrics
+
+    pred = paddle.to_tensor(np.array([[[[0, 1], [1, 1]]]], dtype="int64"))
+    try:
+        metrics.calculate_area(pred, pred, 2)
+    except (ValueError, RuntimeError):
+        return True
+    return False
+
+
+def _tiny_logits_labels(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    logits = paddle.to_tensor(rng.standard_normal((2, 3, 4, 4)).astype("float32"), stop_gradient=False)
+    labels = rng.integers(0, 3, (2, 4, 4)).astype("int64")
+    labels[0, 0, 0] = 255
+    return logits, paddle.to_tensor(labels)
+
+
+def _probe_ce() -> bool:
+    from paddleseg.models.losses import CrossEntropyLoss
+
+    logits, labels = _tiny_logits_labels()
+    try:
+        CrossEntropyLoss()(logits, labels)
+    except TypeError:
+        return True
+    return False
+
+
+def _probe_dice() -> bool:
+    from paddleseg.models.losses import DiceLoss
+
+    logits, labels = _tiny_logits_labels()
+    before = labels.numpy().copy()
+    DiceLoss()(logits, labels)
+    return not np.array_equal(before, labels.numpy())
+
+
+# --------------------------------------------------------------------------- fixes
+def _fix_train_log() -> None:
+    mod = _train_module()
+    original = mod.loss_computation
+
+    def loss_computation(*args, **kwargs):
+        return [paddle.reshape(loss, [1]) if loss.ndim == 0 else loss
+                for loss in original(*args, **kwargs)]
+
+    loss_computation.__wrapped__ = original
+    loss_computation._gamma_kit_compat = True
+    mod.loss_computation = loss_computation
+
+
+def _fix_metrics() -> None:
+    from paddleseg.utils import metrics
+
+    original = metrics.calculate_area
+
+    def calculate_area(pred, label, num_classes, ignore_index=255):
+        """Intersection, prediction and label pixel counts per class, each (num_classes,) int64."""
+        if len(pred.shape) == 4:
+            pred = paddle.squeeze(pred, axis=1)
+        if len(label.shape) == 4:
+            label = paddle.squeeze(label, axis=1)
+        if pred.shape != label.shape:
+            raise ValueError(f"Shape of `pred` and `label` should be equal, but there are "
+                             f"{pred.shape} and {label.shape}.")
+        valid = label != ignore_index
+        classes = paddle.arange(num_classes, dtype=pred.dtype).reshape([-1] + [1] * pred.ndim)
+        pred_1h = paddle.logical_and(pred.unsqueeze(0) == classes, valid.unsqueeze(0))
+        label_1h = label.unsqueeze(0) == classes.astype(label.dtype)
+        axes = list(range(1, pred.ndim + 1))
+        count = lambda b: paddle.sum(paddle.cast(b, "int64"), axis=axes)  # noqa: E731
+        return count(paddle.logical_and(pred_1h, label_1h)), count(pred_1h), count(label_1h)
+
+    calculate_area.__wrapped__ = original
+    calculate_area._gamma_kit_compat = True
+    metrics.calculate_area = calculate_area
+
+
+def _fix_ce() -> None:
+    from paddleseg.models.losses import CrossEntropyLoss
+
+    original = CrossEntropyLoss._post_process_loss
+
+    def _post_process_loss(self, logit, label, semantic_weights, loss):
+        """Mask ignored pixels, weight, and average (top-k optional); dtypes made explicit."""
+        if self.avg_non_ignore:
+            mask = paddle.cast(label != self.ignore_index, dtype="float32")
+        else:
+            mask = paddle.ones(label.shape, dtype="float32")
+        mask.stop_gradient = True
+        label.stop_gradient = True
+        if loss.ndim > mask.ndim:
+            loss = paddle.squeeze(loss, axis=-1)
+        loss = loss * mask
+        if semantic_weights is not None:
+            loss = loss * semantic_weights
+        if self.weight is not None:
+            valid_label = label * paddle.cast(mask, label.dtype)
+            coef = paddle.sum(F.one_hot(valid_label, logit.shape[-1]) * self.weight, axis=-1)
+        else:
+            coef = paddle.ones(label.shape, dtype="float32")
+        if self.top_k_percent_pixels == 1.0:
+            return paddle.mean(loss) / (paddle.mean(mask * coef) + self.EPS)
+        loss = loss.reshape((-1,))
+        top_k_pixels = int(self.top_k_percent_pixels * loss.numel())
+        loss, indices = paddle.topk(loss, top_k_pixels)
+        coef = paddle.gather(coef.reshape((-1,)), indices)
+        coef.stop_gradient = True
+        return loss.mean() / (paddle.mean(coef) + self.EPS)
+
+    _post_process_loss.__wrapped__ = original
+    _post_process_loss._gamma_kit_compat = True
+    CrossEntropyLoss._post_process_loss = _post_process_loss
+
+
+def _fix_dice() -> None:
+    from paddleseg.models.losses import DiceLoss
+
+    original = DiceLoss.forward
+
+    def forward(self, logits, labels):
+        return original(self, logits, labels.clone())
+
+    forward.__wrapped__ = original
+    forward._gamma_kit_compat = True
+    DiceLoss.forward = forward
+
+
+def _undo_train_log() -> None:
+    mod = _train_module()
+    mod.loss_computation = getattr(mod.loss_computation, "__wrapped__", mod.loss_computation)
+
+
+def _undo_metrics() -> None:
+    from paddleseg.utils import metrics
+    metrics.calculate_area = getattr(metrics.calculate_area, "__wrapped__", metrics.calculate_area)
+
+
+def _undo_ce() -> None:
+    from paddleseg.models.losses import CrossEntropyLoss
+    f = CrossEntropyLoss._post_process_loss
+    CrossEntropyLoss._post_process_loss = getattr(f, "__wrapped__", f)
+
+
+def _undo_dice() -> None:
+    from paddleseg.models.losses import DiceLoss
+    DiceLoss.forward = getattr(DiceLoss.forward, "__wrapped__", DiceLoss.forward)
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Patch:
+    """One targeted fix. ``probe()`` is True when the installed PaddleSeg shows the bug."""
+
+    name: str
+    description: str
+    probe: Callable[[], bool]
+    fix: Callable[[], None]
+    undo: Callable[[], None]
+    is_applied: Callable[[], bool]
+
+    def apply(self) -> bool:
+        """Apply the fix if the bug shows; return whether it was (or already is) applied."""
+        if self.is_applied():
+            return True
+        if not self.probe():
+            return False
+        self.fix()
+        return True
+
+
+def _applied(getter: Callable[[], object]) -> Callable[[], bool]:
+    return lambda: bool(getattr(getter(), "_gamma_kit_compat", False))
+
+
+def _ce_method():
+    from paddleseg.models.losses import CrossEntropyLoss
+    return CrossEntropyLoss._post_process_loss
+
+
+def _dice_method():
+    from paddleseg.models.losses import DiceLoss
+    return DiceLoss.forward
+
+
+def _metrics_fn():
+    from paddleseg.utils import metrics
+    return metrics.calculate_area
+
+
+PATCHES: dict[str, Patch] = {p.name: p for p in (
+    Patch("train_log_0d_loss", "core.train indexes a 0-D loss with [0] when logging",
+          _probe_train_log, _fix_train_log, _undo_train_log, _applied(lambda: _train_module().loss_computation)),
+    Patch("metrics_0d_concat", "utils.metrics.calculate_area concatenates 0-D sums",
+          _probe_metrics, _fix_metrics, _undo_metrics, _applied(_metrics_fn)),
+    Patch("ce_int_promotion", "CrossEntropyLoss multiplies a float32 mask by an int64 tensor",
+          _probe_ce, _fix_ce, _undo_ce, _applied(_ce_method)),
+    Patch("dice_inplace_label", "DiceLoss modifies its label tensor in place",
+          _probe_dice, _fix_dice, _undo_dice, _applied(_dice_method)),
+)}
+
+# train_log's probe runs a real loss through core.train: the loss patches go first.
+_ORDER = ("ce_int_promotion", "dice_inplace_label", "metrics_0d_concat", "train_log_0d_loss")
+
+
+def apply_compat(names: tuple[str, ...] | None = None) -> dict[str, bool]:
+    """Apply the needed patches (all, or ``names``); return {patch name: applied}."""
+    chosen = _ORDER if names is None else tuple(n for n in _ORDER if n in names)
+    unknown = set(names or ()) - set(PATCHES)
+    if unknown:
+        raise KeyError(f"unknown compat patch(es) {sorted(unknown)}; known: {sorted(PATCHES)}")
+    return {name: PATCHES[name].apply() for name in chosen}
+
+
+def compat_report() -> dict[str, dict[str, bool]]:
+    """For each patch: whether it is applied, and whether the original code shows the bug."""
+    out = {}
+    for name, patch in PATCHES.items():
+        applied = patch.is_applied()
+        out[name] = {"applied": applied}
+    return out

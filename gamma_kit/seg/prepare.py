@@ -1,0 +1,251 @@
+"""Prepare GAMMA task 3 data for PaddleSeg, and split it into list files.
+
+``prepare_dataset`` reproduces the original notebook's preparation (SPEC 3) without
+touching the user's files: it writes a NEW folder ::
+
+    OUT/JPEGImages/<id>.jpg       # the fundus image (copied, or resized to its mask's size)
+    OUT/Annotations/<id>.png      # labels 0 = cup, 1 = disc rim, 2 = background
+    OUT/prepare_report.json       # what was written and every skipped pair with its reason
+
+GAMMA mask values map 0 -> 0, 128 -> 1, 255 -> 2 (a lookup table, so nothing else can
+appear). A pair whose image or mask is missing or unreadable, or whose mask has other
+values, is skipped and reported (the original deleted such files).
+
+``split_dataset`` writes ``train_list.txt``, ``val_list.txt`` (and ``test_list.txt`` when
+asked) and ``labels.txt`` as ``paddlex --split_dataset --format SEG`` did: one line
+``JPEGImages/<id>.jpg Annotations/<id>.png`` per image, paths relative to the folder. The
+original used ``--val_value 0.0001`` (one validation image); any positive share here gives
+at least one validation image.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text,
+                            find_task_dir, list_images, read_image, read_mask, write_image)
+
+__all__ = ["IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR", "mask_to_labels",
+           "labels_to_mask", "PrepareReport", "prepare_dataset", "split_dataset", "read_list_file"]
+
+IMAGE_SUBDIR = "JPEGImages"
+LABEL_SUBDIR = "Annotations"
+LABEL_NAMES = ("cup", "disc", "background")  # label index -> meaning; GAMMA value = 128 * index
+DEFAULT_PREPARED_DIR = Path("data") / "seg_prepared"  # the configs' dataset_root, relative to the repo root
+REPORT_NAME = "prepare_report.json"
+
+_MASK_TO_LABEL = np.full(256, 255, np.uint8)
+_MASK_TO_LABEL[[0, 128, 255]] = [0, 1, 2]
+_LABEL_TO_MASK = np.full(256, 255, np.uint8)
+_LABEL_TO_MASK[[0, 1, 2]] = [0, 128, 255]
+
+
+def mask_to_labels(mask: np.ndarray) -> np.ndarray:
+    """GAMMA mask (H, W) uint8 in {0, 128, 255} -> labels (H, W) uint8 in {0, 1, 2}."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) uint8 mask, got {mask.dtype} {mask.shape}")
+    bad = np.setdiff1d(np.unique(mask), (0, 128, 255))
+    if bad.size:
+        raise ValueError(f"mask values must be 0, 128 or 255; found {bad[:10].tolist()}")
+    return _MASK_TO_LABEL[mask]
+
+
+def labels_to_mask(labels: np.ndarray) -> np.ndarray:
+    """Labels (H, W) in {0, 1, 2} (any integer dtype) -> GAMMA mask (H, W) uint8 in {0, 128, 255}."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"expected an (H, W) label map, got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 2):
+        raise ValueError(f"labels must be 0 (cup), 1 (disc) or 2 (background); found {labels.min()}..{labels.max()}")
+    return _LABEL_TO_MASK[labels.astype(np.uint8)]
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of ``prepare_dataset``: ids written, ids resized, and skipped pairs with reasons."""
+
+    out_dir: str
+    source: str
+    written: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    bad_pairs: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"prepared {len(self.written)} image/label pairs from {self.source} into {self.out_dir}"]
+        if self.resized:
+            lines.append(f"  {len(self.resized)} image(s) resized to their mask's size: {self.resized[:10]}")
+        for i, reason in self.bad_pairs.items():
+            lines.append(f"  skipped {i}: {reason}")
+        return "\n".join(lines)
+
+
+def _check_out_dir(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    out_r = out.resolve()
+    for folder in inputs:
+        f = folder.resolve()
+        if out_r == f or f in out_r.parents or out_r in f.parents:
+            raise ValueError(f"output folder {out} overlaps the input folder {folder}; "
+                             "prepare writes a new folder and never writes into the user's data")
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"output {out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / REPORT_NAME).is_file():
+            raise ValueError(f"output folder {out} exists, is not empty and was not written by prepare; "
+                             "choose a new folder")
+        if any(out.iterdir()) and not overwrite:
+            raise ValueError(f"output folder {out} already holds a prepared dataset; "
+                             "pass overwrite=True (--overwrite) to write it again")
+
+
+def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathLike = DEFAULT_PREPARED_DIR,
+                    split: str = "training", mask_dir: str | os.PathLike | None = None,
+                    overwrite: bool = False, progress: bool = True) -> PrepareReport:
+    """Write ``out_dir/JPEGImages`` + ``out_dir/Annotations`` (0/1/2 PNG labels) from a GAMMA task 3 split.
+
+    ``data_root`` is the task folder or a parent (or None for ``$GAMMA_DATA``). Images are
+    copied byte for byte unless their size differs from the mask's, in which case they are
+    resized to the mask (INTER_AREA when shrinking) as the original did. Returns the report,
+    also written to ``out_dir/prepare_report.json``.
+    """
+    task = find_task_dir(data_root, "seg")
+    image_dir = task / split / IMAGE_DIR
+    if mask_dir is None:
+        found = [task / split / m for m in MASK_DIRS if (task / split / m).is_dir()]
+        if not found:
+            raise FileNotFoundError(f"{task / split}: no mask folder ({' or '.join(MASK_DIRS)}); "
+                                    "prepare needs the training masks")
+        mask_dir = found[0]
+    mask_dir = Path(mask_dir)
+    images = list_images(image_dir)
+    masks = list_images(mask_dir, MASK_EXTS)
+    out = Path(out_dir)
+    _check_out_dir(out, [image_dir, mask_dir], overwrite)
+    (out / IMAGE_SUBDIR).mkdir(parents=True, exist_ok=True)
+    (out / LABEL_SUBDIR).mkdir(parents=True, exist_ok=True)
+
+    report = PrepareReport(out_dir=str(out), source=str(task / split))
+    for i in sorted(set(images) - set(masks)):
+        report.bad_pairs[i] = f"image {images[i].name} has no mask in {mask_dir}"
+    for i in sorted(set(masks) - set(images)):
+        report.bad_pairs[i] = f"mask {masks[i].name} has no image in {image_dir}"
+
+    for i in tqdm(sorted(set(images) & set(masks)), desc="prepare", disable=not progress):
+        try:
+            image = read_image(images[i])
+            mask = read_mask(masks[i])
+        except (ValueError, FileNotFoundError) as exc:
+            report.bad_pairs[i] = str(exc)
+            continue
+        (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
+        suffix = images[i].suffix.lower()
+        target = out / IMAGE_SUBDIR / f"{i}{'.jpg' if suffix in ('.jpg', '.jpeg') else '.png'}"
+        if (ih, iw) == (mh, mw):
+            if suffix in (".jpg", ".jpeg", ".png"):
+                tmp = target.with_name(f".{target.name}.tmp")
+                shutil.copyfile(images[i], tmp)
+                os.replace(tmp, target)
+            else:
+                write_image(target, image)
+        else:
+            shrink = mw * mh < iw * ih
+            image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            write_image(target, image)
+            report.resized.append(i)
+        ok, png = cv2.imencode(".png", mask_to_labels(mask))
+        atomic_write_bytes(out / LABEL_SUBDIR / f"{i}.png", png.tobytes())
+        report.written.append(i)
+
+    atomic_write_text(out / REPORT_NAME, json.dumps(asdict(report), indent=1))
+    if not report.written:
+        raise ValueError(f"{task / split}: no usable image/mask pair; reasons: "
+                         f"{list(report.bad_pairs.items())[:5]}")
+    return report
+
+
+def _pairs(dataset_dir: Path) -> dict[str, tuple[str, str]]:
+    img_dir, lab_dir = dataset_dir / IMAGE_SUBDIR, dataset_dir / LABEL_SUBDIR
+    for d in (img_dir, lab_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"{d} not found: split needs a prepared folder with {IMAGE_SUBDIR}/ and "
+                                    f"{LABEL_SUBDIR}/ (python -m gamma_kit.seg prepare ...)")
+    images = list_images(img_dir)
+    labels = list_images(lab_dir, (".png",))
+    missing = sorted(set(images) ^ set(labels))
+    if missing:
+        raise ValueError(f"{dataset_dir}: images and labels do not pair up for id(s) {missing[:10]}")
+    return {i: (f"{IMAGE_SUBDIR}/{images[i].name}", f"{LABEL_SUBDIR}/{labels[i].name}") for i in images}
+
+
+def split_dataset(dataset_dir: str | os.PathLike = DEFAULT_PREPARED_DIR, val_value: float = 0.0001,
+                  test_value: float = 0.0, seed: int = 0) -> dict[str, Path]:
+    """Shuffle the prepared pairs (seeded) and write the list files; return {name: path}.
+
+    ``val_value`` / ``test_value`` are shares in [0, 1); a positive share gives
+    ``max(1, round(share * n))`` images. Lines are ``JPEGImages/<id>.jpg Annotations/<id>.png``.
+    ``labels.txt`` lists the label values found in the annotations, one per line.
+    """
+    dataset_dir = Path(dataset_dir)
+    for name, v in (("val_value", val_value), ("test_value", test_value)):
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"{name} must be a share in [0, 1), got {v}")
+    pairs = _pairs(dataset_dir)
+    ids = sorted(pairs)
+    n = len(ids)
+    n_val = max(1, round(val_value * n)) if val_value > 0 else 0
+    n_test = max(1, round(test_value * n)) if test_value > 0 else 0
+    if n - n_val - n_test < 1:
+        raise ValueError(f"{dataset_dir}: {n} image(s) cannot give {n_val} validation and {n_test} test "
+                         "images and keep one for training")
+    order = [ids[k] for k in np.random.default_rng(seed).permutation(n)]
+    parts = {"val_list.txt": order[:n_val], "test_list.txt": order[n_val:n_val + n_test],
+             "train_list.txt": order[n_val + n_test:]}
+    written = {}
+    for name, part in parts.items():
+        if name == "test_list.txt" and not part:
+            continue
+        written[name] = atomic_write_text(dataset_dir / name, "".join(f"{pairs[i][0]} {pairs[i][1]}\n"
+                                                                      for i in part))
+    found = set()
+    for i in ids:
+        lab = cv2.imread(str(dataset_dir / pairs[i][1]), cv2.IMREAD_UNCHANGED)
+        if lab is None:
+            raise ValueError(f"{dataset_dir / pairs[i][1]}: cannot be read as a PNG label image")
+        found.update(np.unique(lab).tolist())
+    written["labels.txt"] = atomic_write_text(dataset_dir / "labels.txt", "".join(f"{v}\n" for v in sorted(found)))
+    return written
+
+
+def read_list_file(list_path: str | os.PathLike, dataset_root: str | os.PathLike,
+                   need_labels: bool = True) -> list[tuple[Path, Path | None]]:
+    """Read a PaddleSeg list file; every named file must exist under ``dataset_root``.
+
+    Raises ``FileNotFoundError`` naming the list file, the line and the missing file.
+    """
+    list_path, root = Path(list_path), Path(dataset_root)
+    if not list_path.is_file():
+        raise FileNotFoundError(f"list file {list_path} not found (relative paths are taken from the working "
+                                f"directory {Path.cwd()}); run `python -m gamma_kit.seg split` first")
+    out = []
+    for k, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), 1):
+        items = line.split()
+        if not items:
+            continue
+        if len(items) != 2 and need_labels:
+            raise ValueError(f"{list_path}:{k}: expected 'image label', got {line!r}")
+        paths = [root / it for it in items]
+        for p in paths:
+            if not p.is_file():
+                raise FileNotFoundError(f"{list_path}:{k}: {p} does not exist (entries are joined with "
+                                        f"dataset_root {root})")
+        out.append((paths[0], paths[1] if len(paths) > 1 else None))
+    if not out:
+        raise ValueError(f"list file {list_path} is empty")
+    return out

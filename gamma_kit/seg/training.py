@@ -1,0 +1,228 @@
+"""Train a PaddleSeg YAML config the way PaddleSeg's ``tools/train.py`` does.
+
+``train_from_config`` = ``Config`` + ``SegBuilder`` + ``paddleseg.core.train`` (the pip
+package has no ``tools/``), after ``compat.apply_compat()`` and input checks that turn
+the usual mistakes into one clear message instead of a Paddle traceback:
+a missing config, a missing list file, a list line naming missing files, labels
+outside ``0..num_classes-1``.
+
+A trained run folder (``save_dir``) holds PaddleSeg's ``iter_<n>/`` checkpoints and
+``best_model/`` (when validating), plus what the kit adds: ``model.yml`` (the resolved
+config, used to rebuild the model) in ``save_dir``, ``best_model/`` and ``last_model/``.
+Any folder with ``model.pdparams`` and ``model.yml`` (or a run folder holding
+``best_model``/``last_model``) is a *model directory* for ``inference.load_model``.
+Paths in configs are relative to the working directory (run from the repo root).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import gamma_kit  # noqa: F401  (thread settings before paddle)
+from gamma_kit.data import atomic_write_text
+from gamma_kit.seg.prepare import read_list_file
+
+__all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
+           "sync_schedule_to_iters",
+           "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME"]
+
+MODEL_CONFIG_NAME = "model.yml"
+WEIGHTS_NAME = "model.pdparams"
+
+
+def load_config(path: str | os.PathLike, iters: int | None = None, batch_size: int | None = None,
+                learning_rate: float | None = None, opts: list[str] | None = None):
+    """Load a PaddleSeg YAML with the kit's models registered; ``opts`` are ``key.sub=value`` overrides."""
+    from paddleseg.cvlibs import Config
+
+    import gamma_kit.seg.models  # noqa: F401  (registers LiteUNet)
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found (paths are relative to {Path.cwd()})")
+    if path.suffix not in (".yml", ".yaml"):
+        raise ValueError(f"config {path} must be a .yml/.yaml file")
+    try:
+        return Config(str(path), learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts)
+    except (AssertionError, KeyError, TypeError) as exc:
+        raise ValueError(f"config {path} cannot be loaded: {exc}") from exc
+
+
+def _check_labels(pairs, num_classes: int, list_path: str) -> None:
+    for _, label_path in pairs:
+        lab = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        if lab is None:
+            raise ValueError(f"{list_path}: label {label_path} cannot be read as an image")
+        if lab.ndim != 2:
+            raise ValueError(f"{list_path}: label {label_path} must be single-channel, got shape {lab.shape}")
+        top = int(lab.max())
+        if top >= num_classes:
+            hint = (" (raw GAMMA masks use 0/128/255: run `python -m gamma_kit.seg prepare` to map them to 0/1/2)"
+                    if top in (128, 255) else "")
+            raise ValueError(f"{list_path}: label {label_path} has value {top}, outside 0..{num_classes - 1}"
+                             f"{hint}")
+
+
+def check_dataset_config(cfg, check_labels: bool = True, sections=("train_dataset", "val_dataset")) -> None:
+    """Check the ``type: Dataset`` sections: root, list file, every listed file, label range."""
+    for section in sections:
+        dcfg = cfg.dic.get(section)
+        if not dcfg or dcfg.get("type") != "Dataset":
+            continue
+        mode = dcfg.get("mode", "train" if section == "train_dataset" else "val")
+        key = {"train": "train_path", "val": "val_path", "test": "test_path"}.get(mode)
+        root = dcfg.get("dataset_root")
+        if root is None or not Path(root).is_dir():
+            raise FileNotFoundError(f"{section}.dataset_root {root!r} is not a folder (relative to {Path.cwd()}); "
+                                    "prepare the data first: python -m gamma_kit.seg prepare --out <root>")
+        if not dcfg.get(key):
+            raise ValueError(f"{section}: mode {mode!r} needs {key}")
+        pairs = read_list_file(dcfg[key], root, need_labels=mode != "test")
+        if check_labels and mode != "test":
+            _check_labels(pairs, int(dcfg.get("num_classes", 0) or cfg.dic.get("model", {})["num_classes"]),
+                          dcfg[key])
+
+
+def build_from_config(cfg, need_val: bool = True, need_optimizer: bool = True):
+    """``SegBuilder`` components as tools/train.py gets them: (builder, model, train_ds, val_ds, optimizer, loss)."""
+    from paddleseg.cvlibs import SegBuilder
+
+    builder = SegBuilder(cfg)
+    try:
+        model = builder.model
+        train_ds = builder.train_dataset
+        val_ds = builder.val_dataset if need_val and cfg.dic.get("val_dataset") else None
+        optimizer = builder.optimizer if need_optimizer else None
+        loss = builder.loss
+    except (RuntimeError, AssertionError) as exc:
+        raise ValueError(f"cannot build the training components from the config: {exc}") from exc
+    return builder, model, train_ds, val_ds, optimizer, loss
+
+
+def _write_model_dirs(cfg, save_dir: Path, iters: int) -> None:
+    text = str(cfg)
+    atomic_write_text(save_dir / MODEL_CONFIG_NAME, text)
+    last = save_dir / f"iter_{iters}"
+    if (last / WEIGHTS_NAME).is_file():
+        dst = save_dir / "last_model"
+        dst.mkdir(exist_ok=True)
+        shutil.copyfile(last / WEIGHTS_NAME, dst / WEIGHTS_NAME)
+        atomic_write_text(dst / MODEL_CONFIG_NAME, text)
+    if (save_dir / "best_model" / WEIGHTS_NAME).is_file():
+        atomic_write_text(save_dir / "best_model" / MODEL_CONFIG_NAME, text)
+
+
+def sync_schedule_to_iters(cfg, old_iters: int) -> None:
+    """After ``iters`` was overridden, stretch a cosine ``T_max`` that was tied to the old
+    iterations (``T_max`` == old iters, or old iters - warmup) so the schedule still ends
+    where the config meant it to."""
+    lr = cfg.dic.get("lr_scheduler", {})
+    if lr.get("type") != "CosineAnnealingDecay" or cfg.iters == old_iters:
+        return
+    warm = int(lr.get("warmup_iters", 0))
+    if lr.get("T_max") == old_iters:
+        lr["T_max"] = max(1, cfg.iters)
+    elif lr.get("T_max") == old_iters - warm:
+        lr["T_max"] = max(1, cfg.iters - warm)
+    if warm >= cfg.iters:
+        lr["warmup_iters"] = max(1, cfg.iters // 10)
+        lr["T_max"] = max(1, cfg.iters - lr["warmup_iters"])
+
+
+def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval: bool = True,
+                 save_interval: int | None = None, log_iters: int = 10, keep_checkpoint_max: int = 5,
+                 use_vdl: bool = False, seed: int | None = None, resume_model: str | None = None,
+                 num_workers: int = 0, check_labels: bool = True, optimizer=None, model=None) -> Path:
+    """Train a loaded ``Config`` with ``SegBuilder`` + ``paddleseg.core.train`` (tools/train.py's calls).
+
+    ``optimizer``/``model`` override the builder's (used by the PaddleX-style API).
+    Writes ``model.yml`` and ``last_model/`` (see the module docstring); returns ``save_dir``.
+    """
+    from paddleseg.core import train as seg_train
+    from paddleseg.utils import utils as seg_utils
+
+    from gamma_kit.runtime import select_device
+    from gamma_kit.seg.compat import apply_compat
+
+    sections = ("train_dataset", "val_dataset") if do_eval else ("train_dataset",)
+    check_dataset_config(cfg, check_labels=check_labels, sections=sections)
+    if resume_model is not None and not (Path(resume_model) / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"resume_model {resume_model} holds no {WEIGHTS_NAME}")
+    apply_compat()
+    select_device(device)
+    if seed is not None:
+        seg_utils.set_seed(seed)
+    builder, b_model, train_ds, val_ds, b_opt, loss = build_from_config(cfg, need_val=do_eval,
+                                                                        need_optimizer=optimizer is None)
+    model = model or b_model
+    optimizer = optimizer or b_opt
+    if len(train_ds) < cfg.batch_size:
+        raise ValueError(f"{len(train_ds)} training image(s) but batch_size {cfg.batch_size}: "
+                         "PaddleSeg drops incomplete batches, so nothing would train")
+    save_dir = Path(save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
+    seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
+              iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
+              save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
+              use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
+              test_config=cfg.test_config, to_static_training=cfg.to_static_training)
+    _write_model_dirs(cfg, save_dir, cfg.iters)
+    return save_dir
+
+
+def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "output/seg",
+                      iters: int | None = None, batch_size: int | None = None,
+                      learning_rate: float | None = None, opts: list[str] | None = None,
+                      **kwargs) -> Path:
+    """Train ``config`` (PaddleSeg YAML) into ``save_dir``; returns ``save_dir``.
+
+    ``iters``/``batch_size``/``learning_rate``/``opts`` override the YAML as tools/train.py's
+    flags do (a cosine schedule tied to the iterations is stretched to match). Other keyword
+    arguments go to ``run_training`` (device, do_eval, save_interval, log_iters, seed, ...);
+    ``save_interval`` defaults to the iterations (one evaluation and checkpoint at the end).
+    """
+    base_iters = load_config(config).iters if iters else None
+    cfg = load_config(config, iters=iters, batch_size=batch_size, learning_rate=learning_rate, opts=opts)
+    if base_iters:
+        sync_schedule_to_iters(cfg, base_iters)
+    return run_training(cfg, save_dir, **kwargs)
+
+
+def evaluate_from_config(config: str | os.PathLike, model_path: str | os.PathLike,
+                         opts: list[str] | None = None, device: str = "auto") -> dict[str, float]:
+    """PaddleSeg's pooled evaluation of ``val_dataset``: {"miou", "acc", "kappa", "iou_<k>", "dice_<k>"}.
+
+    PaddleSeg pools pixels over the dataset; the challenge averages per image
+    (``gamma_kit.metrics.evaluate_seg``), which ``gamma_kit.seg.inference`` reports.
+    """
+    from paddleseg.core import evaluate
+    from paddleseg.cvlibs import SegBuilder
+    from paddleseg.utils import utils as seg_utils
+
+    from gamma_kit.runtime import select_device
+    from gamma_kit.seg.compat import apply_compat
+
+    cfg = load_config(config, opts=opts)
+    check_dataset_config(cfg, sections=("val_dataset",))
+    weights = Path(model_path)
+    if weights.is_dir():
+        weights = weights / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"no weights at {weights} (expected a model.pdparams file or a folder holding one)")
+    apply_compat()
+    select_device(device)
+    builder = SegBuilder(cfg)
+    model = builder.model
+    seg_utils.load_entire_model(model, str(weights))
+    miou, acc, class_iou, _, kappa = evaluate(model, builder.val_dataset, print_detail=False,
+                                              **cfg.test_config)
+    out = {"miou": float(miou), "acc": float(acc), "kappa": float(kappa)}
+    for k, iou in enumerate(np.asarray(class_iou, dtype=float)):
+        out[f"iou_{k}"] = float(iou)
+        out[f"dice_{k}"] = float(2 * iou / (1 + iou))
+    return out

@@ -1,0 +1,62 @@
+"""Tiny synthetic GAMMA task 3 data for the segmentation tests.
+
+Uses ``gamma_kit.synth`` when it is importable; otherwise draws its own images: a red
+fundus disc on black, a bright optic disc ellipse with a brighter cup inside, at a
+random position. Masks follow GAMMA: 0 = cup, 128 = disc rim, 255 = background.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TASK = "task3_disc_cup_segmentation"
+
+
+def draw_fundus(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """One (H, W, 3) RGB image and its (H, W) GAMMA mask, ``size`` = (w, h)."""
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    cv2.circle(img, (w // 2, h // 2), int(0.48 * min(w, h)), (150, 40, 20), -1)
+    noise = rng.normal(0, 6, img.shape)
+    mask = np.full((h, w), 255, np.uint8)
+    cx = int(w * rng.uniform(0.3, 0.7))
+    cy = int(h * rng.uniform(0.35, 0.65))
+    r = int(min(w, h) * rng.uniform(0.09, 0.13))
+    ry = int(r * rng.uniform(1.0, 1.15))
+    ratio = rng.uniform(0.4, 0.65)
+    cv2.ellipse(img, (cx, cy), (r, ry), 0, 0, 360, (235, 160, 90), -1)
+    cv2.ellipse(mask, (cx, cy), (r, ry), 0, 0, 360, 128, -1)
+    cv2.ellipse(img, (cx, cy), (int(r * ratio), int(ry * ratio)), 0, 0, 360, (255, 235, 190), -1)
+    cv2.ellipse(mask, (cx, cy), (int(r * ratio), int(ry * ratio)), 0, 0, 360, 0, -1)
+    img = np.clip(img + noise, 0, 255).astype(np.uint8)
+    return img, mask
+
+
+def make_tiny_seg_data(root: Path, n_train: int = 6, n_test: int = 3, size: tuple[int, int] = (160, 128),
+                       seed: int = 0) -> Path:
+    """Write ``root/task3_disc_cup_segmentation/{training,testing,testing_GT}``; return the task folder."""
+    rng = np.random.default_rng(seed)
+    task = Path(root) / TASK
+    for split, ids, mask_split in (("training", range(1, n_train + 1), "training"),
+                                   ("testing", range(n_train + 1, n_train + n_test + 1), "testing_GT")):
+        (task / split / "fundus color images").mkdir(parents=True, exist_ok=True)
+        (task / mask_split / "Disc_Cup_Mask").mkdir(parents=True, exist_ok=True)
+        for k in ids:
+            img, mask = draw_fundus(rng, size)
+            cv2.imwrite(str(task / split / "fundus color images" / f"{k:04d}.jpg"),
+                        cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(str(task / mask_split / "Disc_Cup_Mask" / f"{k:04d}.bmp"), mask)
+    return task
+
+
+def make_seg_data(root: Path, n_train: int = 6, n_test: int = 3, seed: int = 0,
+                  sizes: tuple[tuple[int, int], ...] = ((240, 160), (160, 158))) -> Path:
+    """Synthetic task 3 data from ``gamma_kit.synth`` if present, else from ``make_tiny_seg_data``."""
+    try:
+        from gamma_kit.synth import generate
+    except ImportError:
+        return make_tiny_seg_data(root, n_train, n_test, sizes[0], seed)
+    generate(root, n_train, n_test, seed, sizes=sizes)
+    return Path(root) / TASK
