@@ -226,10 +226,10 @@ def _grow_vessels(rng: np.random.Generator, layout: FundusLayout, fov_radius: fl
             w = width * (1.0 if vein else rng.uniform(0.7, 0.85))
             stack.append(_Walker(start[0], start[1], h + dh, w, vein, mode, 0, rng.normal(0, 0.03), max_steps))
 
-    trunk("superior", -90, 12, rng.uniform(0.065, 0.085) * d)
-    trunk("inferior", 90, 12, rng.uniform(0.065, 0.085) * d)
-    trunk("free", -135, 15, rng.uniform(0.045, 0.065) * d)
-    trunk("free", 135, 15, rng.uniform(0.045, 0.065) * d)
+    trunk("superior", -90, 12, rng.uniform(0.055, 0.075) * d)
+    trunk("inferior", 90, 12, rng.uniform(0.055, 0.075) * d)
+    trunk("free", -135, 15, rng.uniform(0.04, 0.06) * d)
+    trunk("free", 135, 15, rng.uniform(0.04, 0.06) * d)
     for _ in range(rng.integers(1, 4)):   # small extra trunks: nasal or towards the macula
         heading = rng.choice([180.0, 0.0]) + rng.normal(0, 25)
         trunk("free", heading, 0, rng.uniform(0.02, 0.035) * d)
@@ -392,9 +392,9 @@ def _paint_disc(rng: np.random.Generator, img: np.ndarray, shade: np.ndarray, ca
     blur = diameter / 320 / canvas.sx                 # canvas px per px of a photo whose disc is 320 px wide
     disc_a = cv2.GaussianBlur(covers[0], (0, 0), rng.uniform(1.0, 5.0) * blur) * rng.uniform(0.5, 0.8)
     cup_a = cv2.GaussianBlur(covers[1], (0, 0), rng.uniform(2.0, 10.0) * blur) * rng.uniform(0.45, 0.85)
-    glow = ((1.0 + 0.15 * np.clip(1.0 - rho ** 2, 0, 1)) * rng.uniform(1.0, 1.2))[..., None] * shade
-    rim_col = np.float32([250, 250 * rng.uniform(0.55, 0.72), 250 * rng.uniform(0.25, 0.45)])
-    cup_col = np.float32([255, 255 * rng.uniform(0.8, 0.95), 255 * rng.uniform(0.55, 0.8)])
+    glow = ((1.0 + 0.15 * np.clip(1.0 - rho ** 2, 0, 1)) * rng.uniform(0.95, 1.15))[..., None] * shade
+    rim_col = np.float32([250, 250 * rng.uniform(0.5, 0.68), 250 * rng.uniform(0.15, 0.35)])
+    cup_col = np.float32([255, 255 * rng.uniform(0.75, 0.92), 255 * rng.uniform(0.4, 0.7)])
     sub += disc_a[..., None] * (glow * rim_col - sub)
     sub += cup_a[..., None] * (glow * cup_col - sub)
     return roi, cup_a
@@ -436,8 +436,8 @@ def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: 
     illum = 1.0 - (1.0 - rim) * np.minimum(r_norm, 1.3) ** rng.uniform(1.6, 3.0)
     texture = 1.0 + sum(a * _smooth_noise(rng, canvas.shape, c) for a, c in
                         ((rng.uniform(0.03, 0.07), 6), (rng.uniform(0.02, 0.05), 24), (rng.uniform(0.01, 0.03), 90)))
-    shade = illum * texture * np.float32(rng.uniform(0.75, 1.1))
-    red = rng.uniform(160, 235)
+    shade = illum * texture * np.float32(rng.uniform(0.6, 1.1))
+    red = rng.uniform(150, 235)
     base = np.float32([red, red * rng.uniform(0.30, 0.50), red * rng.uniform(0.08, 0.22)])
 
     # macula and fovea: darker, the macular pigment absorbing more green and blue
@@ -452,7 +452,7 @@ def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: 
     segs, widths, veins = _grow_vessels(rng, layout, fov_c)
     segs_c = canvas.to_canvas(frame.to_image(segs.reshape(-1, 2))).reshape(-1, 2, 2)
     widths_c = widths * px / canvas.sx
-    for sel, strength in ((veins, np.float32([0.35, 0.6, 0.5])), (~veins, np.float32([0.15, 0.4, 0.35]))):
+    for sel, strength in ((veins, np.float32([0.28, 0.5, 0.45])), (~veins, np.float32([0.12, 0.32, 0.3]))):
         cover = _draw_segments(canvas.shape, segs_c[sel], widths_c[sel])
         cover[roi] *= 1.0 - 0.5 * cup_a               # vessels dipping into the cup are out of focus, paler
         img *= 1.0 - cover[..., None] * (strength * np.float32(rng.uniform(0.8, 1.2)))
