@@ -47,6 +47,9 @@ VCDR = (0.3, 0.8)
 MAX_LAYOUT_TRIES = 200
 
 JPEG_QUALITY = (88, 97)               # exclusive high: encoder quality is drawn per image
+N_OUTLINE = 180                       # vertices of the disc and cup outlines
+MIN_RIM = 0.08                        # the thinnest rim, as a fraction of the disc radius
+SHIFT = 4                             # fixed-point bits for OpenCV drawing (1/16 px)
 
 
 @dataclass(frozen=True)
@@ -124,13 +127,10 @@ def sample_layout(rng: np.random.Generator, fov_radius: float) -> FundusLayout:
 
 # ---- shapes ---------------------------------------------------------------------------------
 
-N_OUTLINE = 180
-
-
 def _wobbly_radius(rng: np.random.Generator, theta: np.ndarray, radii: tuple[float, float], tilt: float,
                    amplitude: float) -> tuple[np.ndarray, np.ndarray]:
-    """Radius r(theta) of a tilted ellipse with low harmonics of relative ``amplitude``;
-    returns (r, coefficients) so the same shape can be evaluated elsewhere."""
+    """Radius r(theta) of a tilted ellipse times (1 + harmonics k = 2..5 of relative size up to
+    ``2 * amplitude / k``); returns (r, coefficients) so the shape can be evaluated elsewhere."""
     k = np.arange(2, 6)
     coef = np.stack([rng.uniform(0, amplitude, k.size) / k * 2, rng.uniform(0, 2 * np.pi, k.size)])
     return _radius_at(theta, radii, tilt, coef), coef
@@ -160,16 +160,13 @@ def _disc_and_cup_outlines(rng: np.random.Generator, layout: FundusLayout) -> tu
     offset = np.array([rng.uniform(0.0, 0.12), rng.normal(0.0, 0.03)]) * np.asarray(layout.disc_radii)
     r_cup, _ = _wobbly_radius(rng, theta, (rx, ry), tilt + math.radians(rng.normal(0, 8)), 0.05)
     cup = centre + offset + r_cup[:, None] * np.stack([np.cos(theta), np.sin(theta)], axis=1)
-    # keep a rim: clamp each cup point to 92 % of the disc radius in its direction
+    # keep a rim: clamp each cup point inside the disc radius in its direction
     rel = cup - centre
     phi = np.arctan2(rel[:, 1], rel[:, 0])
     dist = np.hypot(rel[:, 0], rel[:, 1])
-    limit = 0.92 * _radius_at(phi, layout.disc_radii, tilt, coef)
+    limit = (1.0 - MIN_RIM) * _radius_at(phi, layout.disc_radii, tilt, coef)
     cup = centre + rel * (np.minimum(dist, limit) / np.maximum(dist, 1e-9))[:, None]
     return disc, cup
-
-
-SHIFT = 4                              # fixed-point bits for OpenCV drawing (1/16 px)
 
 
 def _cv_points(points: np.ndarray) -> np.ndarray:

@@ -44,7 +44,8 @@ from tqdm import tqdm
 from gamma_kit.data import GT_COLUMNS, IMAGE_DIR, MASK_DIRS
 from gamma_kit.synth.render import SIDES, render_fundus
 
-__all__ = ["generate", "parse_sizes", "split_ids", "balanced_assignment", "DEFAULT_SIZES", "TASK2_DIR", "TASK3_DIR", "META_COLUMNS"]
+__all__ = ["generate", "parse_sizes", "split_ids", "balanced_assignment", "DEFAULT_SIZES", "TASK2_DIR", "TASK3_DIR",
+           "META_COLUMNS"]
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((2992, 2000), (1956, 1934))   # the two GAMMA cameras, (w, h)
 TASK2_DIR = "task2_Fovea_localization"
