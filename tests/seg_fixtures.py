@@ -60,3 +60,25 @@ def make_seg_data(root: Path, n_train: int = 6, n_test: int = 3, seed: int = 0,
         return make_tiny_seg_data(root, n_train, n_test, sizes[0], seed)
     generate(root, n_train, n_test, seed, sizes=sizes)
     return Path(root) / TASK
+
+
+def make_prepared(workdir: Path, n_train: int = 6, n_test: int = 2, size: tuple[int, int] = (96, 80),
+                  seed: int = 0, val_value: float = 0.34) -> Path:
+    """Tiny data prepared and split at ``workdir/data/seg_prepared`` (the configs' default root)."""
+    from gamma_kit.seg.prepare import prepare_dataset, split_dataset
+
+    make_tiny_seg_data(Path(workdir) / "gamma", n_train, n_test, size, seed)
+    out = Path(workdir) / "data" / "seg_prepared"
+    prepare_dataset(Path(workdir) / "gamma", out, progress=False)
+    split_dataset(out, val_value=val_value, seed=seed)
+    return out
+
+
+def small_transforms(size: int = 64) -> tuple[str, str]:
+    """``opts`` values replacing the configs' train/val transforms by cheap ones at ``size`` px."""
+    train = (f"[{{'type': 'Resize', 'target_size': [{size}, {size}], 'interp': 'AREA'}}, "
+             "{'type': 'RandomHorizontalFlip', 'prob': 0.5}, {'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], "
+             "'std': [0.5, 0.5, 0.5]}]")
+    val = (f"[{{'type': 'Resize', 'target_size': [{size}, {size}], 'interp': 'AREA'}}, "
+           "{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]")
+    return f"train_dataset.transforms={train}", f"val_dataset.transforms={val}"

@@ -210,6 +210,7 @@ def split_dataset(dataset_dir: str | os.PathLike = DEFAULT_PREPARED_DIR, val_val
     written = {}
     for name, part in parts.items():
         if name == "test_list.txt" and not part:
+            (dataset_dir / name).unlink(missing_ok=True)  # a stale list from an earlier split
             continue
         written[name] = atomic_write_text(dataset_dir / name, "".join(f"{pairs[i][0]} {pairs[i][1]}\n"
                                                                       for i in part))

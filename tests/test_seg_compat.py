@@ -1,0 +1,124 @@
+"""gamma_kit.seg.compat: each PaddleSeg 2.8.0 patch shows its failure without it and works with it;
+then PaddleSeg's own train + evaluate run a few iterations for DiceLoss and MixedLoss."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+import gamma_kit  # noqa: F401
+import paddle
+from paddleseg.models.losses import CrossEntropyLoss, DiceLoss, MixedLoss
+from paddleseg.utils import metrics
+
+from gamma_kit.seg import compat
+
+
+@pytest.fixture
+def without(request):
+    """Undo one patch for the test (if it was applied) and restore the applied state afterwards."""
+    patch = compat.PATCHES[request.param]
+    was = patch.is_applied()
+    patch.undo()
+    yield patch
+    patch.undo()
+    if was:
+        patch.fix()
+
+
+def _logits_labels(seed=0, ignore=True):
+    rng = np.random.default_rng(seed)
+    logits = paddle.to_tensor(rng.standard_normal((2, 3, 6, 6)).astype("float32"), stop_gradient=False)
+    labels = rng.integers(0, 3, (2, 6, 6)).astype("int64")
+    if ignore:
+        labels[0, :2, :2] = 255
+    return logits, paddle.to_tensor(labels)
+
+
+@pytest.mark.parametrize("without", ["metrics_0d_concat"], indirect=True)
+def test_metrics_patch(without):
+    pred = paddle.to_tensor(np.array([[[[0, 1, 2], [2, 2, 1]]]], dtype="int64"))
+    label = paddle.to_tensor(np.array([[[[0, 1, 1], [2, 255, 1]]]], dtype="int64"))
+    assert without.probe()
+    with pytest.raises((ValueError, RuntimeError)):
+        metrics.calculate_area(pred, label, 3)
+    without.fix()
+    assert without.is_applied() and without.apply() is True
+    inter, p_area, l_area = (t.numpy().tolist() for t in metrics.calculate_area(pred, label, 3))
+    # pixel (1,1) is ignored in the label: prediction 2 there is not counted
+    assert p_area == [1, 2, 2]
+    assert l_area == [1, 3, 1]
+    assert inter == [1, 2, 1]
+
+
+@pytest.mark.parametrize("without", ["ce_int_promotion"], indirect=True)
+def test_cross_entropy_patch(without):
+    logits, labels = _logits_labels()
+    assert without.probe()
+    with pytest.raises(TypeError):
+        CrossEntropyLoss()(logits, labels)
+    without.fix()
+    loss = CrossEntropyLoss()(logits, labels)
+    # known answer: mean CE over non-ignored pixels
+    lg = logits.numpy().transpose(0, 2, 3, 1)
+    lb = labels.numpy()
+    valid = lb != 255
+    logp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+    ce = -np.take_along_axis(logp, np.where(valid, lb, 0)[..., None], -1)[..., 0]
+    assert float(loss) == pytest.approx(ce[valid].mean(), rel=1e-5)
+    # class weights and top-k paths run too
+    assert np.isfinite(float(CrossEntropyLoss(weight=[1.0, 2.0, 0.5])(logits, labels)))
+    assert np.isfinite(float(CrossEntropyLoss(top_k_percent_pixels=0.5)(logits, labels)))
+
+
+@pytest.mark.parametrize("without", ["dice_inplace_label"], indirect=True)
+def test_dice_patch(without):
+    ce = compat.PATCHES["ce_int_promotion"]
+    ce.apply()
+    logits, labels = _logits_labels()
+    assert without.probe()
+    with pytest.raises(RuntimeError, match="inplace"):
+        losses = MixedLoss([CrossEntropyLoss(), DiceLoss()], [1, 1])(logits, labels)
+        paddle.add_n(losses).backward()
+    without.fix()
+    logits, labels = _logits_labels()
+    before = labels.numpy().copy()
+    losses = MixedLoss([CrossEntropyLoss(), DiceLoss()], [1, 1])(logits, labels)
+    paddle.add_n(losses).backward()
+    assert np.array_equal(labels.numpy(), before)
+    assert logits.grad is not None and np.isfinite(logits.grad.numpy()).all()
+
+
+@pytest.mark.parametrize("without", ["train_log_0d_loss"], indirect=True)
+def test_train_log_patch(without):
+    assert without.probe()
+    with pytest.raises(IndexError):
+        compat._run_one_train_iteration()
+    without.fix()
+    compat._run_one_train_iteration()
+    mod = importlib.import_module("paddleseg.core.train")
+    assert mod.loss_computation.__wrapped__ is not None
+
+
+def test_apply_is_idempotent_and_noop_when_fixed():
+    first = compat.apply_compat()
+    assert all(first.values())
+    assert compat.apply_compat() == first
+    # once patched, every probe sees a working PaddleSeg: a fixed PaddleSeg would get no patch
+    assert not any(p.probe() for p in compat.PATCHES.values())
+    with pytest.raises(KeyError):
+        compat.apply_compat(("no_such_patch",))
+
+
+def test_patch_skipped_when_bug_absent(monkeypatch):
+    patch = compat.PATCHES["metrics_0d_concat"]
+    was = patch.is_applied()
+    patch.undo()
+    try:
+        fake = compat.Patch(patch.name, patch.description, lambda: False, patch.fix, patch.undo, patch.is_applied)
+        assert fake.apply() is False
+        assert not patch.is_applied()
+    finally:
+        if was:
+            patch.fix()

@@ -1,0 +1,150 @@
+"""gamma_kit.seg.prepare: the original preparation and split, without touching user data."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gamma_kit.seg.__main__ import main
+from gamma_kit.seg.prepare import (labels_to_mask, mask_to_labels, prepare_dataset, read_list_file,
+                                   split_dataset)
+from seg_fixtures import make_tiny_seg_data
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def seg_root(tmp_path) -> Path:
+    make_tiny_seg_data(tmp_path / "gamma", n_train=6, n_test=2, size=(96, 80), seed=1)
+    return tmp_path / "gamma"
+
+
+def test_mask_label_round_trip():
+    mask = np.array([[0, 128, 255], [255, 128, 0]], np.uint8)
+    labels = mask_to_labels(mask)
+    assert labels.tolist() == [[0, 1, 2], [2, 1, 0]]
+    assert np.array_equal(labels_to_mask(labels), mask)
+    assert np.array_equal(labels_to_mask(labels.astype(np.int64)), mask)
+    with pytest.raises(ValueError, match="0, 128 or 255"):
+        mask_to_labels(np.array([[0, 127]], np.uint8))
+    with pytest.raises(ValueError, match="labels must be"):
+        labels_to_mask(np.array([[0, 3]]))
+
+
+def test_prepare_writes_layout_and_leaves_input_alone(seg_root, tmp_path):
+    before = _tree_digest(seg_root)
+    out = tmp_path / "prepared"
+    report = prepare_dataset(seg_root, out, progress=False)
+    assert _tree_digest(seg_root) == before
+    assert report.written == [f"{k:04d}" for k in range(1, 7)] and not report.bad_pairs
+    task = seg_root / "task3_disc_cup_segmentation" / "training"
+    for i in report.written:
+        # same-size images are copied byte for byte
+        assert (out / "JPEGImages" / f"{i}.jpg").read_bytes() == (task / "fundus color images" / f"{i}.jpg").read_bytes()
+        lab = cv2.imread(str(out / "Annotations" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(task / "Disc_Cup_Mask" / f"{i}.bmp"), cv2.IMREAD_GRAYSCALE)
+        assert lab.dtype == np.uint8 and lab.ndim == 2
+        assert np.array_equal(lab, mask_to_labels(mask))
+        assert set(np.unique(lab)) == {0, 1, 2}
+    saved = json.loads((out / "prepare_report.json").read_text())
+    assert saved["written"] == report.written
+
+
+def test_prepare_reports_bad_pairs_and_resizes(seg_root, tmp_path):
+    task = seg_root / "task3_disc_cup_segmentation" / "training"
+    imgs, masks = task / "fundus color images", task / "Disc_Cup_Mask"
+    (imgs / "0002.jpg").write_bytes(b"not a jpeg")                         # unreadable image
+    bad = cv2.imread(str(masks / "0003.bmp"), cv2.IMREAD_GRAYSCALE)
+    bad[0, 0] = 77
+    cv2.imwrite(str(masks / "0003.bmp"), bad)                              # mask with a foreign value
+    (masks / "0004.bmp").unlink()                                          # image without a mask
+    img5 = cv2.imread(str(imgs / "0005.jpg"))
+    cv2.imwrite(str(imgs / "0005.jpg"), cv2.resize(img5, (192, 160)))      # image twice the mask's size
+    before = _tree_digest(seg_root)
+    report = prepare_dataset(seg_root, tmp_path / "p", progress=False)
+    assert _tree_digest(seg_root) == before
+    assert sorted(report.bad_pairs) == ["0002", "0003", "0004"]
+    assert "decoded" in report.bad_pairs["0002"]
+    assert "77" in report.bad_pairs["0003"]
+    assert "no mask" in report.bad_pairs["0004"]
+    assert report.resized == ["0005"]
+    assert cv2.imread(str(tmp_path / "p" / "JPEGImages" / "0005.jpg")).shape[:2] == (80, 96)
+    assert "skipped 0003" in report.summary()
+
+
+def test_prepare_refuses_unsafe_outputs(seg_root, tmp_path):
+    task = seg_root / "task3_disc_cup_segmentation" / "training"
+    with pytest.raises(ValueError, match="overlaps"):
+        prepare_dataset(seg_root, task / "fundus color images" / "out", progress=False)
+    other = tmp_path / "someone_elses"
+    other.mkdir()
+    (other / "keep.txt").write_text("x")
+    with pytest.raises(ValueError, match="not written by prepare"):
+        prepare_dataset(seg_root, other, progress=False)
+    prepare_dataset(seg_root, tmp_path / "p", progress=False)
+    with pytest.raises(ValueError, match="overwrite"):
+        prepare_dataset(seg_root, tmp_path / "p", progress=False)
+    assert prepare_dataset(seg_root, tmp_path / "p", overwrite=True, progress=False).written
+
+
+def test_split_lists(seg_root, tmp_path):
+    out = tmp_path / "p"
+    prepare_dataset(seg_root, out, progress=False)
+    files = split_dataset(out, val_value=0.0001, seed=3)         # the original's near-zero share
+    train = (out / "train_list.txt").read_text().splitlines()
+    val = (out / "val_list.txt").read_text().splitlines()
+    assert len(val) == 1 and len(train) == 5 and not (out / "test_list.txt").exists()
+    assert set(train).isdisjoint(val)
+    for line in train + val:
+        img, lab = line.split(" ")
+        i = Path(img).stem
+        assert img == f"JPEGImages/{i}.jpg" and lab == f"Annotations/{i}.png"
+    assert (out / "labels.txt").read_text().split() == ["0", "1", "2"]
+    assert set(files) == {"train_list.txt", "val_list.txt", "labels.txt"}
+    # seeded: same seed same split, other seed another order
+    split_dataset(out, val_value=0.0001, seed=3)
+    assert (out / "val_list.txt").read_text().splitlines() == val
+    split_dataset(out, val_value=0.34, test_value=0.17, seed=4)
+    assert [len((out / f).read_text().splitlines()) for f in ("train_list.txt", "val_list.txt", "test_list.txt")] \
+        == [3, 2, 1]
+    assert len(read_list_file(out / "train_list.txt", out)) == 3
+    with pytest.raises(ValueError, match="share"):
+        split_dataset(out, val_value=1.5)
+    with pytest.raises(ValueError, match="keep one for training"):
+        split_dataset(out, val_value=0.95)
+    with pytest.raises(FileNotFoundError, match="JPEGImages"):
+        split_dataset(tmp_path / "nothing_here")
+
+
+def test_read_list_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="split"):
+        read_list_file(tmp_path / "missing.txt", tmp_path)
+    (tmp_path / "l.txt").write_text("JPEGImages/a.jpg Annotations/a.png\n")
+    with pytest.raises(FileNotFoundError, match=r"l.txt:1: .*a.jpg does not exist"):
+        read_list_file(tmp_path / "l.txt", tmp_path)
+
+
+def test_cli_prepare_and_split(seg_root, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["prepare", "--data-root", str(seg_root), "--out", str(out)]) == 0
+    assert "prepared 6" in capsys.readouterr().out
+    assert main(["split", "--dataset-dir", str(out), "--val-value", "0.2", "--seed", "1"]) == 0
+    assert len((out / "val_list.txt").read_text().splitlines()) == 1
+    assert main(["prepare", "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_split_removes_stale_test_list(seg_root, tmp_path):
+    out = tmp_path / "p"
+    prepare_dataset(seg_root, out, progress=False)
+    split_dataset(out, val_value=0.2, test_value=0.2)
+    assert (out / "test_list.txt").is_file()
+    split_dataset(out, val_value=0.2)
+    assert not (out / "test_list.txt").exists()
