@@ -87,8 +87,12 @@ def test_crops_and_targets_agree(synth, tiny_cfg, tmp_path):
         peak = np.unravel_index(np.argmax(target[0]), target[0].shape)
         assert np.abs(np.array(peak[::-1]) - expected).max() <= 0.5 + 1e-9
         assert img.max() <= 255 and img.max() > 0
-    ds.set_epoch(1)
-    assert ds.crop_origin(0) != FoveaCropDataset(items, codec, seed=1).crop_origin(0) or True
+    first = [ds.crop_origin(k) for k in range(len(ds))]
+    assert first == [FoveaCropDataset(items, codec, seed=1).crop_origin(k) for k in range(len(ds))]
+    ds.set_epoch(1)   # new epoch, new shifts, within the +-240 x +-180 range
+    assert [ds.crop_origin(k) for k in range(len(ds))] != first
+    centres = np.array([np.add(ds.crop_origin(k), (76, 50)) / codec.scale - items[k].fovea for k in range(len(ds))])
+    assert (np.abs(centres) <= np.array([240, 180]) + 4 / codec.scale).all()
     val = FoveaCropDataset(items, codec, train=False)
     assert val.crop_origin(0) == codec.roi_origin_px == (209, 210)
     np.testing.assert_array_equal(val[0][0], roi_crop(items[0].canon, codec))
@@ -168,3 +172,13 @@ def test_cli_default_command_is_train(synth, tmp_path, capsys):
 def test_images_gt_layout_needs_both(tmp_path):
     with pytest.raises(ValueError, match="--gt"):
         load_training_data(images=str(tmp_path))
+
+
+def test_ensemble_of_different_configs_is_refused(cv_run, synth, tmp_path):
+    run, _ = cv_run
+    eighth = load_config(CPU_CONFIG, TINY + ["codec.scale=0.125"])
+    train_fold(eighth, 1, load_training_data(synth), tmp_path / "eighth", progress=False)
+    test = load_fovea_split(synth, "testing")
+    with pytest.raises(ValueError, match="scale 0.125.*one config"):
+        predict([run / "fold1", tmp_path / "eighth" / "fold1"], test.images, tmp_path / "s.csv",
+                device="cpu", progress=False)

@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", choices=("coords", "heatmap"), default="coords")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
     p.add_argument("--figures", help="folder for heatmap / distribution figures")
+    p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
     d = sub.add_parser("demo", help="short CPU train + predict + score on a (synthetic) dataset")
     d.add_argument("--data-root", required=True)
     d.add_argument("--work-dir", required=True)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             images = split.images
         out = predict(args.checkpoints, images, args.out, ensemble=args.ensemble, flip=args.flip,
                       side_overrides=args.side_overrides, gt=gt, device=args.device or "auto",
-                      figures_dir=args.figures, cache_dir=args.cache_dir, progress=not args.no_progress)
+                      figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress)
         print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
         if out["empty"]:
             print(f"warning: empty heatmaps (fallback position used) for {out['empty']}")

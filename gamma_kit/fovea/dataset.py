@@ -91,7 +91,7 @@ class CanonicalCache:
                 frame = CanonicalFrame.from_image(image, disc_side=self.side_overrides.get(image_id),
                                                   name=str(path))
             except ValueError as err:
-                msg = str(err)
+                msg = str(err) if str(path) in str(err) else f"{path}: {err}"
                 if "side" in msg and "override" not in msg:
                     msg = f"{msg}; {SIDE_OVERRIDE_HINT}"
                 raise ValueError(msg) from err

@@ -59,9 +59,10 @@ def check_gt_inside(gt: pd.DataFrame, sizes: dict[str, tuple[int, int]], name: s
 def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_csv: str | Path,
             ensemble: str = "coords", flip: bool = False, side_overrides: str | Path | None = None,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
-            cache_dir: str | Path | None = None, progress: bool = True) -> dict:
+            cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True) -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
+    ``amp``: float16 autocast on a GPU (ignored on the CPU).
     Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None}``;
     scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
     """
@@ -73,7 +74,7 @@ def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_cs
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
     dev = select_device(device)
-    amp = False
+    amp = bool(amp) and dev.startswith("gpu")   # float16 autocast only helps (and works) on a GPU
     files = find_checkpoints(checkpoints)
     models, cfgs = zip(*(load_checkpoint(f) for f in files))
     codecs = [build_codec(c) for c in cfgs]
