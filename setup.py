@@ -15,6 +15,7 @@ Why each pin (all checked together on Python 3.11):
 - paddlepaddle==3.3.1: 2.6.2 exports zlib symbols that break PNG decoding and
   scipy after ``import paddle``.
 - openpyxl: the GAMMA ground truth comes as .xlsx.
+constraints.txt holds the exact versions CI installs (pip install -c constraints.txt ...).
 """
 from setuptools import find_packages, setup
 
@@ -36,6 +37,8 @@ setup(
         "matplotlib>=3.7,<4",
         "tqdm>=4.60,<5",
         "PyYAML>=6,<7",
+        "scipy>=1.10,<2",          # FFT correlation in the fovea decoder
+        "Pillow>=9",               # image sizes from file headers
     ],
     extras_require={
         "cpu": ["paddlepaddle==3.3.1"],
