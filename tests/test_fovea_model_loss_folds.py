@@ -81,3 +81,26 @@ def test_other_ids_get_seeded_folds(tmp_path):
         read_splits(tmp_path / "none.json")
     with pytest.raises(ValueError, match="n_folds"):
         make_splits(["a", "b"], n_folds=5)
+
+
+def test_configs_load_and_override(tmp_path):
+    from gamma_kit.fovea.config import load_config
+    from gamma_kit.fovea.demo import CPU_CONFIG
+
+    orig = load_config(CPU_CONFIG.parent / "unet_heatmap.yml")
+    assert orig["model"] == {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2}
+    assert (orig["train"]["lr"], orig["train"]["weight_decay"], orig["train"]["batch_size"],
+            orig["train"]["epochs"]) == (5e-4, 1e-3, 10, 200)
+    assert orig["codec"]["kernel_size"] == 80 and orig["codec"]["radius"] == 80 and orig["data"]["split_seed"] == 1024
+    cpu = load_config(CPU_CONFIG, ["train.epochs=7", "model.width=8"])
+    assert cpu["name"] == "unet_heatmap_cpu" and cpu["codec"]["scale"] == 0.25
+    assert cpu["train"]["epochs"] == 7 and cpu["model"]["width"] == 8 and cpu["model"]["kernel_size"] == 3
+    assert cpu["train"]["lr_schedule"] == "cosine" and cpu["codec"]["roi_size"] == [608, 400]
+    with pytest.raises(ValueError, match="unknown key 'widht'"):
+        load_config(CPU_CONFIG, ["model.widht=8"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(CPU_CONFIG, ["epochs=8"])
+    with pytest.raises(ValueError, match="decoder"):
+        load_config(CPU_CONFIG, ["codec.decoder=soft"])
+    with pytest.raises(FileNotFoundError, match="nope.yml"):
+        load_config(tmp_path / "nope.yml")

@@ -22,10 +22,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "on_empty": "original"},
     "model": {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2},
     "loss": {"variance_reward": 0.0005},
-    "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None},
+    "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024},
     "train": {"epochs": 200, "batch_size": 10, "lr": 5.0e-4, "weight_decay": 1.0e-3,
               "lr_schedule": "constant", "min_lr": 0.0, "seed": 1024, "amp": False, "device": "auto",
-              "n_folds": 5, "log_every": 0},
+              "n_folds": 5},
 }
 LR_SCHEDULES = ("constant", "cosine")
 

@@ -176,7 +176,8 @@ def _splits_for(run_dir: Path, ids: list[str], cfg: dict) -> list[dict]:
             raise ValueError(f"{path} was written for other images ({len(known)} ids) than this data "
                              f"({len(ids)} ids); use another --run-dir or delete it")
         return splits
-    splits = make_splits(ids, n_folds=cfg["train"]["n_folds"], seed=cfg["train"]["seed"])
+    # the split has its own seed: changing train.seed must not move GAMMA off the original folds
+    splits = make_splits(ids, n_folds=cfg["train"]["n_folds"], seed=cfg["data"]["split_seed"])
     write_splits(path, splits)
     return splits
 
