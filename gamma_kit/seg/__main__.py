@@ -55,6 +55,11 @@ def cmd_predict(a) -> None:
 
     if (a.model is None) == (a.exported is None):
         raise ValueError("give exactly one of --model (a trained model directory) or --exported (an export folder)")
+    if a.exported is not None:
+        from gamma_kit.seg.export import StaticPredictor
+        model = StaticPredictor(a.exported)
+    else:
+        model = load_model(a.model, device=a.device)
     if a.images is not None:
         images = list_images(a.images)
     else:
@@ -62,11 +67,6 @@ def cmd_predict(a) -> None:
     gt = a.gt
     if gt is None and a.data_root is not None and a.images is None:
         gt = find_gt_mask_dir(a.data_root, a.split)
-    if a.exported is not None:
-        from gamma_kit.seg.export import StaticPredictor
-        model = StaticPredictor(a.exported)
-    else:
-        model = load_model(a.model, device=a.device)
     run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt,
                          overlay_dir=Path(a.out) / "overlays" if a.overlays else None)
     print(f"wrote {len(run.masks)} masks to {run.pred_dir} and {run.zip_path}")

@@ -1,0 +1,195 @@
+"""prepare -> split -> train -> predict -> BMP zip -> evaluate through the CLI on tiny data; static export;
+post-processing; overlays; the bad inputs of issue 4 (each a clear message, not a Paddle traceback)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import gamma_kit  # noqa: F401
+from gamma_kit.data import read_image, read_mask
+from gamma_kit.seg.__main__ import main
+from gamma_kit.seg.inference import load_model, overlay, postprocess_labels, predict_folder
+from seg_fixtures import make_tiny_seg_data, small_transforms
+
+CPU_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "seg" / "liteunet_gamma_cpu.yml")
+SIZE = (96, 80)
+
+
+def _data_opts(prepared: Path, train_list: str = "train_list.txt", val_list: str = "val_list.txt") -> list[str]:
+    return [f"train_dataset.dataset_root={prepared}", f"train_dataset.train_path={prepared / train_list}",
+            f"val_dataset.dataset_root={prepared}", f"val_dataset.val_path={prepared / val_list}",
+            *small_transforms(32)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiny data prepared, split and a LiteUNet trained 4 iterations, all through the CLI."""
+    tmp = tmp_path_factory.mktemp("seg_pipeline")
+    make_tiny_seg_data(tmp / "gamma", n_train=6, n_test=3, size=SIZE, seed=2)
+    prepared = tmp / "prepared"
+    assert main(["prepare", "--data-root", str(tmp / "gamma"), "--out", str(prepared)]) == 0
+    assert main(["split", "--dataset-dir", str(prepared), "--val-value", "0.0001"]) == 0
+    rc = main(["train", "--config", CPU_CONFIG, "--save-dir", str(tmp / "run"), "--iters", "4", "--device", "cpu",
+               "--log-iters", "2", "--seed", "0", "--opts", *_data_opts(prepared)])
+    assert rc == 0
+    return tmp
+
+
+def test_train_writes_model_directories(trained):
+    run = trained / "run"
+    for d in ("best_model", "last_model"):
+        assert (run / d / "model.pdparams").is_file() and (run / d / "model.yml").is_file()
+    assert "LiteUNet" in (run / "model.yml").read_text()
+
+
+def test_predict_zip_evaluate(trained, capsys):
+    out = trained / "pred"
+    rc = main(["predict", "--model", str(trained / "run"), "--data-root", str(trained / "gamma"),
+               "--out", str(out), "--postprocess", "--overlays"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "scored against" in printed and "without post-processing" in printed and "time per image" in printed
+    bmps = sorted((out / "Disc_Cup_Segmentations").glob("*.bmp"))
+    assert [p.stem for p in bmps] == ["0007", "0008", "0009"]
+    for p in bmps:
+        m = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        assert m.shape == (SIZE[1], SIZE[0]) and m.dtype == np.uint8
+        assert set(np.unique(m)) <= {0, 128, 255}
+    with zipfile.ZipFile(out / "Disc_Cup_Segmentations.zip") as zf:
+        assert sorted(zf.namelist()) == [f"Disc_Cup_Segmentations/{p.name}" for p in bmps]
+    assert len(list((out / "overlays").glob("*.png"))) == 3
+    gt = trained / "gamma" / "task3_disc_cup_segmentation" / "testing_GT" / "Disc_Cup_Mask"
+    assert main(["evaluate", "--pred", str(out / "Disc_Cup_Segmentations"), "--gt", str(gt), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 3 and 0 <= res["dice_disc"] <= 1 and 0 <= res["vcdr_mae"] <= 1
+    assert main(["evaluate", "--config", CPU_CONFIG, "--model", str(trained / "run" / "best_model")]) == 2
+    assert "dataset_root" in capsys.readouterr().err   # the config's default data root is absent here
+
+
+def test_paddleseg_pooled_evaluation(trained, monkeypatch):
+    from gamma_kit.seg.training import evaluate_from_config
+
+    res = evaluate_from_config(CPU_CONFIG, trained / "run" / "best_model",
+                               opts=_data_opts(trained / "prepared")[2:])
+    assert set(res) >= {"miou", "acc", "iou_0", "dice_2"} and 0 <= res["miou"] <= 1
+
+
+def test_prediction_shape_and_source_size(trained):
+    model = load_model(trained / "run")
+    img = read_image(next((trained / "gamma").rglob("0007.jpg")))
+    res = model.predict(img)
+    assert res["label_map"].shape == img.shape[:2] and res["label_map"].dtype == np.uint8
+    assert res["score_map"].shape == (*img.shape[:2], 3)
+    assert np.allclose(res["score_map"].sum(-1), 1.0, atol=1e-4)
+    # nearest-neighbour resize of the network's arg-max: the label map only holds 0, 1, 2
+    assert set(np.unique(res["label_map"])) <= {0, 1, 2}
+    assert np.array_equal(model.predict_labels(img), res["label_map"])
+
+
+def test_static_export_matches_dynamic(trained):
+    from gamma_kit.seg.export import StaticPredictor
+
+    assert main(["export", "--model", str(trained / "run"), "--out", str(trained / "export")]) == 0
+    files = {p.name for p in (trained / "export").iterdir()}
+    assert "deploy.yml" in files and "model.pdiparams" in files and files & {"model.json", "model.pdmodel"}
+    static = StaticPredictor(trained / "export")
+    dynamic = load_model(trained / "run")
+    for p in sorted((trained / "gamma").rglob("testing/fundus color images/*.jpg")):
+        img = read_image(p)
+        assert np.allclose(static.logits(img), dynamic.logits(img), atol=1e-4)
+        assert np.array_equal(static.predict_labels(img), dynamic.predict_labels(img))
+    run = predict_folder(static, trained / "gamma" / "task3_disc_cup_segmentation" / "testing" / "fundus color images",
+                         trained / "pred_static", progress=False)
+    assert len(run.masks) == 3 and run.zip_path.is_file()
+
+
+# --------------------------------------------------------------------------- bad inputs
+def test_missing_list_file(trained, capsys):
+    rc = main(["train", "--config", CPU_CONFIG, "--save-dir", str(trained / "bad"), "--iters", "1",
+               "--opts", *_data_opts(trained / "prepared", train_list="no_such_list.txt")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "no_such_list.txt not found" in err and "Traceback" not in err
+
+
+def test_missing_config(capsys):
+    assert main(["train", "--config", "configs/seg/nope.yml"]) == 2
+    assert "config file configs/seg/nope.yml not found" in capsys.readouterr().err
+
+
+def test_list_line_with_missing_files(trained, capsys):
+    prepared = trained / "prepared"
+    (prepared / "broken_list.txt").write_text((prepared / "train_list.txt").read_text()
+                                              + "JPEGImages/9999.jpg Annotations/9999.png\n")
+    rc = main(["train", "--config", CPU_CONFIG, "--save-dir", str(trained / "bad"), "--iters", "1",
+               "--opts", *_data_opts(prepared, train_list="broken_list.txt")])
+    assert rc == 2
+    assert "9999.jpg does not exist" in capsys.readouterr().err
+
+
+def test_labels_outside_range(trained, tmp_path, capsys):
+    src = trained / "prepared"
+    raw = tmp_path / "raw"
+    (raw / "JPEGImages").mkdir(parents=True)
+    (raw / "Annotations").mkdir()
+    lines = []
+    for line in (src / "train_list.txt").read_text().splitlines():
+        img, lab = line.split()
+        (raw / img).write_bytes((src / img).read_bytes())
+        gamma = (cv2.imread(str(src / lab), cv2.IMREAD_UNCHANGED) * 127.5).round().astype(np.uint8)  # 0/128/255
+        cv2.imwrite(str(raw / lab), gamma)
+        lines.append(line)
+    (raw / "train_list.txt").write_text("\n".join(lines) + "\n")
+    (raw / "val_list.txt").write_text(lines[0] + "\n")
+    rc = main(["train", "--config", CPU_CONFIG, "--save-dir", str(tmp_path / "out"), "--iters", "1",
+               "--opts", *_data_opts(raw)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "outside 0..2" in err and "gamma_kit.seg prepare" in err
+
+
+def test_model_dir_without_weights(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", "--model", str(tmp_path / "empty"), "--images", str(tmp_path)]) == 2
+    assert "holds no trained weights" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- post-processing, overlays
+def test_postprocess_known_answers():
+    lab = np.full((20, 30), 2, np.uint8)
+    lab[2:12, 2:12] = 1            # big disc
+    lab[5:9, 5:9] = 0              # its cup
+    lab[7, 7] = 2                  # a hole in the cup
+    lab[3, 3] = 2                  # a hole in the rim
+    lab[15:18, 20:23] = 1          # a small second disc blob: removed
+    lab[16, 25] = 0                # cup outside every disc: removed
+    out = postprocess_labels(lab)
+    expected = np.full((20, 30), 2, np.uint8)
+    expected[2:12, 2:12] = 1
+    expected[5:9, 5:9] = 0
+    assert np.array_equal(out, expected)
+    assert np.array_equal(postprocess_labels(np.full((4, 4), 2, np.uint8)), np.full((4, 4), 2, np.uint8))
+    # the disc touching the border keeps its shape (only enclosed holes are filled)
+    edge = np.full((10, 10), 2, np.uint8)
+    edge[:5, :5] = 1
+    assert np.array_equal(postprocess_labels(edge), edge)
+
+
+def test_overlay_draws_both_outlines():
+    img = np.zeros((40, 50, 3), np.uint8)
+    gt = np.full((40, 50), 255, np.uint8)
+    gt[10:30, 10:30] = 128
+    gt[15:25, 15:25] = 0
+    pred = np.full((40, 50), 255, np.uint8)
+    pred[12:32, 14:34] = 128
+    out = overlay(img, pred, gt)
+    assert out.shape == img.shape and not img.any()            # input untouched
+    colours = {tuple(c) for c in out.reshape(-1, 3)}
+    assert (255, 255, 0) in colours and (0, 255, 0) in colours
