@@ -182,3 +182,9 @@ def test_ensemble_of_different_configs_is_refused(cv_run, synth, tmp_path):
     with pytest.raises(ValueError, match="scale 0.125.*one config"):
         predict([run / "fold1", tmp_path / "eighth" / "fold1"], test.images, tmp_path / "s.csv",
                 device="cpu", progress=False)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    rc = cli_main(["predict", "--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "s.csv"),
+                   "--images", str(tmp_path)])
+    assert rc == 2 and "no checkpoint at" in capsys.readouterr().err

@@ -83,10 +83,19 @@ def _config(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run; user-input errors print one line and return 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "train")
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command in ("train", "cv"):
         from gamma_kit.fovea.train import cross_validate, load_training_data, train_fold
 
