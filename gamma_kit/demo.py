@@ -4,9 +4,10 @@
 
 1. writes a synthetic GAMMA data set (both cameras, both eyes) under ``OUT/data``
    unless one is already there;
-2. scores the trivial baselines: the mean canonical training fovea, and an empty mask;
-3. task 2: trains the CPU fovea config briefly, predicts the test images, writes the
-   submission CSV and scores it (``gamma_kit.fovea.demo``);
+2. task 2: trains the CPU fovea config briefly, predicts the test images, writes the
+   submission CSV and scores it against the baseline that puts every fovea at the mean
+   canonical training position (``gamma_kit.fovea.demo``);
+3. scores the task 3 baseline: an empty mask;
 4. task 3: prepares the labels, trains the CPU segmentation config briefly, predicts,
    zips the BMPs and scores them (``gamma_kit.seg.demo``);
 5. prints a table and writes ``OUT/results.json``.
@@ -21,69 +22,69 @@ import sys
 import time
 from pathlib import Path
 
-from gamma_kit.baselines import empty_mask_baseline, mean_position_baseline
-from gamma_kit.data import (atomic_write_text, find_task_dir, image_size, list_images, load_fovea_split,
-                            load_seg_split, read_fovea_gt, read_mask)
-from gamma_kit.metrics import evaluate_fovea, evaluate_seg
+import numpy as np
 
-__all__ = ["run_demo", "ensure_synthetic", "baselines", "main"]
+from gamma_kit.data import atomic_write_text, find_task_dir, list_images, read_mask
+from gamma_kit.metrics import evaluate_seg
+
+__all__ = ["run_demo", "ensure_synthetic", "seg_empty_baseline", "main"]
 
 TASKS = ("fovea", "seg")
 
 
-def ensure_synthetic(data_dir: Path, n_train: int, n_test: int, seed: int) -> Path:
-    """Generate the synthetic data set into ``data_dir`` unless it already holds one."""
-    from gamma_kit.synth import generate
+def ensure_synthetic(data_dir: Path, n_train: int, n_test: int, seed: int,
+                     sizes: tuple[tuple[int, int], ...] | None = None) -> Path:
+    """Generate the synthetic data set into ``data_dir`` unless it already holds one.
+
+    ``sizes``: camera sizes (w, h) used in turn; default the two GAMMA cameras.
+    """
+    from gamma_kit.synth import DEFAULT_SIZES, generate
 
     if (data_dir / "synth_meta.csv").is_file():
         print(f"using the synthetic data already in {data_dir}")
         return data_dir
     t = time.perf_counter()
-    generate(data_dir, n_train, n_test, seed)
+    generate(data_dir, n_train, n_test, seed, sizes=tuple(sizes or DEFAULT_SIZES))
     print(f"synthetic data: {n_train} training + {n_test} test images in {time.perf_counter() - t:.0f} s -> {data_dir}")
     return data_dir
 
 
-def _fovea_test_gt(data_dir: Path):
-    task = find_task_dir(data_dir, "fovea")
-    gt_files = sorted((task / "testing_GT").glob("*.xlsx"))
-    if not gt_files:
-        raise FileNotFoundError(f"{task / 'testing_GT'}: no test ground truth (.xlsx)")
-    return read_fovea_gt(gt_files[0]), list_images(task / "testing" / "fundus color images")
-
-
-def baselines(data_dir: Path) -> dict:
-    """Scores of the trivial baselines on the test split: what a model must beat."""
-    train = load_fovea_split(data_dir, "training")
-    gt, test_images = _fovea_test_gt(data_dir)
-    pred = mean_position_baseline(train, test_images)
-    sizes = {i: image_size(test_images[i]) for i in gt.index}
-    fovea = evaluate_fovea(pred.loc[gt.index], gt, sizes)
-    seg_task = find_task_dir(data_dir, "seg")
-    gt_masks = {i: read_mask(p) for i, p in list_images(seg_task / "testing_GT" / "Disc_Cup_Mask").items()}
-    seg = evaluate_seg(empty_mask_baseline({i: m.shape for i, m in gt_masks.items()}), gt_masks)
-    return {"fovea_mean_position": {k: fovea[k] for k in ("aed", "score", "n")},
-            "seg_empty_mask": {k: seg[k] for k in ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")}}
+def seg_empty_baseline(data_dir: Path) -> dict:
+    """Task 3 scores of an all-background prediction on the test split."""
+    task = find_task_dir(data_dir, "seg")
+    gt = {i: read_mask(p) for i, p in list_images(task / "testing_GT" / "Disc_Cup_Mask").items()}
+    res = evaluate_seg({i: np.full(m.shape, 255, np.uint8) for i, m in gt.items()}, gt)
+    return {k: res[k] for k in ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")}
 
 
 def run_demo(out_dir: str | Path = "demo_out", n_train: int = 40, n_test: int = 10, seed: int = 0,
-             device: str = "auto", tasks: tuple[str, ...] = TASKS) -> dict:
-    """Run the whole demo; returns the results written to ``OUT/results.json``."""
+             device: str = "auto", tasks: tuple[str, ...] = TASKS, progress: bool = True,
+             sizes: tuple[tuple[int, int], ...] | None = None, fovea_epochs: int = 12,
+             seg_iters: int = 120) -> dict:
+    """Run the whole demo; returns the results written to ``OUT/results.json``.
+
+    The defaults are sized for about 5 minutes on 2 CPU cores; tests shrink ``sizes``,
+    ``fovea_epochs`` and ``seg_iters``.
+    """
     out = Path(out_dir)
     t0 = time.perf_counter()
-    data_dir = ensure_synthetic(out / "data", n_train, n_test, seed)
-    results: dict = {"baselines": baselines(data_dir), "seconds": {}}
+    data_dir = ensure_synthetic(out / "data", n_train, n_test, seed, sizes)
+    results: dict = {"baselines": {}, "seconds": {}}
     if "fovea" in tasks:
         from gamma_kit.fovea.demo import run_demo as fovea_demo
 
         t = time.perf_counter()
-        results["fovea"] = fovea_demo(data_dir, out / "fovea", device=device)
+        fovea = fovea_demo(data_dir, out / "fovea", epochs=fovea_epochs, overrides=(f"train.device={device}",), progress=progress)
+        results["baselines"]["fovea_mean_position"] = {"aed": fovea.pop("baseline_aed"),
+                                                       "score": fovea.pop("baseline_score")}
+        results["fovea"] = fovea
         results["seconds"]["fovea"] = round(time.perf_counter() - t, 1)
     if "seg" in tasks:
         from gamma_kit.seg.demo import run_demo as seg_demo
 
         t = time.perf_counter()
-        results["seg"] = seg_demo(data_dir, out / "seg", device=device)
+        results["baselines"]["seg_empty_mask"] = seg_empty_baseline(data_dir)
+        results["seg"] = seg_demo(data_dir, out / "seg", iters=seg_iters, device=device, progress=progress)
         results["seconds"]["seg"] = round(time.perf_counter() - t, 1)
     results["seconds"]["total"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
@@ -101,19 +102,21 @@ def _jsonable(o):
 
 
 def summary_table(results: dict) -> str:
+    """A plain-text table: baseline and model for each task metric."""
     b = results["baselines"]
-    lines = ["", "task                       metric      baseline      model",
-             "-" * 60]
-    f = results.get("fovea", {})
-    for k in ("aed", "score"):
-        lines.append(f"2 fovea                    {k:<10}  {b['fovea_mean_position'][k]:>8.4f}   "
-                     + (f"{f[k]:>8.4f}" if k in f else "       -"))
-    s = results.get("seg", {})
-    for k in ("dice_disc", "dice_cup", "vcdr_mae", "score"):
-        lines.append(f"3 disc/cup                 {k:<10}  {b['seg_empty_mask'][k]:>8.4f}   "
-                     + (f"{s[k]:>8.4f}" if k in s else "       -"))
-    lines.append("baselines: mean canonical training fovea; empty mask.  "
-                 f"time: {results['seconds'].get('total', 0):.0f} s")
+    rows = [("2 fovea", "fovea_mean_position", "fovea", ("aed", "score")),
+            ("3 disc/cup", "seg_empty_mask", "seg", ("dice_disc", "dice_cup", "vcdr_mae", "score"))]
+    lines = ["", f"{'task':<12}{'metric':<12}{'baseline':>10}{'model':>10}", "-" * 44]
+    for task, base_key, key, metrics in rows:
+        if key not in results:
+            continue
+        for m in metrics:
+            base = b.get(base_key, {}).get(m)
+            model = results[key].get(m)
+            lines.append(f"{task:<12}{m:<12}" + "".join(f"{v:>10.4f}" if v is not None else f"{'-':>10}"
+                                                          for v in (base, model)))
+    lines.append("baselines: mean canonical training fovea (task 2), empty mask (task 3)")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()))
     return "\n".join(lines)
 
 
@@ -125,13 +128,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     ap.add_argument("--tasks", default="fovea,seg", help="comma-separated subset of fovea,seg")
+    ap.add_argument("--fovea-epochs", type=int, default=12, help="fovea training epochs (default 12)")
+    ap.add_argument("--seg-iters", type=int, default=120, help="segmentation training iterations (default 120)")
+    ap.add_argument("--sizes", default=None, help="synthetic camera sizes, e.g. 748x500,489x484 "
+                                                 "(default: the two GAMMA cameras)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         ap.error(f"unknown task(s) {bad}; choose from {TASKS}")
     try:
-        run_demo(args.out, args.train, args.test, args.seed, args.device, tasks)
+        from gamma_kit.synth import parse_sizes
+
+        run_demo(args.out, args.train, args.test, args.seed, args.device, tasks, progress=not args.quiet,
+                 sizes=parse_sizes(args.sizes) if args.sizes else None, fovea_epochs=args.fovea_epochs,
+                 seg_iters=args.seg_iters)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
