@@ -53,6 +53,7 @@ def test_cv_writes_every_fold(cv_run):
         m = json.loads((d / "metrics.json").read_text())
         assert m["n_val"] == 2 and len(m["history"]) == 1 and np.isfinite(m["best_aed"])
     assert np.isfinite(out["mean_best_aed"]) and (run / "cv_metrics.json").is_file()
+    assert (run / "training_curves.png").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("ensemble,flip", [("coords", False), ("heatmap", True)])

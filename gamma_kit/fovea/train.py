@@ -3,6 +3,7 @@
 Run layout (nothing is written outside ``run_dir``)::
 
     runs/<name>/splits.json            # folds, computed once (gamma_kit.fovea.folds)
+    runs/<name>/cv_metrics.json, training_curves.png   # after ``cv``
     runs/<name>/fold<k>/config.yml     # resolved config of this fold
     runs/<name>/fold<k>/best.pdparams  # lowest validation AED so far
     runs/<name>/fold<k>/last.pdparams, last.pdopt, last_state.json   # for --resume
@@ -287,7 +288,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
 
 def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[int] | None = None,
                    resume: bool = False, progress: bool = True) -> dict:
-    """Train every fold (sharing one image cache); writes ``run_dir/cv_metrics.json``."""
+    """Train every fold (sharing one image cache); writes ``run_dir/cv_metrics.json`` and
+    ``run_dir/training_curves.png``."""
     run_dir = Path(run_dir)
     overrides = read_side_overrides(cfg["data"]["side_overrides"]) if cfg["data"]["side_overrides"] else {}
     cache = CanonicalCache(cfg["codec"]["scale"], cfg["data"]["cache_dir"], overrides)
@@ -300,4 +302,7 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
            "mean_best_aed": sum(m["best_aed"] * m["n_val"] for m in per_fold.values()) / n,
            "mean_last_aed": sum(m["last_aed"] * m["n_val"] for m in per_fold.values()) / n}
     atomic_write_text(run_dir / "cv_metrics.json", json.dumps(out, indent=1))
+    from gamma_kit.fovea.figures import plot_training_curves
+
+    plot_training_curves(run_dir / "training_curves.png", [run_dir / f"fold{k}" / "metrics.json" for k in folds])
     return out
