@@ -67,7 +67,8 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> P
                          if (predictor.model_dir / MODEL_CONFIG_NAME).is_file()
                          else (predictor.model_dir.parent / MODEL_CONFIG_NAME).read_text())
     deploy = {"Deploy": {"model": MODEL_PREFIX, "input_size": [w, h], "num_classes": predictor.num_classes,
-                         "transforms": cfg["val_dataset"]["transforms"],
+                         "transforms": (cfg.get("val_dataset") or {}).get("transforms") or [
+                             t for t in cfg["train_dataset"]["transforms"] if not t["type"].startswith("Random")],
                          "labels": {0: "cup", 1: "disc rim", 2: "background"}}}
     atomic_write_text(out / DEPLOY_NAME, yaml.safe_dump(deploy, sort_keys=False))
     return out

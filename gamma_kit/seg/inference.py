@@ -88,7 +88,7 @@ class SegPredictor:
                              f"{len(missing)} parameter(s) missing, e.g. {missing[:3]}")
         model.set_state_dict(state)
         num_classes = int(cfg.model_cfg.get("num_classes", 3))
-        return cls(model, builder.val_transforms, num_classes, d)
+        return cls(model, eval_transforms(cfg, builder), num_classes, d)
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> (1, 3, h, w) float32 after the eval transforms."""
@@ -127,6 +127,23 @@ class SegPredictor:
             prob = (e / e.sum(axis=0, keepdims=True)).transpose(1, 2, 0)
             out["score_map"] = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
         return out
+
+
+def eval_transforms(cfg, builder=None) -> list:
+    """The config's ``val_dataset`` transforms; without one, the train transforms minus the random ones."""
+    if cfg.val_dataset_cfg.get("transforms") is None:
+        from paddleseg.cvlibs import manager
+
+        ops = []
+        for t in cfg.train_dataset_cfg.get("transforms", []):
+            if not t["type"].startswith("Random"):
+                t = dict(t)
+                ops.append(manager.TRANSFORMS[t.pop("type")](**t))
+        return ops
+    if builder is None:
+        from paddleseg.cvlibs import SegBuilder
+        builder = SegBuilder(cfg)
+    return builder.val_transforms
 
 
 def load_model(model_dir: str | os.PathLike, device: str = "cpu") -> SegPredictor:
