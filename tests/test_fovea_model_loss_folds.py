@@ -17,6 +17,10 @@ from gamma_kit.fovea.model import FoveaUNet, count_parameters
 def test_default_model_is_the_original_size():
     model = FoveaUNet()   # 64 base channels, 5x5, 5 levels
     assert count_parameters(model) == 87_859_776   # "about 88 M"
+    model.eval()          # one tiny forward (a 608x400 one takes ~50 s on 2 cores)
+    with paddle.no_grad():
+        out = model(paddle.rand([1, 3, 64, 96]) * 255)
+    assert out.shape == [1, 1, 64, 96]
 
 
 def test_cpu_model_size_and_shapes():
