@@ -148,3 +148,27 @@ def test_split_removes_stale_test_list(seg_root, tmp_path):
     assert (out / "test_list.txt").is_file()
     split_dataset(out, val_value=0.2)
     assert not (out / "test_list.txt").exists()
+
+
+def test_extract_zip_is_safe_and_idempotent(tmp_path):
+    import zipfile
+
+    from gamma_kit.seg.prepare import extract_zip
+
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("task3/training/a.txt", "new")
+    dest = tmp_path / "d"
+    (dest / "task3" / "training").mkdir(parents=True)
+    (dest / "task3" / "training" / "a.txt").write_text("user's")
+    extract_zip(good, dest)
+    assert (dest / "task3" / "training" / "a.txt").read_text() == "user's"   # never overwritten
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../outside.txt", "x")
+    with pytest.raises(ValueError, match="outside"):
+        extract_zip(evil, dest)
+    assert not (tmp_path / "outside.txt").exists()
+    (tmp_path / "not.zip").write_text("plain text")
+    with pytest.raises(ValueError, match="not a zip"):
+        extract_zip(tmp_path / "not.zip", dest)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from tqdm import tqdm
 from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text,
                             find_task_dir, list_images, read_image, read_mask, write_image)
 
-__all__ = ["IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR", "mask_to_labels",
+__all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR", "mask_to_labels",
            "labels_to_mask", "PrepareReport", "prepare_dataset", "split_dataset", "read_list_file"]
 
 IMAGE_SUBDIR = "JPEGImages"
@@ -45,6 +46,31 @@ _MASK_TO_LABEL = np.full(256, 255, np.uint8)
 _MASK_TO_LABEL[[0, 128, 255]] = [0, 1, 2]
 _LABEL_TO_MASK = np.full(256, 255, np.uint8)
 _LABEL_TO_MASK[[0, 1, 2]] = [0, 128, 255]
+
+
+def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Unzip the challenge archive into ``dest`` unless its files are already there; returns ``dest``.
+
+    Members that would land outside ``dest`` (absolute paths, ``..``) are refused; existing
+    files are never overwritten.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"archive {zip_path} not found")
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{zip_path} is not a zip archive ({exc})") from exc
+    with zf:
+        root = dest.resolve()
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if root != target and root not in target.parents:
+                raise ValueError(f"{zip_path}: member {info.filename!r} would be written outside {dest}")
+        for info in zf.infolist():
+            if not (dest / info.filename).exists():
+                zf.extract(info, dest)
+    return dest
 
 
 def mask_to_labels(mask: np.ndarray) -> np.ndarray:
