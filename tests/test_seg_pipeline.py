@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gamma_kit  # noqa: F401
-from gamma_kit.data import read_image, read_mask
+from gamma_kit.data import read_image
 from gamma_kit.seg.__main__ import main
 from gamma_kit.seg.inference import load_model, overlay, postprocess_labels, predict_folder
 from seg_fixtures import make_tiny_seg_data, small_transforms

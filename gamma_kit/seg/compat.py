@@ -35,7 +35,7 @@ import gamma_kit  # noqa: F401  (thread settings before paddle)
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["Patch", "PATCHES", "apply_compat", "compat_report"]
+__all__ = ["Patch", "PATCHES", "apply_compat"]
 
 
 def _train_module():
@@ -324,12 +324,3 @@ def apply_compat(names: tuple[str, ...] | None = None) -> dict[str, bool]:
     if unknown:
         raise KeyError(f"unknown compat patch(es) {sorted(unknown)}; known: {sorted(PATCHES)}")
     return {name: PATCHES[name].apply() for name in chosen}
-
-
-def compat_report() -> dict[str, dict[str, bool]]:
-    """For each patch: whether it is applied, and whether the original code shows the bug."""
-    out = {}
-    for name, patch in PATCHES.items():
-        applied = patch.is_applied()
-        out[name] = {"applied": applied}
-    return out
