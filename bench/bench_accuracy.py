@@ -1,0 +1,173 @@
+"""Accuracy beside speed: the CPU fovea config against the original architecture on
+EQUAL wall-clock training budgets, trained and scored with the fovea helper's own
+``train_fold`` / ``predict``.
+
+    python bench/bench_accuracy.py --data DIR [--budget 150] [--json FILE]          # synthetic test split
+    python bench/bench_accuracy.py --idrid ../shared/data/idrid_fovea --budget 600   # IDRiD, fold 1 of 5
+
+Arms (all at 1/4 scale, ROI 152x100, radius 20, kernel 20, same codec and data):
+- ``cpu``: configs/fovea/unet_heatmap_cpu.yml (16 wide, 3x3, Adam 1e-3 cosine, batch 8);
+- ``orig_arch_q``: the original U-Net (64 wide, 5x5, 87.9 M) and the original optimiser
+  (Adam 5e-4 constant, batch 10), on the same 1/4-scale data; the full-scale original
+  (608x400) cannot train here at all (tens of seconds per forward; see bench_models).
+Each arm gets ``budget`` seconds: its epoch count is the budget divided by its epoch cost,
+measured in this process just before (one timed training step x steps per epoch plus
+the validation pass), so load from other processes hits both arms alike. Reported: the
+epochs that fit, the wall time actually used, best validation AED, and on synthetic data
+the test AED of the best checkpoint; the mean-training-position baseline for scale.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, emit, row  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ARMS = {
+    "cpu": ("CPU config (16 wide, 3x3)", []),
+    "orig_arch_q": ("original U-Net (64 wide, 5x5) + original optimiser, 1/4 scale",
+                    ["model.width=64", "model.kernel_size=5", "train.lr=0.0005", "train.lr_schedule=constant",
+                     "train.batch_size=10"]),
+}
+
+
+def epoch_cost(cfg: dict, n_train: int, n_val: int) -> float:
+    """Seconds per epoch: measured train step x steps + measured validation forward."""
+    import paddle
+
+    from gamma_kit.fovea.config import build_codec, build_model
+    from gamma_kit.fovea.loss import heatmap_loss
+
+    codec = build_codec(cfg)
+    model = build_model(cfg)
+    bs = int(cfg["train"]["batch_size"])
+    rng = np.random.default_rng(0)
+    x = paddle.to_tensor(rng.uniform(0, 255, (bs, 3, codec.height, codec.width)).astype("float32"))
+    y = paddle.to_tensor(rng.uniform(0, 10, (bs, 1, codec.height, codec.width)).astype("float32"))
+    opt = paddle.optimizer.Adam(1e-4, parameters=model.parameters())
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        loss = heatmap_loss(model(x), y, 0.0005)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        float(loss)
+        times.append(time.perf_counter() - t0)
+    step = float(np.median(times[1:]))
+    model.eval()
+    t0 = time.perf_counter()
+    with paddle.no_grad():
+        model(x).numpy()
+    fwd = time.perf_counter() - t0
+    return math.ceil(n_train / bs) * step + math.ceil(n_val / bs) * fwd
+
+
+def run_arm(name: str, data, out: Path, budget: float, cache, test=None, progress: bool = False) -> dict:
+    """Train fold 1 of ``data`` for the epochs that fit ``budget``; score on ``test`` if given."""
+    from gamma_kit.fovea.config import load_config
+    from gamma_kit.fovea.predict import predict
+    from gamma_kit.fovea.train import train_fold
+
+    label, overrides = ARMS[name]
+    cfg = load_config(REPO / "configs" / "fovea" / "unet_heatmap_cpu.yml", ["train.device=cpu", *overrides])
+    n = len(data.images)
+    n_val = math.ceil(n / int(cfg["train"]["n_folds"]))
+    cost = epoch_cost(cfg, n - n_val, n_val)
+    epochs = max(1, int(budget // cost))
+    cfg["train"]["epochs"] = epochs
+    t0 = time.perf_counter()
+    m = train_fold(cfg, 1, data, out / name, progress=progress, cache=cache)
+    wall = time.perf_counter() - t0
+    res = {"arm": name, "label": label, "epochs": epochs, "est_epoch_s": round(cost, 2),
+           "train_wall_s": round(wall, 1), "best_val_aed": m["best_aed"], "best_epoch": m["best_epoch"],
+           "last_val_aed": m["last_aed"], "n_train": m["n_train"], "n_val": m["n_val"]}
+    if test is not None:
+        images, gt_path = test
+        p = predict([out / name / "fold1"], images, out / name / "test.csv", gt=gt_path, device="cpu",
+                    progress=False)
+        res["test_aed"] = p["scores"]["aed"]
+        res["n_test"] = p["scores"]["n"]
+    return res
+
+
+def baseline_aed(data, test_images, gt_path, cache) -> float:
+    """AED of the mean canonical training fovea on the test split."""
+    from gamma_kit.data import read_fovea_gt
+    from gamma_kit.fovea.dataset import make_items
+    from gamma_kit.metrics import evaluate_fovea
+
+    train = make_items({i: cache.get(i, p) for i, p in data.images.items()}, data.gt, data.gt_name)
+    mean = np.mean([it.fovea for it in train], axis=0)
+    canon = {i: cache.get(i, p) for i, p in test_images.items()}
+    import pandas as pd
+
+    pred = pd.DataFrame({i: c.frame.to_image(mean[None])[0] for i, c in canon.items()},
+                        index=["Fovea_X", "Fovea_Y"]).T.rename_axis("data")
+    gt = read_fovea_gt(gt_path)
+    return evaluate_fovea(pred.loc[list(gt.index)], gt, {i: c.size for i, c in canon.items()})["aed"]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="synthetic data root with a testing_GT split")
+    ap.add_argument("--idrid", default=None, help="IDRiD folder (images/, fovea_GT.csv): fold 1 of 5")
+    ap.add_argument("--budget", type=float, default=150.0, help="training seconds per arm")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--work", default=None, help="folder for runs (default: a temporary one)")
+    ap.add_argument("--cache-dir", default=None, help="canonical image cache (reused across runs)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args(argv)
+    if bool(args.data) == bool(args.idrid):
+        ap.error("give exactly one of --data and --idrid")
+    import warnings
+
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean")
+    from gamma_kit.fovea.dataset import CanonicalCache
+    from gamma_kit.fovea.train import load_training_data
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="gk_acc_"))
+    cache = CanonicalCache(0.25, args.cache_dir)
+    test, base = None, None
+    if args.data:
+        from gamma_kit.data import list_images
+
+        data = load_training_data(args.data)
+        task = Path(args.data) / "task2_Fovea_localization"
+        gt_path = sorted((task / "testing_GT").glob("*.xlsx"))[0]
+        test_images = list_images(task / "testing" / "fundus color images")
+        test = (test_images, gt_path)
+        base = baseline_aed(data, test_images, gt_path, cache)
+        where = f"synthetic ({len(data.images)} train/val GAMMA-size images, {len(test_images)} test)"
+    else:
+        idrid = Path(args.idrid)
+        data = load_training_data(images=str(idrid / "images"), gt=str(idrid / "fovea_GT.csv"))
+        where = f"IDRiD fold 1 of 5 ({len(data.images)} images, 4288x2848)"
+    cache.load_all(data.images, progress=args.progress)
+    results = [run_arm(a, data, work, args.budget, cache, test, args.progress) for a in args.arms.split(",")]
+    rows = []
+    for r in results:
+        test_txt = f"; test AED {r['test_aed']:.4f} (n={r['n_test']})" if "test_aed" in r else ""
+        rows.append(row(f"Accuracy, {where}, {args.budget:.0f} s budget: {r['label']}", "", 
+                        f"val AED {r['best_val_aed']:.4f} (best, epoch {r['best_epoch'] + 1}/{r['epochs']}){test_txt}",
+                        note=f"{r['epochs']} epochs x ~{r['est_epoch_s']} s est.; trained {r['train_wall_s']} s wall; "
+                             f"last-epoch val AED {r['last_val_aed']:.4f}"))
+    result = {"rows": rows, "notes": [], "where": where, "budget_s": args.budget, "arms": results,
+              "baseline_test_aed": base, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if base is not None:
+        result["notes"].append(f"{where}: mean-training-position baseline test AED {base:.4f}")
+    emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
