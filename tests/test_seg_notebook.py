@@ -37,6 +37,7 @@ def test_notebook_runs_on_tiny_synthetic_data(tmp_path, monkeypatch):
            "SEG_PREPARED": str(tmp_path / "prepared"), "SEG_WORK_DIR": str(tmp_path / "work"),
            "SEG_CONFIG": str(REPO / "configs" / "seg" / "liteunet_gamma_cpu.yml"), "SEG_ITERS": "2",
            "SEG_OPTS": ";".join(small_transforms(32)), "SEG_VAL_VALUE": "0.2", "SEG_DEVICE": "cpu",
+           "SEG_NUM_WORKERS": "0",
            "PYTHONPATH": str(REPO)}
     for k, v in env.items():
         monkeypatch.setenv(k, v)

@@ -15,8 +15,10 @@ Paths in configs are relative to the working directory (run from the repo root).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
@@ -156,6 +158,10 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     select_device(device)
     if seed is not None:
         seg_utils.set_seed(seed)
+    if use_vdl and importlib.util.find_spec("visualdl") is None:
+        warnings.warn("use_vdl: visualdl is not installed (pip install visualdl); training without its logs",
+                      UserWarning, stacklevel=2)
+        use_vdl = False
     builder, b_model, train_ds, val_ds, b_opt, loss = build_from_config(cfg, need_val=do_eval,
                                                                         need_optimizer=optimizer is None)
     model = model or b_model
