@@ -14,10 +14,10 @@ import gamma_kit  # noqa: F401
 from gamma_kit.data import read_image
 from gamma_kit.seg.__main__ import main
 from gamma_kit.seg.inference import load_model, overlay, postprocess_labels, predict_folder
-from seg_fixtures import make_tiny_seg_data, small_transforms
+from seg_fixtures import make_seg_data, small_transforms
 
 CPU_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "seg" / "liteunet_gamma_cpu.yml")
-SIZE = (96, 80)
+SIZES = ((144, 96), (96, 95))   # (w, h): both GAMMA aspect ratios, tiny
 
 
 def _data_opts(prepared: Path, train_list: str = "train_list.txt", val_list: str = "val_list.txt") -> list[str]:
@@ -28,9 +28,9 @@ def _data_opts(prepared: Path, train_list: str = "train_list.txt", val_list: str
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Tiny data prepared, split and a LiteUNet trained 4 iterations, all through the CLI."""
+    """Tiny gamma_kit.synth data prepared, split and a LiteUNet trained 4 iterations, all through the CLI."""
     tmp = tmp_path_factory.mktemp("seg_pipeline")
-    make_tiny_seg_data(tmp / "gamma", n_train=6, n_test=3, size=SIZE, seed=2)
+    make_seg_data(tmp / "gamma", n_train=6, n_test=3, seed=2, sizes=SIZES)
     prepared = tmp / "prepared"
     assert main(["prepare", "--data-root", str(tmp / "gamma"), "--out", str(prepared)]) == 0
     assert main(["split", "--dataset-dir", str(prepared), "--val-value", "0.0001"]) == 0
@@ -56,9 +56,10 @@ def test_predict_zip_evaluate(trained, capsys):
     assert "scored against" in printed and "without post-processing" in printed and "time per image" in printed
     bmps = sorted((out / "Disc_Cup_Segmentations").glob("*.bmp"))
     assert [p.stem for p in bmps] == ["0007", "0008", "0009"]
+    test_dir = trained / "gamma" / "task3_disc_cup_segmentation" / "testing" / "fundus color images"
     for p in bmps:
         m = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        assert m.shape == (SIZE[1], SIZE[0]) and m.dtype == np.uint8
+        assert m.shape == read_image(test_dir / f"{p.stem}.jpg").shape[:2] and m.dtype == np.uint8
         assert set(np.unique(m)) <= {0, 128, 255}
     with zipfile.ZipFile(out / "Disc_Cup_Segmentations.zip") as zf:
         assert sorted(zf.namelist()) == [f"Disc_Cup_Segmentations/{p.name}" for p in bmps]
