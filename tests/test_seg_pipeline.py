@@ -194,3 +194,15 @@ def test_overlay_draws_both_outlines():
     assert out.shape == img.shape and not img.any()            # input untouched
     colours = {tuple(c) for c in out.reshape(-1, 3)}
     assert (255, 255, 0) in colours and (0, 255, 0) in colours
+
+
+def test_broken_configs(tmp_path, capsys):
+    (tmp_path / "partial.yml").write_text("batch_size: 2\niters: 1\n")
+    assert main(["train", "--config", str(tmp_path / "partial.yml")]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err
+    (tmp_path / "bad.yml").write_text("model: [unclosed\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yml")]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err
+    (tmp_path / "child.yml").write_text("_base_: missing_base.yml\n")
+    assert main(["train", "--config", str(tmp_path / "child.yml")]) == 2
+    assert "missing_base.yml" in capsys.readouterr().err

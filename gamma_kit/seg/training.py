@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.data import atomic_write_text
@@ -50,7 +51,7 @@ def load_config(path: str | os.PathLike, iters: int | None = None, batch_size: i
         raise ValueError(f"config {path} must be a .yml/.yaml file")
     try:
         return Config(str(path), learning_rate=learning_rate, batch_size=batch_size, iters=iters, opts=opts)
-    except (AssertionError, KeyError, TypeError) as exc:
+    except (AssertionError, KeyError, TypeError, RuntimeError, yaml.YAMLError) as exc:
         raise ValueError(f"config {path} cannot be loaded: {exc}") from exc
 
 
@@ -112,7 +113,9 @@ def _write_model_dirs(cfg, save_dir: Path, iters: int) -> None:
     if (last / WEIGHTS_NAME).is_file():
         dst = save_dir / "last_model"
         dst.mkdir(exist_ok=True)
-        shutil.copyfile(last / WEIGHTS_NAME, dst / WEIGHTS_NAME)
+        tmp = dst / f".{WEIGHTS_NAME}.tmp"
+        shutil.copyfile(last / WEIGHTS_NAME, tmp)
+        os.replace(tmp, dst / WEIGHTS_NAME)
         atomic_write_text(dst / MODEL_CONFIG_NAME, text)
     if (save_dir / "best_model" / WEIGHTS_NAME).is_file():
         atomic_write_text(save_dir / "best_model" / MODEL_CONFIG_NAME, text)
