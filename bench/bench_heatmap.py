@@ -51,6 +51,25 @@ def realistic_heatmaps(n: int, seed: int, codec: HeatmapCodec) -> tuple[np.ndarr
     return base, kinds
 
 
+def encode_bbox(codec: HeatmapCodec, xy: np.ndarray) -> np.ndarray:
+    """PROPOSED codec.encode (for the fovea helper; not kit code): the same float64 expression
+    evaluated only inside each point's (2r+2)-wide bounding box, zeros elsewhere; identical output.
+    xy: (N, 2) heatmap pixels -> (N, H, W) float32."""
+    pts = np.atleast_2d(np.asarray(xy, dtype=np.float64))
+    out = np.zeros((len(pts), codec.height, codec.width), np.float32)
+    r = codec.radius
+    for k, (x, y) in enumerate(pts):    # one iteration per point, vectorised inside
+        c0, c1 = max(0, int(np.floor(x - r))), min(codec.width, int(np.ceil(x + r)) + 1)
+        r0, r1 = max(0, int(np.floor(y - r))), min(codec.height, int(np.ceil(y + r)) + 1)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        cols = np.arange(c0, c1, dtype=np.float64)
+        rows = np.arange(r0, r1, dtype=np.float64)
+        d = np.sqrt((cols[None, :] - x) ** 2 + (rows[:, None] - y) ** 2) / r
+        out[k, r0:r1, c0:c1] = np.where(d < 1, codec.peak * np.exp(-(d / codec.sigma) ** 2), 0.0)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -90,21 +109,43 @@ def main(argv: list[str] | None = None) -> dict:
                            f"{fmt_mb(mem_kit['mb'], 'tracemalloc')}",
                     note=f"max |loop - kit| = {diff:.2g} over {n_enc_loop} maps; ratio uses the 1-point time"))
 
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for p in pts[:n_enc_loop]:
+            encode_bbox(codec, p)
+    t_bbox = (time.perf_counter() - t0) / (reps * n_enc_loop)
+    same_bbox = bool(np.array_equal(encode_bbox(codec, pts), codec.encode(pts)))
+    rows.append(row("Heatmap target, proposed codec.encode (bounding box only)", fmt_s(t_loop),
+                    fmt_s(t_bbox) + " (1 point)", t_loop / t_bbox,
+                    note=f"identical to codec.encode on {len(pts)} points: {same_bbox}; "
+                         f"{t_one / t_bbox:.0f}x faster than the current encode (see report)"))
+
     # ---- decode
     maps, kinds = realistic_heatmaps(n_dec_loop, args.seed, codec)
     codec.decode(maps[:1])   # warm-up: kernel FFT cached
+
+    def per_map(fn, reps: int = 2) -> tuple[np.ndarray, list]:
+        """Seconds per map (min over ``reps`` passes: other jobs share the cores) and the outputs."""
+        best, outs = np.full(len(maps), np.inf), []
+        for r in range(reps):
+            for k, m in enumerate(maps):
+                t0 = time.perf_counter()
+                o = fn(m)
+                best[k] = min(best[k], time.perf_counter() - t0)
+                if r == 0:
+                    outs.append(o)
+        return best, outs
+
+    t_loops, loop_out = per_map(original_decode)
+    t_kits, kit_out = per_map(lambda m: codec.decode(m).xy[0])
+    t_loop, t_kit = float(t_loops.mean()), float(t_kits.mean())
+    loop_xy = np.array(loop_out, dtype=np.float64)
+    kit_xy = np.array(kit_out)
     t0 = time.perf_counter()
-    kit_xy = codec.decode(maps).xy
+    codec.decode(maps)
     t_kit_batch = (time.perf_counter() - t0) / len(maps)
     with numpy_peak() as mem_kit:
         codec.decode(maps)
-    t0 = time.perf_counter()
-    for m in maps:
-        codec.decode(m)
-    t_kit = (time.perf_counter() - t0) / len(maps)
-    t0 = time.perf_counter()
-    loop_xy = np.array([original_decode(m) for m in maps], dtype=np.float64)
-    t_loop = (time.perf_counter() - t0) / len(maps)
     with numpy_peak() as mem_loop:
         original_decode(maps[0])
     same = np.all(kit_xy == loop_xy, axis=1)
@@ -116,7 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
                     target=">= 100x, identical positions", met=bool(ratio >= 100 and same.all()),
                     memory=f"loop {fmt_mb(mem_loop['mb'], 'tracemalloc')}; kit batch "
                            f"{fmt_mb(mem_kit['mb'], 'tracemalloc')}",
-                    note=f"identical positions {int(same.sum())}/{len(maps)} ("
+                    note=f"per-map times: min of 2 passes, mean over maps; "
+                         f"identical positions {int(same.sum())}/{len(maps)} ("
                          + ", ".join(f"{k} {v}" for k, v in by_kind.items()) + ")"))
     # the fix proposed to the fovea helper: re-score every near-tied window exactly (no cap)
     import gamma_kit.fovea.codec as codec_mod
@@ -124,16 +166,19 @@ def main(argv: list[str] | None = None) -> dict:
     cap = codec_mod._MAX_EXACT_RESCORE
     codec_mod._MAX_EXACT_RESCORE = 10 ** 9
     try:
-        t0 = time.perf_counter()
-        fixed_xy = np.concatenate([codec.decode(m).xy for m in maps])
-        t_fix = (time.perf_counter() - t0) / len(maps)
+        t_fixes, fix_out = per_map(lambda m: codec.decode(m).xy[0])
+        t_fix, fixed_xy = float(t_fixes.mean()), np.array(fix_out)
     finally:
         codec_mod._MAX_EXACT_RESCORE = cap
     same_fix = np.all(fixed_xy == loop_xy, axis=1)
+    plateau = np.array([k == "plateau" for k in kinds])
+    kind_txt = (f"plateau maps {t_loops[plateau].mean() / t_fixes[plateau].mean():.0f}x "
+                f"({fmt_s(t_fixes[plateau].mean())}/map), other maps "
+                f"{t_loops[~plateau].mean() / t_fixes[~plateau].mean():.0f}x ({fmt_s(t_fixes[~plateau].mean())}/map)")
     rows.append(row("Heatmap decode, kit with the proposed codec fix (no re-score cap)", fmt_s(t_loop),
                     fmt_s(t_fix) + " (one map)", t_loop / t_fix, target=">= 100x, identical positions",
                     met=bool(t_loop / t_fix >= 100 and same_fix.all()),
-                    note=f"identical positions {int(same_fix.sum())}/{len(maps)}; codec._MAX_EXACT_RESCORE "
+                    note=f"identical positions {int(same_fix.sum())}/{len(maps)}; {kind_txt}; codec._MAX_EXACT_RESCORE "
                          f"{cap} -> unlimited (see report)"))
     if not same.all():
         bad = np.flatnonzero(~same)[:5]

@@ -258,12 +258,15 @@ def main(argv: list[str] | None = None) -> dict:
     data = Path(args.data)
     # small models first (meaningful RSS deltas), then the original-size ones
     c = fovea_measure_cpu()
-    e = ensemble_measure(data, c, args.quick)
+    e = ensemble_measure(data, c, args.quick)   # its RSS delta is small: the CPU-config forward ran first
     sc = seg_measure(data, "cpu", args.quick)
     o = fovea_measure_orig(args.quick, c["cc"])
     so = seg_measure(data, "orig", args.quick)
     rows = fovea_rows(c, o) + ensemble_rows(e, o) + seg_rows(sc, so)
-    result = {"rows": rows, "notes": []}
+    raw = {"f_orig_s": o["f_orig"], "step_orig_per_image_s": o["f_orig"] * o["step_ratio"],
+           "step_cpu_per_image_s": c["s_cpu"]["median"] / 8, "f_cpu_s": c["f_cpu"]["median"],
+           "ensemble_cpu_s": e["t_cpu"], "seg_cpu_s": sc["t"] + sc["t_read"]}
+    result = {"rows": rows, "notes": [], "raw": raw}
     emit(result, args.json)
     return result
 
