@@ -206,3 +206,17 @@ def test_broken_configs(tmp_path, capsys):
     (tmp_path / "child.yml").write_text("_base_: missing_base.yml\n")
     assert main(["train", "--config", str(tmp_path / "child.yml")]) == 2
     assert "missing_base.yml" in capsys.readouterr().err
+
+
+def test_labels_at_size_modes():
+    from gamma_kit.seg.inference import labels_at_size
+
+    logits = np.zeros((3, 2, 2), np.float32)
+    logits[0, 0, 0] = logits[1, 0, 1] = logits[2, 1, :] = 1.0      # labels [[0, 1], [2, 2]]
+    near = labels_at_size(logits, (4, 4))
+    assert near.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
+    bil = labels_at_size(logits, (4, 4), "bilinear")
+    assert bil.shape == (4, 4) and bil[0, 0] == 0 and bil[0, 3] == 1 and (bil[3] == 2).all()
+    assert np.array_equal(labels_at_size(logits, (2, 2), "bilinear"), labels_at_size(logits, (2, 2)))
+    with pytest.raises(ValueError, match="upsample"):
+        labels_at_size(logits, (4, 4), "cubic")

@@ -68,7 +68,7 @@ def cmd_predict(a) -> None:
     if gt is None and a.data_root is not None and a.images is None:
         gt = find_gt_mask_dir(a.data_root, a.split)
     run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt,
-                         overlay_dir=Path(a.out) / "overlays" if a.overlays else None)
+                         overlay_dir=Path(a.out) / "overlays" if a.overlays else None, upsample=a.upsample)
     print(f"wrote {len(run.masks)} masks to {run.pred_dir} and {run.zip_path}")
     print(f"time per image: {run.seconds_per_image:.3f} s (network {run.model_seconds_per_image:.3f} s)")
     if run.metrics is not None:
@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--postprocess", action="store_true",
                    help="largest disc, cup inside the disc, holes filled (raw scores printed too)")
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
+    p.add_argument("--upsample", default="nearest", choices=("nearest", "bilinear"),
+                   help="label map to the source size: nearest arg-max (original) or bilinear logits")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"))
     p.set_defaults(func=cmd_predict)
 

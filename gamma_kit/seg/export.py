@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
@@ -125,9 +124,10 @@ class StaticPredictor:
         out = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
         return out.copy_to_cpu()[0]
 
-    def predict_labels(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
-        """(H, W) uint8 labels at the source size (nearest-neighbour resize of the arg-max)."""
+    def predict_labels(self, image: np.ndarray | str | os.PathLike, upsample: str = "nearest") -> np.ndarray:
+        """(H, W) uint8 labels at the source size (``inference.labels_at_size``)."""
+        from gamma_kit.seg.inference import labels_at_size
+
         if not isinstance(image, np.ndarray):
             image = read_image(image)
-        labels = self.logits(image).argmax(axis=0).astype(np.uint8)
-        return cv2.resize(labels, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        return labels_at_size(self.logits(image), (image.shape[1], image.shape[0]), upsample)
