@@ -3,10 +3,12 @@ predict the test images, write the submission, score it, and score the baseline 
 puts every fovea at the mean training position (in the canonical frame).
 
     from gamma_kit.fovea.demo import run_demo
-    run_demo("synth_data", "demo_out/fovea", epochs=12)
+    run_demo("synth_data", "demo_out/fovea", epochs=6)
 
 Sized for ~2.5 minutes on 2 cores with a small synthetic dataset
-(``python -m gamma_kit.synth --out DIR --train 40 --test 20 --sizes 748x500,489x484``).
+(``python -m gamma_kit.synth --out DIR --train 80 --test 20 --seed 7 --sizes 748x500,489x484``):
+measured 156 s there (load average ~3), test AED 0.0098 against 0.0408 for the
+mean-position baseline; 30 epochs (9.7 min) reach 0.0040.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def mean_position_baseline(train_items, test_canon: dict) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=["Fovea_X", "Fovea_Y"]).rename_axis("data")
 
 
-def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 12, fold: int = 1,
+def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold: int = 1,
              config: str | Path = CPU_CONFIG, overrides: tuple[str, ...] = (), progress: bool = True) -> dict:
     """Train ``epochs`` epochs of ``config`` on ``fold``, predict the testing split,
     write ``work_dir/submission_fovea.csv`` and score it (if testing GT exists).
