@@ -18,8 +18,9 @@ Decoders
   template ``K = 1 - (2 d / ks)^2`` (d < ks/2 from the kernel centre (ks/2, ks/2)),
   evaluated at stride 2 over the original loop bounds, the *last* maximum in the
   original loop order (x outer, y inner) wins, the position is the window corner
-  + ks/2. Scores come from one FFT correlation; near-ties are re-scored with the
-  original expression so the chosen position is exactly the loop's.
+  + ks/2. Scores come from one FFT correlation; every window within float noise of
+  the best is re-scored with the original expression (bit-identical values), so the
+  chosen position is exactly the loop's, ties included.
 - ``dark_kernel_subpixel``: the same template at stride 1, refined by a 1-D
   parabola fit through the maximum and its neighbours in x and y.
 - ``argmax``: the first maximum sample.
@@ -52,11 +53,11 @@ ORIGINAL_ROI_SIZE = (608, 400)
 ORIGINAL_ROI_CENTRE = (1140.0, 1040.0)
 ORIGINAL_EMPTY_SUM = 1000.0
 ORIGINAL_EMPTY_FALLBACK = (384.0, 240.0)
-#: Relative size of score differences treated as float noise of the FFT correlation.
+#: Score differences below this fraction of sum|heatmap| / ks^2 (an upper bound of any
+#: score) are treated as float noise of the FFT correlation (its error is < 1e-13 of it).
 _TIE_RTOL = 1e-9
-#: At most this many near-tied windows are re-scored exactly; beyond that the
-#: tolerance-aware rule (last window within tolerance) decides.
-_MAX_EXACT_RESCORE = 256
+#: Near-tied windows are re-scored with the original expression in chunks of this many.
+_RESCORE_CHUNK = 128
 
 
 def parabolic_kernel(kernel_size: int) -> np.ndarray:
@@ -170,12 +171,27 @@ class HeatmapCodec:
         pts = np.atleast_2d(pts)
         if pts.shape[-1] != 2 or pts.ndim != 2:
             raise ValueError(f"points must have shape (2,) or (N, 2), got {np.shape(xy)}")
-        cols = np.arange(self.width, dtype=np.float64)
-        rows = np.arange(self.height, dtype=np.float64)
-        dx2 = (cols[None, None, :] - pts[:, 0, None, None]) ** 2
-        dy2 = (rows[None, :, None] - pts[:, 1, None, None]) ** 2
+        n = len(pts)
+        # the target is 0 beyond r: evaluate only a (b, b) box around each point, all points at
+        # once, and paste the boxes into a zero canvas padded by b so no index leaves it
+        b = 2 * int(np.ceil(self.radius)) + 2
+        c0 = np.floor(pts[:, 0]).astype(np.int64) - b // 2 + 1   # box corner (may lie outside)
+        r0 = np.floor(pts[:, 1]).astype(np.int64) - b // 2 + 1
+        off = np.arange(b)
+        cols = c0[:, None] + off                                    # (n, b) sample columns
+        rows = r0[:, None] + off
+        dx2 = (cols[:, None, :] - pts[:, 0, None, None]) ** 2
+        dy2 = (rows[:, :, None] - pts[:, 1, None, None]) ** 2
         d = np.sqrt(dx2 + dy2) / self.radius
-        maps = np.where(d < 1, self.peak * np.exp(-(d / self.sigma) ** 2), 0.0).astype(np.float32)
+        vals = np.where(d < 1, self.peak * np.exp(-(d / self.sigma) ** 2), 0.0).astype(np.float32)
+        canvas = np.zeros((n, self.height + 2 * b, self.width + 2 * b), np.float32)
+        cc = np.clip(cols, -b, self.width + b - 1) + b               # far-away points: clipped, and
+        rr = np.clip(rows, -b, self.height + b - 1) + b              # their boxes are all 0 there
+        inside = ((cols >= -b) & (cols < self.width + b))[:, None, :] & \
+            ((rows >= -b) & (rows < self.height + b))[:, :, None]
+        canvas[np.arange(n)[:, None, None], rr[:, :, None], cc[:, None, :]] = np.where(inside, vals, 0)
+        maps = canvas[:, b:b + self.height, b:b + self.width]
+        maps = np.ascontiguousarray(maps)
         return maps[0] if single else maps
 
     # ------------------------------------------------------------------ decode
@@ -202,10 +218,17 @@ class HeatmapCodec:
         # circular correlation: offsets up to (H - ks, W - ks) never wrap
         return full[:, : self.height - ks + 1, : self.width - ks + 1] / (ks * ks)
 
-    def _exact_score(self, hm2d: np.ndarray, row: int, col: int) -> float:
-        """The original's score expression for the window with corner (row, col)."""
+    def _exact_scores(self, hm2d: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The original's score ``np.mean(window * K)`` for windows with corners (rows, cols),
+        (M,) float64. A row-wise mean of the contiguous (M, ks*ks) products runs the same
+        pairwise summation as the original's per-window ``np.mean``: the values are identical."""
         ks = self.kernel_size
-        return float(np.mean(np.multiply(hm2d[row:row + ks, col:col + ks], self.kernel)))
+        windows = np.lib.stride_tricks.sliding_window_view(hm2d, (ks, ks))
+        out = np.empty(len(rows), dtype=np.float64)
+        for s in range(0, len(rows), _RESCORE_CHUNK):
+            w = windows[rows[s:s + _RESCORE_CHUNK], cols[s:s + _RESCORE_CHUNK]]
+            out[s:s + _RESCORE_CHUNK] = np.multiply(w, self.kernel).reshape(len(w), -1).mean(axis=1)
+        return out
 
     def _dark_kernel_one(self, hm2d: np.ndarray, dense: np.ndarray) -> tuple[float, float, float]:
         ks, st = self.kernel_size, self.stride
@@ -221,13 +244,12 @@ class HeatmapCodec:
         bound = np.abs(hm2d).sum(dtype=np.float64) / (ks * ks)
         tol = _TIE_RTOL * max(bound, np.finfo(np.float64).tiny)
         cand = np.flatnonzero(flat >= best - tol)
-        if len(cand) <= _MAX_EXACT_RESCORE:
-            exact = np.array([self._exact_score(hm2d, (k % n_j) * st, (k // n_j) * st)
-                              for k in cand])
-            k = cand[np.flatnonzero(exact == exact.max())[-1]]
-            best = exact.max()
-        else:
-            k = cand[-1]
+        # every near-tie is re-scored exactly as the loop did (bit-identical values), so the
+        # "last maximum wins" rule sees the loop's own numbers; flat-topped maps with many
+        # tied windows cost more here but stay exact
+        exact = self._exact_scores(hm2d, (cand % n_j) * st, (cand // n_j) * st)
+        k = cand[np.flatnonzero(exact == exact.max())[-1]]
+        best = exact.max()
         i, j = divmod(int(k), n_j)
         return i * st + ks / 2, j * st + ks / 2, float(best)
 
