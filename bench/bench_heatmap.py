@@ -160,26 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
                     note=f"per-map times: min of 2 passes, mean over maps; "
                          f"identical positions {int(same.sum())}/{len(maps)} ("
                          + ", ".join(f"{k} {v}" for k, v in by_kind.items()) + ")"))
-    # the fix proposed to the fovea helper: re-score every near-tied window exactly (no cap)
-    import gamma_kit.fovea.codec as codec_mod
-
-    cap = codec_mod._MAX_EXACT_RESCORE
-    codec_mod._MAX_EXACT_RESCORE = 10 ** 9
-    try:
-        t_fixes, fix_out = per_map(lambda m: codec.decode(m).xy[0])
-        t_fix, fixed_xy = float(t_fixes.mean()), np.array(fix_out)
-    finally:
-        codec_mod._MAX_EXACT_RESCORE = cap
-    same_fix = np.all(fixed_xy == loop_xy, axis=1)
-    plateau = np.array([k == "plateau" for k in kinds])
-    kind_txt = (f"plateau maps {t_loops[plateau].mean() / t_fixes[plateau].mean():.0f}x "
-                f"({fmt_s(t_fixes[plateau].mean())}/map), other maps "
-                f"{t_loops[~plateau].mean() / t_fixes[~plateau].mean():.0f}x ({fmt_s(t_fixes[~plateau].mean())}/map)")
-    rows.append(row("Heatmap decode, kit with the proposed codec fix (no re-score cap)", fmt_s(t_loop),
-                    fmt_s(t_fix) + " (one map)", t_loop / t_fix, target=">= 100x, identical positions",
-                    met=bool(t_loop / t_fix >= 100 and same_fix.all()),
-                    note=f"identical positions {int(same_fix.sum())}/{len(maps)}; {kind_txt}; codec._MAX_EXACT_RESCORE "
-                         f"{cap} -> unlimited (see report)"))
+    # the proposed fix (exact re-scoring of every near tie) is now the codec default
     if not same.all():
         bad = np.flatnonzero(~same)[:5]
         notes.append(f"decode mismatches: {[(kinds[i], loop_xy[i].tolist(), kit_xy[i].tolist()) for i in bad]}")
