@@ -179,3 +179,54 @@ def test_flat_topped_peaks_match_loop(quarter):
     full = HeatmapCodec()
     hm = np.minimum(full.encode([250.0, 180.0]) * 1.5, 6.0)
     assert tuple(full.decode(hm).xy[0]) == original_loop_decode(hm, 80)
+
+
+def _plateau_maps(codec: HeatmapCodec, rng: np.random.Generator) -> list[np.ndarray]:
+    """Maps with flat regions: clipped peaks, two plateaus (equal and unequal heights),
+    a plateau over a negative background, and random 0/1 blocks (flat patches with edges)."""
+    w, h = codec.heatmap_size
+    m = codec.radius
+    peak = lambda: codec.encode(rng.uniform([m, m], [w - m, h - m]))  # noqa: E731
+    return [np.minimum(peak() * 1.5, 6.0),
+            np.maximum(np.minimum(peak() * 1.5, 6.0), np.minimum(peak() * 1.5, 6.0)),
+            np.maximum(np.minimum(peak() * 1.5, 6.0), np.minimum(peak() * 1.5, 5.0)),
+            np.minimum(peak() * 1.5, 6.0) - 0.05,
+            np.kron(rng.integers(0, 2, (h // 25 + 1, w // 25 + 1)), np.ones((25, 25)))[:h, :w] * 3.0]
+
+
+@pytest.mark.parametrize("kernel_size", [80, 84])   # 20 and 21 px at 1/4 scale: even and odd
+def test_constant_support_matches_brute_force(kernel_size):
+    codec = HeatmapCodec(scale=0.25, kernel_size=kernel_size)
+    ks, support = codec.kernel_size, codec.kernel > 0
+    rng = np.random.default_rng(5)
+    for hm in _plateau_maps(codec, rng):
+        hm = hm.astype(np.float64)
+        rows, cols = (g.ravel() for g in np.mgrid[:codec.height - ks + 1, :codec.width - ks + 1])
+        windows = np.lib.stride_tricks.sliding_window_view(hm, (ks, ks))[rows, cols]
+        on = windows[:, support]
+        brute = (on == on[:, :1]).all(axis=1)
+        assert brute.any() and not brute.all()
+        np.testing.assert_array_equal(codec._constant_support(hm, rows, cols), brute)
+
+
+def test_grouped_rescore_is_bit_identical(quarter):
+    # windows sharing one value on the support share one re-score: the values must be the
+    # ones a full re-score gives, bit for bit (also over a negative background, where the
+    # products off the support are -0.0), and maps that are not finite skip the grouping
+    rng = np.random.default_rng(9)
+    n_i, n_j = (152 - 20) // 2, (100 - 20) // 2
+    k = np.arange(n_i * n_j)
+    rows, cols = (k % n_j) * 2, (k // n_j) * 2
+    for hm in _plateau_maps(quarter, rng):
+        hm = hm.astype(np.float64)
+        np.testing.assert_array_equal(quarter._rescore(hm, rows, cols), quarter._exact_scores(hm, rows, cols))
+    hm[0, 0] = np.inf
+    with np.errstate(invalid="ignore"):   # inf * 0 = nan in the windows that hold it, as in the loop
+        np.testing.assert_array_equal(quarter._rescore(hm, rows, cols), quarter._exact_scores(hm, rows, cols))
+
+
+def test_plateau_maps_match_loop():
+    rng = np.random.default_rng(21)
+    for codec in (HeatmapCodec(scale=0.25), HeatmapCodec(scale=0.25, kernel_size=84)):
+        for hm in _plateau_maps(codec, rng):
+            assert tuple(codec.decode(hm).xy[0]) == original_loop_decode(hm, codec.kernel_size)
