@@ -83,7 +83,8 @@ class DecodeResult:
     """Decoded positions of a batch of heatmaps.
 
     xy: (N, 2) float64 (x, y) in heatmap pixels (NaN where empty and on_empty="nan");
-    score: (N,) the winning template score (or heatmap value for argmax);
+    score: (N,) the winning template score (or heatmap value for argmax; NaN for empty
+        maps under the template decoders, which do not search them);
     empty: (N,) bool, heatmap sum below the codec's ``empty_sum``.
     """
 
@@ -346,12 +347,15 @@ class HeatmapCodec:
             xy[:, 0], xy[:, 1] = idx % self.width, idx // self.width
             score[:] = flat[np.arange(n), idx]
         else:
-            dense = self._correlate(hm)
-            for b in range(n):
+            # empty maps are not searched (the original returned its fallback before its loop);
+            # one map per FFT: a batched FFT is ~2x slower per map here (cache)
+            xy[empty], score[empty] = np.nan, np.nan
+            for b in np.flatnonzero(~empty):
+                dense = self._correlate(hm[b:b + 1])[0]
                 if decoder == "dark_kernel":
-                    x, y, s = self._dark_kernel_one(hm[b], dense[b])
+                    x, y, s = self._dark_kernel_one(hm[b], dense)
                 else:
-                    x, y, s = self._subpixel_one(dense[b])
+                    x, y, s = self._subpixel_one(dense)
                 xy[b], score[b] = (x, y), s
         if empty.any():
             if self.on_empty == "nan":
