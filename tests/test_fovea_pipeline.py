@@ -189,3 +189,17 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     rc = cli_main(["predict", "--checkpoints", str(tmp_path / "none"), "--out", str(tmp_path / "s.csv"),
                    "--images", str(tmp_path)])
     assert rc == 2 and "no checkpoint at" in capsys.readouterr().err
+
+
+def test_predict_shares_the_callers_cache(cv_run, synth, tmp_path):
+    run, _ = cv_run
+    test = load_fovea_split(synth, "testing")
+    scale = build_codec(load_checkpoint(run / "fold1" / "best.pdparams")[1]).scale
+    cache = CanonicalCache(scale)
+    a = predict([run / "fold1"], test.images, tmp_path / "a.csv", device="cpu", progress=False)
+    b = predict([run / "fold1"], test.images, tmp_path / "b.csv", device="cpu", progress=False, cache=cache)
+    assert len(cache._mem) == len(test.images)          # the caller's cache now holds every test image
+    pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
+    with pytest.raises(ValueError, match="scale"):
+        predict([run / "fold1"], test.images, tmp_path / "c.csv", device="cpu", progress=False,
+                cache=CanonicalCache(scale * 2))

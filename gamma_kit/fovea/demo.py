@@ -65,7 +65,7 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
         else _test_gt_path(test.root)
     sub = work_dir / "submission_fovea.csv"
     out = predict([run_dir / f"fold{fold}"], test.images, sub, gt=gt_path, device="cpu", progress=progress,
-                  figures_dir=work_dir / "figures")
+                  figures_dir=work_dir / "figures", cache=cache)   # the baseline below reuses the decoded images
     result = {"val_aed": metrics["best_aed"], "n_test": len(test.images), "submission": str(sub),
               "aed": None, "score": None, "baseline_aed": None, "baseline_score": None}
     if gt_path is not None:

@@ -59,10 +59,13 @@ def check_gt_inside(gt: pd.DataFrame, sizes: dict[str, tuple[int, int]], name: s
 def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_csv: str | Path,
             ensemble: str = "coords", flip: bool = False, side_overrides: str | Path | None = None,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
-            cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True) -> dict:
+            cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True,
+            cache: CanonicalCache | None = None) -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
-    ``amp``: float16 autocast on a GPU (ignored on the CPU).
+    ``amp``: float16 autocast on a GPU (ignored on the CPU). ``cache``: a
+    :class:`CanonicalCache` at the checkpoints' scale to share decoded images with the
+    caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
     Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None}``;
     scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
     """
@@ -85,7 +88,10 @@ def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_cs
                              f"{ref.scale} / {ref.heatmap_size}: ensemble checkpoints of one config")
     paths = list_images(images) if not isinstance(images, dict) else dict(images)
     overrides = read_side_overrides(side_overrides) if side_overrides else {}
-    cache = CanonicalCache(ref.scale, cache_dir, overrides)
+    if cache is None:
+        cache = CanonicalCache(ref.scale, cache_dir, overrides)
+    elif cache.scale != ref.scale:
+        raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")
     canon, failed = {}, []
     for i, p in tqdm(paths.items(), desc="load images", unit="img", disable=not progress, leave=False):
         try:
