@@ -19,7 +19,6 @@ the test AED of the best checkpoint; the mean-training-position baseline for sca
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -138,16 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         ap.error(f"unknown task(s) {bad}; choose from {TASKS}")
-    try:
-        from gamma_kit.synth import parse_sizes
+    from gamma_kit.runtime import run_cli
+    from gamma_kit.synth import parse_sizes
 
-        run_demo(args.out, args.train, args.test, args.seed, args.device, tasks, progress=not args.quiet,
-                 sizes=parse_sizes(args.sizes) if args.sizes else None, fovea_epochs=args.fovea_epochs,
-                 seg_iters=args.seg_iters)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: run_demo(
+        args.out, args.train, args.test, args.seed, args.device, tasks, progress=not args.quiet,
+        sizes=parse_sizes(args.sizes) if args.sizes else None, fovea_epochs=args.fovea_epochs,
+        seg_iters=args.seg_iters))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gamma_kit.data import MASK_EXTS, image_size, list_images, read_fovea_gt, read_mask
 from gamma_kit.metrics import DEFAULT_SEG_WEIGHTS, evaluate_fovea, evaluate_seg
+from gamma_kit.runtime import run_cli
 
 __all__ = ["score_fovea_files", "score_seg_folders", "main"]
 
@@ -72,22 +73,21 @@ def main(argv: list[str] | None = None) -> int:
                         % ",".join(str(v) for v in DEFAULT_SEG_WEIGHTS.values()))
     s.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
-    try:
-        if args.task == "fovea":
-            res = score_fovea_files(args.pred, args.gt, args.images)
-            keys = ("aed", "score", "n")
-        else:
-            res = score_seg_folders(args.pred, args.gt, args.weights)
-            keys = ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _score(args))
+
+
+def _score(args: argparse.Namespace) -> None:
+    if args.task == "fovea":
+        res = score_fovea_files(args.pred, args.gt, args.images)
+        keys = ("aed", "score", "n")
+    else:
+        res = score_seg_folders(args.pred, args.gt, args.weights)
+        keys = ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")
     summary = {k: res[k] for k in keys}
     if args.json:
         print(json.dumps(summary))
     else:
         print("\n".join(f"{k:>10}: {v:.5f}" if isinstance(v, float) else f"{k:>10}: {v}" for k, v in summary.items()))
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
-__all__ = ["configure_threads", "select_device"]
+__all__ = ["configure_threads", "select_device", "run_cli", "USER_ERRORS"]
+
+#: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
+#: these as one line and exit 2, anything else keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
@@ -50,3 +55,14 @@ def select_device(device: str = "auto") -> str:
     chosen = "gpu:0" if (device == "gpu" or (device == "auto" and has_gpu)) else "cpu"
     paddle.set_device(chosen)
     return chosen
+
+
+def run_cli(call: Callable[[], object]) -> int:
+    """Run a CLI body and return its exit status: what it returns if that is an int, else 0;
+    2 after printing a user error (``USER_ERRORS``) as one ``error: ...`` line on stderr."""
+    try:
+        code = call()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

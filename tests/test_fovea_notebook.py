@@ -2,7 +2,6 @@
 (parametrised through its environment variables), and is committed without outputs."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -3,7 +3,6 @@ ensemble predict -> CSV -> score; resume, fine-tune checks and bad inputs."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd

@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 
+from gamma_kit.runtime import run_cli
 from gamma_kit.synth.writer import DEFAULT_SIZES, generate, parse_sizes
 
 
@@ -25,18 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        sizes = parse_sizes(args.sizes)
-        start = time.perf_counter()
-        out = generate(args.out, args.train, args.test, args.seed, sizes, progress=not args.quiet)
-    except (ValueError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _generate(args))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
+    out = generate(args.out, args.train, args.test, args.seed, parse_sizes(args.sizes), progress=not args.quiet)
     n = args.train + args.test
     seconds = time.perf_counter() - start
     print(f"wrote {n} synthetic images ({args.train} training, {args.test} testing) to {out} "
           f"in {seconds:.1f} s ({seconds / n:.2f} s per image)")
-    return 0
 
 
 if __name__ == "__main__":
