@@ -175,11 +175,16 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
-    seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
-              iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
-              save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
-              use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
-              test_config=cfg.test_config, to_static_training=cfg.to_static_training)
+    with warnings.catch_warnings():
+        # the compat patch hands core.train shape-[1] losses, which it turns into floats at every
+        # log step; NumPy >= 1.25 deprecates that conversion (harmless under the numpy<2 pin)
+        warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0 to a scalar",
+                                DeprecationWarning)
+        seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
+                  iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
+                  save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
+                  use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
+                  test_config=cfg.test_config, to_static_training=cfg.to_static_training)
     _write_model_dirs(cfg, save_dir, cfg.iters)
     return save_dir
 
