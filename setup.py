@@ -5,6 +5,7 @@ CPU build installed on top would shadow it.
 
     pip install -e ".[cpu,test]"   # this machine / CI (no GPU)
     pip install -e ".[gpu]"        # a CUDA machine without Paddle yet
+    pip install -e ".[cpu,bench]"  # to run python bench/run_all.py
 
 Why each pin (all checked together on Python 3.11):
 - paddleseg==2.8.0: newest on PyPI; gamma_kit.seg.compat patches its four known
@@ -50,6 +51,14 @@ setup(
             "ipykernel==7.4.0",
             "psutil==7.2.2",
         ],
+        "bench": ["psutil==7.2.2"],   # peak RSS sampling in bench/ (python bench/run_all.py)
     },
-    entry_points={"console_scripts": ["gamma-kit-synth=gamma_kit.synth.__main__:main"]},
+    # the same entry points as python -m gamma_kit.<module>
+    entry_points={"console_scripts": [
+        "gamma-kit-demo=gamma_kit.demo:main",
+        "gamma-kit-fovea=gamma_kit.fovea.__main__:main",
+        "gamma-kit-seg=gamma_kit.seg.__main__:main",
+        "gamma-kit-synth=gamma_kit.synth.__main__:main",
+        "gamma-kit-evaluate=gamma_kit.evaluate:main",
+    ]},
 )

@@ -153,15 +153,16 @@ def _normalise_ids(raw: pd.Series, width: int = 4) -> list[str]:
     return ids
 
 
-def read_fovea_gt(path: str | os.PathLike) -> pd.DataFrame:
+def read_fovea_gt(path: str | os.PathLike, what: str = "ground-truth file") -> pd.DataFrame:
     """Read fovea ground truth (.xlsx, .xls or .csv) with columns data, Fovea_X, Fovea_Y.
 
     Returns a DataFrame indexed by string id (name ``data``) with float columns
     ``Fovea_X``, ``Fovea_Y``. The first column is taken as the id whatever its header.
+    ``what`` names the file in the not-found error (a submission is read the same way).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         if path.suffix.lower() in (".xlsx", ".xls"):
             df = pd.read_excel(path, dtype={0: str})

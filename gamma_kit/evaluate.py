@@ -24,7 +24,7 @@ __all__ = ["score_fovea_files", "score_seg_folders", "main"]
 
 def score_fovea_files(pred_csv: str | Path, gt_path: str | Path, images_dir: str | Path) -> dict:
     """Score a submission CSV against GT; image sizes come from ``images_dir``."""
-    pred = read_fovea_gt(pred_csv)
+    pred = read_fovea_gt(pred_csv, what="prediction CSV")
     gt = read_fovea_gt(gt_path)
     images = list_images(images_dir)
     no_image = [i for i in gt.index if i not in images]

@@ -37,6 +37,16 @@ def test_fovea_gt_outside_image(tmp_path, capsys):
     assert "fovea outside its image" in capsys.readouterr().err
 
 
+def test_fovea_missing_files_are_named(tmp_path, capsys):
+    imgs = _fovea_files(tmp_path)
+    args = ["fovea", "--pred", str(tmp_path / "sub.csv"), "--gt", str(tmp_path / "gt.csv"), "--images", str(imgs)]
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: prediction CSV not found: {tmp_path / 'sub.csv'}\n"
+    args[2], args[4] = str(tmp_path / "pred.csv"), str(tmp_path / "truth.xlsx")
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"error: ground-truth file not found: {tmp_path / 'truth.xlsx'}\n"
+
+
 def _mask(cup_rows):
     m = np.full((20, 10), 255, np.uint8)
     m[4:14, 2:8] = 128
