@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import shutil
 import zipfile
-from pathlib import Path
-
-import nbformat
-import pytest
-
+from notebook_runner import REPO, assert_stripped_and_thin, execute
 from seg_fixtures import make_seg_data, small_transforms
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "disc_cup_segmentation.ipynb"
 
 
 def test_notebook_is_stripped_and_thin():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for cell in code:
-        assert cell.outputs == [] and cell.execution_count is None
-        assert "def " not in cell.source and "class " not in cell.source   # logic lives in gamma_kit
+    assert_stripped_and_thin(NOTEBOOK)
 
 
 def test_notebook_runs_on_tiny_synthetic_data(tmp_path, monkeypatch):
-    nbclient = pytest.importorskip("nbclient")
     make_seg_data(tmp_path / "src", n_train=5, n_test=2, seed=5, sizes=((240, 160), (160, 158)))
     archive = tmp_path / "task3_disc_cup_segmentation.zip"
     with zipfile.ZipFile(archive, "w") as zf:
@@ -39,11 +29,7 @@ def test_notebook_runs_on_tiny_synthetic_data(tmp_path, monkeypatch):
            "SEG_OPTS": ";".join(small_transforms(32)), "SEG_VAL_VALUE": "0.2", "SEG_DEVICE": "cpu",
            "SEG_NUM_WORKERS": "0",
            "PYTHONPATH": str(REPO)}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(REPO)}}).execute()
+    execute(NOTEBOOK, env, monkeypatch)
     sub = tmp_path / "work" / "submission"
     with zipfile.ZipFile(sub / "Disc_Cup_Segmentations.zip") as zf:
         assert sorted(zf.namelist()) == ["Disc_Cup_Segmentations/0006.bmp", "Disc_Cup_Segmentations/0007.bmp"]
