@@ -32,7 +32,8 @@ import pandas as pd
 
 __all__ = [
     "IMAGE_DIR", "MASK_DIRS", "MASK_VALUES", "IMAGE_EXTS", "GT_COLUMNS", "DATA_ENV",
-    "resolve_data_root", "read_image", "read_mask", "image_size", "list_images", "read_fovea_gt",
+    "resolve_data_root", "read_image", "read_mask", "present_values", "unexpected_mask_values",
+    "image_size", "list_images", "read_fovea_gt",
     "find_task_dir", "FoveaSplit", "SegSplit", "load_fovea_split", "load_seg_split",
     "atomic_write_bytes", "atomic_write_text", "write_image", "write_fovea_csv",
 ]
@@ -95,6 +96,21 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ValueError(f"{path}: cannot be read as an image ({exc})") from exc
 
 
+def present_values(array: np.ndarray) -> np.ndarray:
+    """The distinct values of ``array``, sorted (``np.unique``; for uint8 a 256-bin histogram,
+    ~100x faster on a full-size mask, where ``np.unique`` sorts 6 M pixels)."""
+    a = np.asarray(array)
+    if a.dtype == np.uint8 and a.size:
+        hist = cv2.calcHist([np.ascontiguousarray(a).reshape(1, -1)], [0], None, [256], [0, 256])
+        return np.flatnonzero(hist.ravel()).astype(np.uint8)
+    return np.unique(a)
+
+
+def unexpected_mask_values(mask: np.ndarray) -> np.ndarray:
+    """Sorted values of ``mask`` outside ``MASK_VALUES`` (empty for a valid GAMMA mask)."""
+    return np.setdiff1d(present_values(mask), MASK_VALUES)
+
+
 def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a GAMMA disc/cup mask as (H, W) ``uint8`` with values in {0, 128, 255}.
 
@@ -111,8 +127,7 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
         mask = mask[..., 0]
     if mask.dtype != np.uint8:
         raise ValueError(f"{path}: mask must be 8-bit, got {mask.dtype}")
-    values = np.unique(mask)
-    bad = np.setdiff1d(values, MASK_VALUES)
+    bad = unexpected_mask_values(mask)
     if bad.size:
         raise ValueError(f"{path}: mask values must be in {{0, 128, 255}} (0 cup, 128 disc, 255 background); "
                          f"found {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}")

@@ -20,6 +20,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from gamma_kit.data import unexpected_mask_values
+
 __all__ = [
     "fovea_ed", "fovea_score", "evaluate_fovea", "dice", "vertical_diameter", "vcdr",
     "seg_image_metrics", "evaluate_seg", "DEFAULT_SEG_WEIGHTS",
@@ -97,7 +99,7 @@ def _check_mask(mask: np.ndarray, what: str) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"{what}: expected an (H, W) mask, got shape {mask.shape}")
-    bad = np.setdiff1d(np.unique(mask), (0, 128, 255))
+    bad = unexpected_mask_values(mask)
     if bad.size:
         raise ValueError(f"{what}: mask values must be in {{0, 128, 255}}, found {bad[:10].tolist()}")
     return mask

@@ -3,8 +3,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gamma_kit.data import (IMAGE_DIR, find_task_dir, list_images, load_fovea_split, load_seg_split, read_fovea_gt,
-                            read_image, read_mask, resolve_data_root, write_fovea_csv, write_image)
+from gamma_kit.data import (IMAGE_DIR, find_task_dir, list_images, load_fovea_split, load_seg_split,
+                            present_values, read_fovea_gt, read_image, read_mask, resolve_data_root,
+                            unexpected_mask_values, write_fovea_csv, write_image)
 
 
 def _layout(root, n=3, mask_dir="Disc_Cup_Mask", mask_ext=".bmp"):
@@ -144,3 +145,19 @@ def test_submission_csv_round_trip_and_atomic(tmp_path):
     back = read_fovea_gt(p)
     assert list(back.index) == ["0101", "0102"] and back.loc["0102", "Fovea_Y"] == 4.25
     assert [f.name for f in tmp_path.iterdir()] == ["sub.csv"]          # no temp file left behind
+
+
+def test_present_values_known_answers():
+    m = np.full((7, 9), 255, np.uint8)
+    m[2:5, 3:6] = 128
+    m[3, 4] = 0
+    np.testing.assert_array_equal(present_values(m), [0, 128, 255])
+    np.testing.assert_array_equal(present_values(m[:, ::2][:2]), [255])          # a strided view
+    assert present_values(m).dtype == np.uint8
+    assert present_values(np.zeros((0, 4), np.uint8)).size == 0
+    np.testing.assert_array_equal(present_values(np.array([[3, -1], [3, 300]], np.int16)), [-1, 3, 300])
+    m[0, 0], m[6, 8] = 1, 254
+    np.testing.assert_array_equal(unexpected_mask_values(m), [1, 254])
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (300, 200), dtype=np.uint8)
+    np.testing.assert_array_equal(present_values(big), np.unique(big))

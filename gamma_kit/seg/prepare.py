@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text,
-                            find_task_dir, list_images, read_image, read_mask, write_image)
+                            find_task_dir, list_images, present_values, read_image, read_mask,
+                            unexpected_mask_values, write_image)
 
 __all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR", "mask_to_labels",
            "labels_to_mask", "PrepareReport", "prepare_dataset", "split_dataset", "read_list_file"]
@@ -78,7 +79,7 @@ def mask_to_labels(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype != np.uint8 or mask.ndim != 2:
         raise ValueError(f"expected an (H, W) uint8 mask, got {mask.dtype} {mask.shape}")
-    bad = np.setdiff1d(np.unique(mask), (0, 128, 255))
+    bad = unexpected_mask_values(mask)
     if bad.size:
         raise ValueError(f"mask values must be 0, 128 or 255; found {bad[:10].tolist()}")
     return _MASK_TO_LABEL[mask]
@@ -245,7 +246,7 @@ def split_dataset(dataset_dir: str | os.PathLike = DEFAULT_PREPARED_DIR, val_val
         lab = cv2.imread(str(dataset_dir / pairs[i][1]), cv2.IMREAD_UNCHANGED)
         if lab is None:
             raise ValueError(f"{dataset_dir / pairs[i][1]}: cannot be read as a PNG label image")
-        found.update(np.unique(lab).tolist())
+        found.update(present_values(lab).tolist())
     written["labels.txt"] = atomic_write_text(dataset_dir / "labels.txt", "".join(f"{v}\n" for v in sorted(found)))
     return written
 
