@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import shutil
 from pathlib import Path
 
 import cv2
@@ -220,3 +221,21 @@ def test_labels_at_size_modes():
     assert np.array_equal(labels_at_size(logits, (2, 2), "bilinear"), labels_at_size(logits, (2, 2)))
     with pytest.raises(ValueError, match="upsample"):
         labels_at_size(logits, (4, 4), "cubic")
+
+
+def test_retrain_without_eval_sets_stale_best_model_aside(trained, tmp_path):
+    # a second run into a folder that holds a best_model, without evaluation, must not leave
+    # the earlier run's best_model for predict to pick up
+    from gamma_kit.seg.inference import resolve_model_dir
+
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    old_best = (run / "best_model" / "model.pdparams").read_bytes()
+    with pytest.warns(UserWarning, match="earlier run"):
+        rc = main(["train", "--config", CPU_CONFIG, "--save-dir", str(run), "--iters", "2", "--device", "cpu",
+                   "--seed", "1", "--no-eval", "--opts", *_data_opts(trained / "prepared")])
+    assert rc == 0
+    assert not (run / "best_model").exists()
+    aside = list(run.glob("best_model.before-*"))
+    assert len(aside) == 1 and (aside[0] / "model.pdparams").read_bytes() == old_best
+    assert resolve_model_dir(run) == run / "last_model"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -121,6 +122,23 @@ def _write_model_dirs(cfg, save_dir: Path, iters: int) -> None:
         atomic_write_text(save_dir / "best_model" / MODEL_CONFIG_NAME, text)
 
 
+def _set_aside_stale_best(save_dir: Path, do_eval: bool, resume_model: str | None) -> None:
+    """A run without evaluation writes no ``best_model/``; one left in ``save_dir`` by an
+    earlier run would then be taken for this run's (predict prefers best_model). Rename it
+    to ``best_model.before-<time>`` (nothing is deleted) and say so."""
+    best = save_dir / "best_model"
+    if do_eval or resume_model is not None or not best.exists():
+        return
+    aside = save_dir / f"best_model.before-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while aside.exists():
+        aside = aside.with_name(f"{aside.name.split('~')[0]}~{n}")
+        n += 1
+    best.rename(aside)
+    warnings.warn(f"{best} came from an earlier run and this run does not evaluate (no new best model): "
+                  f"moved to {aside.name} so that predict uses this run's last_model", UserWarning, stacklevel=3)
+
+
 def sync_schedule_to_iters(cfg, old_iters: int) -> None:
     """After ``iters`` was overridden, stretch a cosine ``T_max`` that was tied to the old
     iterations (``T_max`` == old iters, or old iters - warmup) so the schedule still ends
@@ -174,6 +192,7 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                          "PaddleSeg drops incomplete batches, so nothing would train")
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
+    _set_aside_stale_best(save_dir, do_eval, resume_model)
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
     with warnings.catch_warnings():
         # the compat patch hands core.train shape-[1] losses, which it turns into floats at every
