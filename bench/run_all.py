@@ -184,7 +184,7 @@ def render(machine: dict, vers: dict, results: dict, demo: dict | None, args, se
               "per-image Dice and vCDR). Synthetic photos are cartoons: their AEDs check that the methods learn, not "
               "how they do on real eyes. Reference (SPEC 2): original on a GPU, GAMMA folds 1-5 ED 0.0082, 0.0071, "
               "0.0087, 0.0088, 0.0077; CPU config, 30 min/fold on GAMMA: 0.0089, 0.0065 (folds 1, 2)."]
-    notes = [n for name in order if name in results for n in results[name].get("notes", [])]
+    notes = list(dict.fromkeys(n for name in order if name in results for n in results[name].get("notes", [])))
     if notes:
         lines += ["", "## Notes from the benchmarks", ""] + [f"- {_cell(n)}" for n in notes]
     lines += ["", "## Per-benchmark wall time", "",
