@@ -43,6 +43,25 @@ def ensure_data(data: str | None, n_train: int) -> Path:
     return out
 
 
+def time_kit_samples(split, codec: HeatmapCodec, epochs: int) -> tuple[FoveaCropDataset, float, float, float]:
+    """Decode ``split`` once into a CanonicalCache at the codec's scale, then read every training
+    sample for ``epochs`` epochs. Returns (dataset, decode s/image, s/sample, cache MiB/image)."""
+    cache = CanonicalCache(codec.scale)
+    t0 = time.perf_counter()
+    canon = cache.load_all(split.images, progress=False)
+    t_decode = (time.perf_counter() - t0) / len(canon)
+    ds = FoveaCropDataset(make_items(canon, split.gt), codec, train=True, seed=0)
+    ds[0]   # warm-up
+    t0 = time.perf_counter()
+    for e in range(epochs):
+        ds.set_epoch(e)
+        for k in range(len(ds)):
+            ds[k]
+    t_item = (time.perf_counter() - t0) / (epochs * len(ds))
+    cache_mb = sum(c.image.nbytes for c in canon.values()) / 2 ** 20 / len(canon)
+    return ds, t_decode, t_item, cache_mb
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="synthetic data root (python -m gamma_kit.synth)")
@@ -77,21 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_jpeg = time.perf_counter() - t0
 
     # ---- kit, full scale: one-time decode, then crops from memory
-    codec = HeatmapCodec()
-    cache = CanonicalCache(1.0)
-    t0 = time.perf_counter()
-    canon = cache.load_all(split.images, progress=False)
-    t_decode = (time.perf_counter() - t0) / len(canon)
-    items = make_items(canon, split.gt)
-    cache_mb = sum(c.image.nbytes for c in canon.values()) / 2 ** 20
-    ds = FoveaCropDataset(items, codec, train=True, seed=0)
-    ds[0]
-    t0 = time.perf_counter()
-    for e in range(epochs):
-        ds.set_epoch(e)
-        for k in range(len(ds)):
-            ds[k]
-    t_item = (time.perf_counter() - t0) / (epochs * len(ds))
+    ds, t_decode, t_item, cache_mb = time_kit_samples(split, HeatmapCodec(), epochs)
     t0 = time.perf_counter()
     n = 0
     for e in range(epochs):
@@ -109,26 +114,14 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{fmt_s(t_item)} (__getitem__); {fmt_s(t_batch)} (batches of 10)", ratio,
                     target=">= 20x", met=bool(ratio >= 20),
                     memory=f"original {fmt_mb(mem_orig['mb'], 'tracemalloc')}; kit {fmt_mb(mem_kit['mb'], 'tracemalloc')}"
-                           f" + cache {cache_mb / len(canon):.0f} MiB/image (array bytes)",
+                           f" + cache {cache_mb:.0f} MiB/image (array bytes)",
                     note=f"kit decodes each image once ({fmt_s(t_decode)}/image incl. eye-side detection), "
-                         f"{t_orig / t_amort:.0f}x with that amortised over 200 epochs; {len(canon)} images, "
+                         f"{t_orig / t_amort:.0f}x with that amortised over 200 epochs; {len(split.images)} images, "
                          f"{epochs} epochs"))
 
     # ---- kit, CPU config (1/4 scale)
-    cfg = load_config(REPO / "configs" / "fovea" / "unet_heatmap_cpu.yml")
-    codec_q = build_codec(cfg)
-    cache_q = CanonicalCache(codec_q.scale)
-    t0 = time.perf_counter()
-    canon_q = cache_q.load_all(split.images, progress=False)
-    t_decode_q = (time.perf_counter() - t0) / len(canon_q)
-    ds_q = FoveaCropDataset(make_items(canon_q, split.gt), codec_q, train=True, seed=0)
-    t0 = time.perf_counter()
-    for e in range(epochs):
-        ds_q.set_epoch(e)
-        for k in range(len(ds_q)):
-            ds_q[k]
-    t_item_q = (time.perf_counter() - t0) / (epochs * len(ds_q))
-    cache_q_mb = sum(c.image.nbytes for c in canon_q.values()) / 2 ** 20 / len(canon_q)
+    codec_q = build_codec(load_config(REPO / "configs" / "fovea" / "unet_heatmap_cpu.yml"))
+    _, t_decode_q, t_item_q, cache_q_mb = time_kit_samples(split, codec_q, epochs)
     rows.append(row("Fovea training sample, CPU config 152x100 (per sample)", f"{fmt_s(t_orig)} (full-scale original)",
                     f"{fmt_s(t_item_q)} (__getitem__)", t_orig / t_item_q,
                     memory=f"cache {cache_q_mb:.1f} MiB/image (array bytes)",
