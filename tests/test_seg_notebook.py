@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import zipfile
+
 from notebook_runner import REPO, assert_stripped_and_thin, execute
 from seg_fixtures import make_seg_data, small_transforms
 

@@ -347,9 +347,9 @@ class HeatmapCodec:
             xy[:, 0], xy[:, 1] = idx % self.width, idx // self.width
             score[:] = flat[np.arange(n), idx]
         else:
-            # empty maps are not searched (the original returned its fallback before its loop);
-            # one map per FFT: a batched FFT is ~2x slower per map here (cache)
-            xy[empty], score[empty] = np.nan, np.nan
+            # empty maps are not searched (the original returned its fallback before its loop; their
+            # positions are set below); one map per FFT: a batched FFT is ~2x slower per map (cache)
+            score[empty] = np.nan
             for b in np.flatnonzero(~empty):
                 dense = self._correlate(hm[b:b + 1])[0]
                 if decoder == "dark_kernel":

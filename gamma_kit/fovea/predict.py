@@ -87,8 +87,8 @@ def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_cs
             raise ValueError(f"checkpoint {f} works at scale {c.scale} / ROI {c.heatmap_size} but {files[0]} at "
                              f"{ref.scale} / {ref.heatmap_size}: ensemble checkpoints of one config")
     paths = list_images(images) if not isinstance(images, dict) else dict(images)
-    overrides = read_side_overrides(side_overrides) if side_overrides else {}
     if cache is None:
+        overrides = read_side_overrides(side_overrides) if side_overrides else {}
         cache = CanonicalCache(ref.scale, cache_dir, overrides)
     elif cache.scale != ref.scale:
         raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")

@@ -27,8 +27,9 @@ from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes,
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["labels_at_size", "UPSAMPLE_MODES", "SegPredictor", "load_model", "resolve_model_dir", "postprocess_labels", "predict_folder",
-           "write_submission_zip", "overlay", "find_gt_mask_dir", "PredictionRun", "SUBMISSION_DIR"]
+__all__ = ["labels_at_size", "UPSAMPLE_MODES", "SegPredictor", "load_model", "resolve_model_dir",
+           "postprocess_labels", "predict_folder", "write_submission_zip", "overlay", "find_gt_mask_dir",
+           "PredictionRun", "SUBMISSION_DIR"]
 
 SUBMISSION_DIR = "Disc_Cup_Segmentations"
 CUP, RIM, BACKGROUND = 0, 1, 2

@@ -34,8 +34,9 @@ from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes,
                             find_task_dir, list_images, present_values, read_image, read_mask,
                             unexpected_mask_values, write_image)
 
-__all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR", "mask_to_labels",
-           "labels_to_mask", "PrepareReport", "prepare_dataset", "split_dataset", "read_list_file"]
+__all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",
+           "mask_to_labels", "labels_to_mask", "PrepareReport", "prepare_dataset", "split_dataset",
+           "read_list_file"]
 
 IMAGE_SUBDIR = "JPEGImages"
 LABEL_SUBDIR = "Annotations"
