@@ -59,10 +59,19 @@ def select_device(device: str = "auto") -> str:
 
 def run_cli(call: Callable[[], object]) -> int:
     """Run a CLI body and return its exit status: what it returns if that is an int, else 0;
-    2 after printing a user error (``USER_ERRORS``) as one ``error: ...`` line on stderr."""
+    2 after printing a user error (``USER_ERRORS``) as one ``error: ...`` line on stderr;
+    130 after an interruption (``safety.Interrupted`` carries the line to print, e.g. how to resume)."""
+    from gamma_kit.safety import Interrupted
+
     try:
         code = call()
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C); nothing half-written was left behind", file=sys.stderr)
+        return 130
     return code if isinstance(code, int) and not isinstance(code, bool) else 0

@@ -1,0 +1,128 @@
+"""Data safety shared by every command: outputs never land on inputs, files appear whole or
+not at all, and Ctrl-C / SIGTERM never leave half a file behind.
+
+- ``check_output_path(out, inputs)``: refuse an output that is, or lies inside, an input
+  (real paths, so links and ``..`` do not fool it), and one whose location is not writable.
+  Call it before any work starts.
+- ``atomic_save_paddle(obj, path)``: ``paddle.save`` into a temporary file in the same
+  folder, fsync, then ``os.replace``: a reader sees the old file or the new one, never a
+  half-written one (checkpoints, optimizer state, exported models).
+- ``deferred_interrupts()``: a block during which SIGINT / SIGTERM are held back; they are
+  raised as ``KeyboardInterrupt`` when the block ends, so a checkpoint write always completes.
+- ``Interrupted``: raised by long commands on Ctrl-C with the one line to print (for example
+  "interrupted in epoch 37; resume with ... --resume"); ``runtime.run_cli`` prints it and
+  exits 130.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator
+
+__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_paddle", "fsync_replace",
+           "deferred_interrupts"]
+
+
+class Interrupted(Exception):
+    """A long command stopped by SIGINT/SIGTERM; ``str(exc)`` is the one line for the user."""
+
+
+def _real(p: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.abspath(os.fspath(p))))
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True when ``a`` is ``b`` or lies below it."""
+    return a == b or b in a.parents
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Raise ``ValueError`` unless ``path`` (a file or folder, existing or not) can be written:
+    its nearest existing ancestor must be a writable folder."""
+    p = _real(path)
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if p.exists() and not p.is_dir():
+        probe = p.parent
+    if not probe.is_dir():
+        raise ValueError(f"{what} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: cannot write in {probe} (permission denied or read-only)")
+    return p
+
+
+def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                      what: str = "output") -> Path:
+    """Refuse ``out`` when it is, or lies inside, one of ``inputs`` (``None`` entries are
+    skipped), or is not writable. Returns the resolved output path.
+
+    Raises ``ValueError`` with both paths named.
+    """
+    o = _real(out)
+    for i in inputs:
+        if i is None:
+            continue
+        r = _real(i)
+        if _inside(o, r):
+            raise ValueError(f"{what} {out} is, or lies inside, the input {i}: choose another {what} "
+                             "(the kit never writes onto its inputs)")
+    return check_writable(out, what)
+
+
+def fsync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """fsync ``tmp`` and ``os.replace`` it onto ``path`` (then fsync the folder, where possible)."""
+    with open(tmp, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
+    """``paddle.save(obj, path)`` through a temporary file in the same folder: all or nothing."""
+    import paddle
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with deferred_interrupts():
+            paddle.save(obj, tmp)
+            fsync_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back for the duration of the block, then raise ``KeyboardInterrupt``
+    if one arrived. Outside the main thread (where handlers cannot be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum, _frame):
+        received.append(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    if received:
+        raise KeyboardInterrupt(f"signal {received[0]}")
