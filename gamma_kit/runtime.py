@@ -13,13 +13,40 @@ import os
 import sys
 from typing import Callable
 
-__all__ = ["configure_threads", "select_device", "run_cli", "USER_ERRORS"]
+__all__ = ["configure_threads", "select_device", "run_cli", "USER_ERRORS", "positive_int", "positive_float"]
 
 #: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
 #: these as one line and exit 2, anything else keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (iterations, epochs, batch sizes), with a clear message."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (learning rates, budgets)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
 
 
 def configure_threads(num_threads: int | None = None) -> int:
