@@ -1,0 +1,251 @@
+"""The one fovea inference chain: checkpoints -> models, ROI crops -> heatmaps -> positions
+in the source image. Training validation (``evaluate_items``), ``predict``, the figures
+and the benchmarks all go through it, so the way back to the image exists once.
+
+The chain, for a canonical image (gamma_kit.fovea.dataset.CanonicalImage)::
+
+    roi_crops:        canonical image at the codec's scale -> fixed-ROI crop (3, h, w) float32
+    predict_heatmaps: crops (N, 3, h, w) -> heatmaps (N, h, w) float32 (batched, AMP, flip TTA)
+    combine:          one heatmap batch per model -> (N, 2) heatmap pixels (decode, ensemble)
+    heatmap_to_image: heatmap pixels -> full-scale canonical (codec) -> image (CanonicalFrame)
+
+Points are (x, y) = (column, row). Heatmap pixels are those of the ROI crop at the codec's
+scale; canonical points are full-scale ("disc on the left, 1956 x 1934"); image points are
+pixels of the original photo.
+
+``predict_heatmaps`` takes a dynamic model (a ``paddle.nn.Layer``) or any object with its
+own ``predict_heatmaps(crops, batch_size, flip)`` (the exported Paddle Inference models of
+gamma_kit.fovea.export), so both paths share the rest of the chain.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+import gamma_kit  # noqa: F401  (threads before paddle)
+from gamma_kit.fovea.codec import ORIGINAL_EMPTY_FALLBACK, HeatmapCodec
+from gamma_kit.fovea.config import build_model, model_signature
+
+__all__ = ["ENSEMBLES", "Located", "load_checkpoint", "check_same_geometry", "predict_heatmaps", "roi_crops",
+           "heatmap_to_image", "image_to_heatmap", "combine", "locate", "evaluate_items"]
+
+#: ``coords``: decode each model, average the positions (the original);
+#: ``heatmap``: average the heatmaps, decode once.
+ENSEMBLES = ("coords", "heatmap")
+
+
+def _read_state(path: Path) -> dict:
+    """``paddle.load`` of a checkpoint, with one line naming the file when it is empty or broken."""
+    import paddle
+
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): an interrupted save? Use another checkpoint "
+                         "(e.g. last.pdparams / best.pdparams of the same fold) or retrain")
+    try:
+        state = paddle.load(str(path))
+    except Exception as err:  # paddle raises EOFError, ValueError, UnpicklingError, ... on broken files
+        raise ValueError(f"checkpoint {path} ({size} bytes) cannot be read, truncated or not a Paddle "
+                         f"state dict ({type(err).__name__}): use another checkpoint or retrain") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of parameters")
+    return state
+
+
+def load_checkpoint(path: str | Path, cfg: dict | None = None):
+    """Model from a ``.pdparams`` checkpoint (or a fold folder: its ``best.pdparams``) and
+    the config.yml beside it.
+
+    With ``cfg`` the checkpoint must have been trained with the same model and codec
+    geometry (ValueError naming both otherwise). Every tensor must fit the model of the
+    checkpoint's config. An empty or truncated file is a ValueError naming it.
+    Returns (model in eval mode, cfg_of_checkpoint).
+    """
+    from gamma_kit.fovea.config import load_config
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pdparams"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    cfg_path = path.parent / "config.yml"
+    ck_cfg = load_config(cfg_path) if cfg_path.is_file() else cfg
+    if ck_cfg is None:
+        raise FileNotFoundError(f"{path}: no config.yml beside the checkpoint; pass the config it was trained with")
+    if cfg is not None and model_signature(cfg) != model_signature(ck_cfg):
+        raise ValueError(f"checkpoint {path} was trained with another config ({model_signature(ck_cfg)}); "
+                         f"this run uses {model_signature(cfg)}. Use a matching --config or another checkpoint.")
+    state = _read_state(path)
+    model = build_model(ck_cfg)
+    own = model.state_dict()
+    bad = [k for k in own if k not in state or list(state[k].shape) != list(own[k].shape)]
+    if bad:
+        raise ValueError(f"checkpoint {path} does not fit the model of its config ({model_signature(ck_cfg)}): "
+                         f"{len(bad)} mismatched tensors, e.g. {bad[:3]}")
+    model.set_state_dict(state)
+    model.eval()
+    return model, ck_cfg
+
+
+def check_same_geometry(names: Sequence[str | Path], codecs: Sequence[HeatmapCodec]) -> HeatmapCodec:
+    """The first codec, after checking every model of an ensemble works on the same ROI crop
+    (scale, heatmap size, ROI origin): ValueError naming the odd one otherwise."""
+    ref = codecs[0]
+    for f, c in zip(names, codecs):
+        if (c.scale, c.heatmap_size, c.roi_origin_px) != (ref.scale, ref.heatmap_size, ref.roi_origin_px):
+            raise ValueError(f"model {f} works at scale {c.scale} / ROI {c.heatmap_size} but {names[0]} at "
+                             f"{ref.scale} / {ref.heatmap_size}: ensemble models of one config")
+    return ref
+
+
+def predict_heatmaps(model, crops: np.ndarray, batch_size: int = 8, amp: bool = False,
+                     flip: bool = False) -> np.ndarray:
+    """Heatmaps (N, h, w) float32 of (N, 3, h, w) float32 crops, in batches of ``batch_size``.
+
+    ``model``: a paddle Layer (run in eval mode, no gradients; ``amp``: float16 autocast,
+    meant for a GPU) or an object with ``predict_heatmaps(crops, batch_size, flip)`` (an
+    exported model; ``amp`` does not apply). ``flip`` averages each heatmap with the
+    mirrored heatmap of the mirrored crop (horizontal-flip test-time augmentation).
+    """
+    crops = np.asarray(crops, dtype=np.float32)
+    if not hasattr(model, "state_dict") and hasattr(model, "predict_heatmaps"):
+        return model.predict_heatmaps(crops, batch_size=batch_size, flip=flip)
+    import paddle
+
+    model.eval()
+    out = []
+    with paddle.no_grad():
+        for s in range(0, len(crops), batch_size):
+            x = paddle.to_tensor(crops[s:s + batch_size])
+            with paddle.amp.auto_cast(enable=amp):
+                y = model(x).astype("float32")
+                if flip:
+                    y = 0.5 * (y + paddle.flip(model(paddle.flip(x, [3])).astype("float32"), [3]))
+            out.append(y.numpy()[:, 0])
+    return np.concatenate(out) if out else np.zeros((0,) + crops.shape[2:], np.float32)
+
+
+def roi_crops(canons: Sequence, codec: HeatmapCodec) -> np.ndarray:
+    """Fixed-ROI crops (N, 3, h, w) float32 of canonical images (CanonicalImage, at the codec's scale)."""
+    from gamma_kit.fovea.dataset import roi_crop
+
+    if not len(canons):
+        return np.zeros((0, 3, codec.height, codec.width), np.float32)
+    return np.stack([roi_crop(c, codec) for c in canons])
+
+
+def heatmap_to_image(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence) -> np.ndarray:
+    """(N, 2) heatmap pixels of the fixed-ROI crops -> (N, 2) source-image pixels, one
+    CanonicalFrame per point (heatmap -> full-scale canonical -> image)."""
+    canon = codec.heatmap_to_canonical(np.asarray(xy, dtype=np.float64).reshape(-1, 2))
+    if not len(canon):
+        return canon
+    return np.stack([f.to_image(p[None])[0] for f, p in zip(frames, canon)])
+
+
+def image_to_heatmap(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence) -> np.ndarray:
+    """(N, 2) source-image pixels -> (N, 2) heatmap pixels of the fixed-ROI crops (the inverse)."""
+    pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if not len(pts):
+        return pts
+    canon = np.stack([f.to_canonical(p[None])[0] for f, p in zip(frames, pts)])
+    return codec.canonical_to_heatmap(canon)
+
+
+def combine(maps: Sequence[np.ndarray], codecs: Sequence[HeatmapCodec], ensemble: str = "coords",
+            fill_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N, 2) in heatmap pixels and ``empty`` (N,) bool from one heatmap batch
+    (N, h, w) per model.
+
+    ``coords``: each model's maps are decoded by its codec and the positions averaged over
+    the models that found the fovea (empty maps are NaN under ``on_empty="nan"``); empty =
+    every model empty. ``heatmap``: the maps are averaged and decoded by the first codec.
+    ``fill_empty``: positions still NaN get the original fallback (384, 240) x scale.
+    """
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    if not len(maps):
+        raise ValueError("no models to combine")
+    ref = codecs[0]
+    if ensemble == "heatmap" and len(maps) > 1:
+        res = ref.decode(np.mean(maps, axis=0))
+        xy, empty = res.xy, res.empty
+    elif len(maps) == 1:
+        res = (codecs[0] if ensemble == "coords" else ref).decode(maps[0])
+        xy, empty = res.xy, res.empty
+    else:
+        decoded = [c.decode(h) for c, h in zip(codecs, maps)]
+        stack = np.stack([d.xy for d in decoded])
+        empty = np.all([d.empty for d in decoded], axis=0)
+        if np.isnan(stack).any():
+            xy = np.full(stack.shape[1:], np.nan)
+            found = ~np.isnan(stack).any(axis=2)                   # (models, N)
+            some = found.any(axis=0)
+            xy[some] = (np.where(found[..., None], stack, 0).sum(axis=0)[some]
+                        / found.sum(axis=0)[some, None])
+        else:
+            xy = stack.mean(axis=0)
+    if fill_empty and np.isnan(xy).any():
+        xy = np.where(np.isnan(xy), np.asarray(ORIGINAL_EMPTY_FALLBACK) * ref.scale, xy)
+    return xy, empty
+
+
+@dataclass
+class Located:
+    """What :func:`locate` found for N canonical images.
+
+    ids: N ids; crops: (N, 3, h, w) ROI crops; maps: one (N, h, w) heatmap batch per model;
+    heatmap_xy: (N, 2) heatmap pixels; canonical_xy: (N, 2) full-scale canonical;
+    image_xy: (N, 2) source-image pixels; empty: (N,) bool.
+    """
+
+    ids: list[str]
+    crops: np.ndarray
+    maps: list[np.ndarray]
+    heatmap_xy: np.ndarray
+    canonical_xy: np.ndarray
+    image_xy: np.ndarray
+    empty: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        """Image positions as a ``data, Fovea_X, Fovea_Y`` table indexed by id."""
+        return pd.DataFrame(self.image_xy, columns=["Fovea_X", "Fovea_Y"], index=pd.Index(self.ids, name="data"))
+
+
+def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], ensemble: str = "coords",
+           flip: bool = False, amp: bool = False, batch_size: int = 8, fill_empty: bool = False) -> Located:
+    """The whole chain for canonical images ``canons`` (CanonicalImage) and one or more models
+    (each with its codec; all on the same ROI geometry): crops -> heatmaps -> ensemble ->
+    canonical -> image positions."""
+    if len(models) != len(codecs) or not len(models):
+        raise ValueError(f"need one codec per model, got {len(models)} models and {len(codecs)} codecs")
+    ref = codecs[0]
+    crops = roi_crops(canons, ref)
+    maps = [predict_heatmaps(m, crops, batch_size=batch_size, amp=amp, flip=flip) for m in models]
+    if not len(canons):
+        empty = np.zeros((0, 2))
+        return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool))
+    xy, is_empty = combine(maps, codecs, ensemble, fill_empty)
+    canon_xy = ref.heatmap_to_canonical(xy)
+    image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons])
+    return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty)
+
+
+def evaluate_items(model, items: Sequence, codec: HeatmapCodec, amp: bool, batch_size: int
+                   ) -> tuple[float, pd.DataFrame]:
+    """Validation AED of ``model`` on ``items`` (FoveaItem: canonical image + canonical GT):
+    fixed-ROI crop -> heatmap -> decode (the codec's empty policy, no fill) -> image ->
+    challenge ED normalised by the source size (gamma_kit.metrics). Returns
+    (AED, predictions ``data, Fovea_X, Fovea_Y`` in image pixels)."""
+    from gamma_kit.metrics import evaluate_fovea
+
+    found = locate([model], [it.canon for it in items], [codec], amp=amp, batch_size=batch_size)
+    pred_df = found.frame()
+    gt = np.stack([it.canon.frame.to_image(it.fovea[None])[0] for it in items])
+    gt_df = pd.DataFrame(gt, columns=["Fovea_X", "Fovea_Y"], index=pd.Index(found.ids, name="data"))
+    scores = evaluate_fovea(pred_df, gt_df, {it.canon.id: it.canon.size for it in items})
+    return scores["aed"], pred_df
