@@ -172,3 +172,84 @@ def test_extract_zip_is_safe_and_idempotent(tmp_path):
     (tmp_path / "not.zip").write_text("plain text")
     with pytest.raises(ValueError, match="not a zip"):
         extract_zip(tmp_path / "not.zip", dest)
+
+
+# --------------------------------------------------------------------------- prepare --roi (issue 9), issue 10
+def test_prepare_roi_layout_crops_json_and_split(seg_root, tmp_path):
+    from gamma_kit.crop import DiscCrop
+    from gamma_kit.seg.prepare import RoiSettings, read_crops
+
+    out = tmp_path / "roi"
+    roi = RoiSettings(factor=2.0, size=48, jitter=0.125, scale_jitter=0.1, copies=2, seed=0)
+    report = prepare_dataset(seg_root, out, roi=roi, progress=False)
+    assert report.crops == 12 and len(report.written) == 6
+    d = read_crops(out)
+    assert d["roi"]["factor"] == 2.0 and d["roi"]["size"] == 48 and d["roi"]["copies"] == 2
+    assert sorted(d["crops"]) == sorted([f"{k:04d}" for k in range(1, 7)] + [f"{k:04d}_c1" for k in range(1, 7)])
+    task = seg_root / "task3_disc_cup_segmentation" / "training"
+    for cid, info in d["crops"].items():
+        img = cv2.imread(str(out / "JPEGImages" / f"{cid}.jpg"))
+        lab = cv2.imread(str(out / "Annotations" / f"{cid}.png"), cv2.IMREAD_UNCHANGED)
+        assert img.shape == (48, 48, 3) and lab.shape == (48, 48) and set(np.unique(lab)) <= {0, 1, 2}
+        x0, y0, x1, y1 = info["box"]
+        # the crop is the mask's window, resampled by nearest: re-cutting the source mask gives it again
+        mask = cv2.imread(str(task / "Disc_Cup_Mask" / f"{info['source']}.bmp"), cv2.IMREAD_GRAYSCALE)
+        c = DiscCrop(tuple(info["image_size"]), x0, y0, x1 - x0, 48)
+        assert np.array_equal(lab, c.crop_mask(mask_to_labels(mask), fill=2))
+        # centred on the disc within the jitter (1/8 of the side) plus the rounding of the box
+        disc = np.argwhere(mask < 255)
+        cy, cx = (disc.min(0) + disc.max(0) + 1) / 2
+        assert abs(c.centre[0] - cx) <= 0.125 * c.side + 1 and abs(c.centre[1] - cy) <= 0.125 * c.side + 1
+        assert (lab < 2).any()        # the disc is in every crop
+    # the two copies of a photo differ (jittered), and a copy's group stays in one list
+    assert d["crops"]["0001"]["box"] != d["crops"]["0001_c1"]["box"]
+    split_dataset(out, val_value=0.34, seed=0)
+    val = (out / "val_list.txt").read_text().split()
+    train = (out / "train_list.txt").read_text().split()
+    src = lambda lines: {Path(x).stem.split("_")[0] for x in lines}   # noqa: E731
+    assert len(src(val)) == 2 and src(val).isdisjoint(src(train)) and len(val) == 2 * 2 * 2
+
+
+def test_cli_prepare_roi_flags(seg_root, tmp_path, capsys):
+    out = tmp_path / "cli_roi"
+    assert main(["prepare", "--data-root", str(seg_root), "--out", str(out), "--roi", "--roi-size", "32",
+                 "--roi-side", "40", "--roi-copies", "1"]) == 0
+    assert "6 disc-centred crop pairs of 6 photos" in capsys.readouterr().out
+    d = json.loads((out / "crops.json").read_text())
+    assert d["roi"]["side"] == 40 and all(b["box"][2] - b["box"][0] == 40 for b in d["crops"].values())
+    assert main(["prepare", "--data-root", str(seg_root), "--out", str(tmp_path / "y"), "--roi-size", "32"]) == 2
+    assert "needs --roi" in capsys.readouterr().err
+    for argv in (["prepare", "--data-root", str(seg_root), "--out", str(tmp_path / "y"), "--roi", "--roi-copies", "0"],
+                 ["train", "--config", "x.yml", "--iters", "0"], ["train", "--config", "x.yml", "--iters", "-3"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_overwrite_gives_exactly_the_new_set_and_recovers_an_interrupted_run(seg_root, tmp_path):
+    out = tmp_path / "p"
+    prepare_dataset(seg_root, out, progress=False)
+    split_dataset(out, val_value=0.2)
+    masks = seg_root / "task3_disc_cup_segmentation" / "training" / "Disc_Cup_Mask"
+    (masks / "0006.bmp").unlink()                              # the new run has one pair fewer
+    (out / "JPEGImages" / ".0003.jpg.tmp").write_bytes(b"half")  # left by an interrupted copy
+    (out / "notes.txt").write_text("mine")                       # a user's file stays
+    report = prepare_dataset(seg_root, out, overwrite=True, progress=False)
+    assert "0006" not in report.written
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == [f"{k:04d}.jpg" for k in range(1, 6)]
+    assert sorted(p.name for p in (out / "Annotations").iterdir()) == [f"{k:04d}.png" for k in range(1, 6)]
+    assert not (out / "train_list.txt").exists() and (out / "notes.txt").read_text() == "mine"
+    # an interrupted prepare (report still "in progress") can be rerun with --overwrite
+    rep = json.loads((out / "prepare_report.json").read_text())
+    rep["status"] = "in progress"
+    (out / "prepare_report.json").write_text(json.dumps(rep))
+    assert prepare_dataset(seg_root, out, overwrite=True, progress=False).status == "complete"
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_prepare_refuses_names_with_spaces(seg_root, tmp_path):
+    imgs = seg_root / "task3_disc_cup_segmentation" / "training" / "fundus color images"
+    (imgs / "0001.jpg").rename(imgs / "my eye.jpg")
+    with pytest.raises(ValueError, match="my eye.jpg"):
+        prepare_dataset(seg_root, tmp_path / "p", progress=False)
+    assert not (tmp_path / "p").exists()

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
+from gamma_kit.runtime import positive_float, positive_int
 
 
 def _summary(metrics: dict) -> str:
@@ -28,8 +29,17 @@ def _summary(metrics: dict) -> str:
 
 
 def cmd_prepare(a) -> None:
-    from gamma_kit.seg.prepare import prepare_dataset
-    report = prepare_dataset(a.data_root, a.out, split=a.split, mask_dir=a.mask_dir, overwrite=a.overwrite)
+    from gamma_kit.seg.prepare import RoiSettings, prepare_dataset
+    roi_flags = [f for f in ("roi_factor", "roi_side", "roi_size", "roi_jitter", "roi_scale_jitter", "roi_copies")
+                 if getattr(a, f) is not None]
+    if roi_flags and not a.roi:
+        raise ValueError(f"--{roi_flags[0].replace('_', '-')} needs --roi (disc-centred crops)")
+    roi = None
+    if a.roi:
+        given = {k[4:]: getattr(a, k) for k in roi_flags}
+        roi = RoiSettings(**given)
+    report = prepare_dataset(a.data_root, a.out, split=a.split, mask_dir=a.mask_dir, overwrite=a.overwrite,
+                             roi=roi)
     print(report.summary())
 
 
@@ -112,7 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/seg_prepared", help="new output folder (default data/seg_prepared)")
     p.add_argument("--split", default="training")
     p.add_argument("--mask-dir", default=None, help="mask folder if not <split>/Disc_Cup_Mask(s)")
-    p.add_argument("--overwrite", action="store_true", help="rewrite a folder that prepare wrote before")
+    p.add_argument("--overwrite", action="store_true",
+                   help="rewrite a folder that prepare wrote before (its old files are removed first)")
+    p.add_argument("--roi", action="store_true",
+                   help="two-stage training data: disc-centred crops (+ crops.json) instead of whole photos")
+    p.add_argument("--roi-factor", type=positive_float, default=None,
+                   help="crop side = FACTOR x the disc diameter (default 2)")
+    p.add_argument("--roi-side", type=positive_int, default=None, help="fixed crop side in source px instead")
+    p.add_argument("--roi-size", type=positive_int, default=None, help="crop size in px as written (default 512)")
+    p.add_argument("--roi-jitter", type=float, default=None,
+                   help="random centre offset, up to this share of the side per axis (default 0.125)")
+    p.add_argument("--roi-scale-jitter", type=float, default=None,
+                   help="random disc-diameter factor 1 +- this (default 0.15)")
+    p.add_argument("--roi-copies", type=positive_int, default=None,
+                   help="jittered crops per photo (default 1)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("split", help="train_list.txt, val_list.txt, labels.txt (paddlex --split_dataset)")
@@ -125,14 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a PaddleSeg YAML (as tools/train.py --config)")
     p.add_argument("--config", required=True)
     p.add_argument("--save-dir", default="output/seg")
-    p.add_argument("--iters", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--iters", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=None)
+    p.add_argument("--learning-rate", type=positive_float, default=None)
     p.add_argument("--opts", nargs="*", default=None, help="config overrides key.sub=value")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--no-eval", action="store_true", help="skip validation")
-    p.add_argument("--save-interval", type=int, default=None, help="iterations between checkpoints (default: end)")
-    p.add_argument("--log-iters", type=int, default=10)
+    p.add_argument("--save-interval", type=positive_int, default=None, help="iterations between checkpoints (default: end)")
+    p.add_argument("--log-iters", type=positive_int, default=10)
     p.add_argument("--use-vdl", action="store_true", help="VisualDL logs in the save dir")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume-model", default=None)
@@ -172,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="prepare, train briefly, predict, zip and score on a synthetic/small set")
     p.add_argument("--data-root", default=None)
     p.add_argument("--work-dir", default="demo_out/seg")
-    p.add_argument("--iters", type=int, default=120)
+    p.add_argument("--iters", type=positive_int, default=None,
+                   help="training iterations (default: the demo's, small)")
     p.set_defaults(func=cmd_demo)
     return ap
 

@@ -35,14 +35,15 @@ from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes,
                             unexpected_mask_values, write_image)
 
 __all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",
-           "mask_to_labels", "labels_to_mask", "PrepareReport", "prepare_dataset", "split_dataset",
-           "read_list_file"]
+           "mask_to_labels", "labels_to_mask", "PrepareReport", "RoiSettings", "prepare_dataset", "split_dataset",
+           "read_list_file", "read_crops", "roi_crops_for", "CROPS_NAME"]
 
 IMAGE_SUBDIR = "JPEGImages"
 LABEL_SUBDIR = "Annotations"
 LABEL_NAMES = ("cup", "disc", "background")  # label index -> meaning; GAMMA value = 128 * index
 DEFAULT_PREPARED_DIR = Path("data") / "seg_prepared"  # the configs' dataset_root, relative to the repo root
 REPORT_NAME = "prepare_report.json"
+CROPS_NAME = "crops.json"  # prepare --roi: settings and each crop's box
 
 _MASK_TO_LABEL = np.full(256, 255, np.uint8)
 _MASK_TO_LABEL[[0, 128, 255]] = [0, 1, 2]
@@ -96,6 +97,62 @@ def labels_to_mask(labels: np.ndarray) -> np.ndarray:
     return _LABEL_TO_MASK[labels.astype(np.uint8)]
 
 
+@dataclass(frozen=True)
+class RoiSettings:
+    """How ``prepare --roi`` cuts disc-centred training crops; saved as ``crops.json["roi"]`` and,
+    after training, as ``roi.json`` beside the weights, where the predictor reads it.
+
+    The window side is ``side`` source px when given, else ``factor`` x the disc diameter
+    (the ground-truth disc's larger bounding-box side at prepare time; stage 1's estimate at
+    prediction time). Each training crop is centred on the ground-truth disc centre plus a
+    uniform random offset of up to ``jitter`` x the side per axis (so stage 2 learns
+    off-centre discs, as stage 1 delivers them), with its diameter multiplied by a random
+    factor in ``[1 - scale_jitter, 1 + scale_jitter]`` (stage 1's diameter is an estimate).
+    ``copies`` crops are written per photo; ``size`` is the crop's pixel size (the config's
+    Resize then brings it to the network size).
+    """
+
+    factor: float = 2.0
+    side: int | None = None
+    size: int = 512
+    jitter: float = 0.125
+    scale_jitter: float = 0.15
+    copies: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.side is None and not self.factor > 0:
+            raise ValueError(f"roi factor must be > 0, got {self.factor}")
+        if self.side is not None and self.side < 8:
+            raise ValueError(f"roi side must be at least 8 source px, got {self.side}")
+        if self.size < 16:
+            raise ValueError(f"roi size must be at least 16 px, got {self.size}")
+        if not 0 <= self.jitter < 0.5 or not 0 <= self.scale_jitter < 1:
+            raise ValueError(f"roi jitter must be in [0, 0.5) and scale jitter in [0, 1), "
+                             f"got {self.jitter}, {self.scale_jitter}")
+        if self.copies < 1:
+            raise ValueError(f"roi copies must be >= 1, got {self.copies}")
+
+    def to_json(self) -> dict:
+        return {"version": 1, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict, where: str = "roi settings") -> "RoiSettings":
+        keys = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in d.items() if k in keys})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: bad ROI settings {d!r} ({exc})") from exc
+
+    def window_side(self, diameter: float | None) -> float:
+        """Window side in source px for a disc of ``diameter`` source px."""
+        if self.side is not None:
+            return float(self.side)
+        if diameter is None or not diameter > 0:
+            raise ValueError("a ROI crop by factor needs a disc diameter")
+        return self.factor * float(diameter)
+
+
 @dataclass
 class PrepareReport:
     """Outcome of ``prepare_dataset``: ids written, ids resized, and skipped pairs with reasons."""
@@ -105,9 +162,14 @@ class PrepareReport:
     written: list[str] = field(default_factory=list)
     resized: list[str] = field(default_factory=list)
     bad_pairs: dict[str, str] = field(default_factory=dict)
+    status: str = "complete"
+    roi: dict | None = None
+    crops: int = 0
 
     def summary(self) -> str:
-        lines = [f"prepared {len(self.written)} image/label pairs from {self.source} into {self.out_dir}"]
+        what = (f"{self.crops} disc-centred crop pairs of {len(self.written)} photos" if self.roi
+                else f"{len(self.written)} image/label pairs")
+        lines = [f"prepared {what} from {self.source} into {self.out_dir}"]
         if self.resized:
             lines.append(f"  {len(self.resized)} image(s) resized to their mask's size: {self.resized[:10]}")
         for i, reason in self.bad_pairs.items():
@@ -115,13 +177,19 @@ class PrepareReport:
         return "\n".join(lines)
 
 
+OWNED_FILES = (REPORT_NAME, CROPS_NAME, "train_list.txt", "val_list.txt", "test_list.txt", "labels.txt")
+
+
 def _check_out_dir(out: Path, inputs: list[Path], overwrite: bool) -> None:
+    from gamma_kit.safety import check_writable
+
     out_r = out.resolve()
     for folder in inputs:
         f = folder.resolve()
         if out_r == f or f in out_r.parents or out_r in f.parents:
             raise ValueError(f"output folder {out} overlaps the input folder {folder}; "
                              "prepare writes a new folder and never writes into the user's data")
+    check_writable(out, "output folder")
     if out.exists():
         if not out.is_dir():
             raise ValueError(f"output {out} exists and is not a folder")
@@ -133,15 +201,81 @@ def _check_out_dir(out: Path, inputs: list[Path], overwrite: bool) -> None:
                              "pass overwrite=True (--overwrite) to write it again")
 
 
+def _clear_previous(out: Path) -> None:
+    """Remove what an earlier (possibly interrupted) prepare wrote into ``out``: image and label
+    files in its two subfolders, hidden ``.tmp`` files, the list files, crops.json and the report.
+    Nothing else (a user's file in ``out`` stays)."""
+    for sub, exts in ((IMAGE_SUBDIR, (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")), (LABEL_SUBDIR, (".png",))):
+        d = out / sub
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.is_file() and (p.suffix.lower() in exts or (p.name.startswith(".") and p.name.endswith(".tmp"))):
+                    p.unlink()
+    for name in OWNED_FILES:
+        (out / name).unlink(missing_ok=True)
+    for p in out.glob(".*.tmp"):
+        p.unlink()
+
+
+def _unlistable(ids) -> list[str]:
+    """Ids that a PaddleSeg list line ('image label', split on whitespace) cannot hold."""
+    return [i for i in ids if any(c.isspace() for c in i) or not i]
+
+
+def _copy_atomic(src: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_png(path: Path, labels: np.ndarray) -> None:
+    ok, png = cv2.imencode(".png", labels)
+    if not ok:
+        raise ValueError(f"{path}: PNG encoding failed")
+    atomic_write_bytes(path, png.tobytes())
+
+
+def roi_crops_for(image_id: str, mask: np.ndarray, roi: RoiSettings, index: int) -> list:
+    """The ``roi.copies`` jittered ``DiscCrop`` windows for one training mask (seeded by
+    ``roi.seed`` and the photo's ``index``); raises ValueError when the mask has no disc."""
+    from gamma_kit.crop import DiscCrop, disc_box_from_mask
+
+    found = disc_box_from_mask(mask)
+    if found is None:
+        raise ValueError(f"mask of {image_id} has no disc (no value below 255); --roi crops around the disc")
+    (cx, cy), diameter = found
+    rng = np.random.default_rng([roi.seed, index])
+    h, w = mask.shape
+    out = []
+    for _ in range(roi.copies):
+        scale = rng.uniform(1 - roi.scale_jitter, 1 + roi.scale_jitter) if roi.side is None else 1.0
+        side = roi.window_side(diameter * scale)
+        dx, dy = rng.uniform(-roi.jitter, roi.jitter, 2) * side
+        out.append(DiscCrop.around((cx + dx, cy + dy), (w, h), roi.size, side=round(side)))
+    return out
+
+
 def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathLike = DEFAULT_PREPARED_DIR,
                     split: str = "training", mask_dir: str | os.PathLike | None = None,
-                    overwrite: bool = False, progress: bool = True) -> PrepareReport:
+                    overwrite: bool = False, progress: bool = True, roi: RoiSettings | None = None) -> PrepareReport:
     """Write ``out_dir/JPEGImages`` + ``out_dir/Annotations`` (0/1/2 PNG labels) from a GAMMA task 3 split.
 
     ``data_root`` is the task folder or a parent (or None for ``$GAMMA_DATA``). Images are
     copied byte for byte unless their size differs from the mask's, in which case they are
     resized to the mask (INTER_AREA when shrinking) as the original did. Returns the report,
     also written to ``out_dir/prepare_report.json``.
+
+    With ``roi`` (``RoiSettings``), each photo gives ``roi.copies`` disc-centred crops
+    ``<id>.jpg`` (first copy) and ``<id>_c<k>.jpg`` at ``roi.size`` px, with label crops
+    (255 = background outside the photo), and ``out_dir/crops.json`` records
+    ``{"roi": settings, "crops": {crop_id: {"source": id, "box": [x0, y0, x1, y1], ...}}}``.
+
+    ``overwrite`` first removes what an earlier prepare wrote here (also an interrupted one),
+    so the folder holds exactly the new set. Ids with whitespace (which list files cannot
+    hold) are refused before anything is written.
     """
     task = find_task_dir(data_root, "seg")
     image_dir = task / split / IMAGE_DIR
@@ -154,18 +288,29 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
     mask_dir = Path(mask_dir)
     images = list_images(image_dir)
     masks = list_images(mask_dir, MASK_EXTS)
+    bad_names = _unlistable(sorted(set(images) | set(masks)))
+    if bad_names:
+        files = [str((images.get(i) or masks.get(i)).name) for i in bad_names]
+        raise ValueError(f"{image_dir}: file names with spaces cannot go into PaddleSeg list files "
+                         f"(one 'image label' pair per line): {files[:10]}; rename them")
     out = Path(out_dir)
     _check_out_dir(out, [image_dir, mask_dir], overwrite)
-    (out / IMAGE_SUBDIR).mkdir(parents=True, exist_ok=True)
-    (out / LABEL_SUBDIR).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        _clear_previous(out)
+    report = PrepareReport(out_dir=str(out), source=str(task / split), status="in progress",
+                           roi=roi.to_json() if roi else None)
+    atomic_write_text(out / REPORT_NAME, json.dumps(asdict(report), indent=1))  # marks the folder as prepare's
+    (out / IMAGE_SUBDIR).mkdir(exist_ok=True)
+    (out / LABEL_SUBDIR).mkdir(exist_ok=True)
 
-    report = PrepareReport(out_dir=str(out), source=str(task / split))
     for i in sorted(set(images) - set(masks)):
         report.bad_pairs[i] = f"image {images[i].name} has no mask in {mask_dir}"
     for i in sorted(set(masks) - set(images)):
         report.bad_pairs[i] = f"mask {masks[i].name} has no image in {image_dir}"
 
-    for i in tqdm(sorted(set(images) & set(masks)), desc="prepare", disable=not progress):
+    crops: dict[str, dict] = {}
+    for index, i in enumerate(tqdm(sorted(set(images) & set(masks)), desc="prepare", disable=not progress)):
         try:
             image = read_image(images[i])
             mask = read_mask(masks[i])
@@ -173,29 +318,57 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
             report.bad_pairs[i] = str(exc)
             continue
         (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
-        suffix = images[i].suffix.lower()
-        target = out / IMAGE_SUBDIR / f"{i}{'.jpg' if suffix in ('.jpg', '.jpeg') else '.png'}"
-        if (ih, iw) == (mh, mw):
-            if suffix in (".jpg", ".jpeg", ".png"):
-                tmp = target.with_name(f".{target.name}.tmp")
-                shutil.copyfile(images[i], tmp)
-                os.replace(tmp, target)
-            else:
-                write_image(target, image)
-        else:
+        resized = (ih, iw) != (mh, mw)
+        if resized:
             shrink = mw * mh < iw * ih
             image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            write_image(target, image)
             report.resized.append(i)
-        ok, png = cv2.imencode(".png", mask_to_labels(mask))
-        atomic_write_bytes(out / LABEL_SUBDIR / f"{i}.png", png.tobytes())
+        if roi is not None:
+            try:
+                windows = roi_crops_for(i, mask, roi, index)
+            except ValueError as exc:
+                report.bad_pairs[i] = str(exc)
+                continue
+            labels = mask_to_labels(mask)
+            for k, c in enumerate(windows):
+                cid = i if k == 0 else f"{i}_c{k}"
+                write_image(out / IMAGE_SUBDIR / f"{cid}.jpg", c.crop_image(image))
+                _write_png(out / LABEL_SUBDIR / f"{cid}.png", c.crop_mask(labels, fill=2))
+                crops[cid] = {"source": i, "box": list(c.box), "image_size": [mw, mh], "size": c.size}
+            report.crops += len(windows)
+            report.written.append(i)
+            continue
+        suffix = images[i].suffix.lower()
+        target = out / IMAGE_SUBDIR / f"{i}{'.jpg' if suffix in ('.jpg', '.jpeg') else '.png'}"
+        if not resized and suffix in (".jpg", ".jpeg", ".png"):
+            _copy_atomic(images[i], target)
+        else:
+            write_image(target, image)
+        _write_png(out / LABEL_SUBDIR / f"{i}.png", mask_to_labels(mask))
         report.written.append(i)
 
+    if roi is not None:
+        atomic_write_text(out / CROPS_NAME, json.dumps({"roi": roi.to_json(), "crops": crops}, indent=1))
+    report.status = "complete"
     atomic_write_text(out / REPORT_NAME, json.dumps(asdict(report), indent=1))
     if not report.written:
         raise ValueError(f"{task / split}: no usable image/mask pair; reasons: "
                          f"{list(report.bad_pairs.items())[:5]}")
     return report
+
+
+def read_crops(dataset_dir: str | os.PathLike) -> dict | None:
+    """``crops.json`` of a ``prepare --roi`` folder ({"roi": ..., "crops": ...}), or None if absent."""
+    p = Path(dataset_dir) / CROPS_NAME
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON ({exc})") from exc
+    if not isinstance(d, dict) or "roi" not in d:
+        raise ValueError(f"{p}: expected a top-level 'roi' key (written by prepare --roi)")
+    return d
 
 
 def _pairs(dataset_dir: Path) -> dict[str, tuple[str, str]]:
@@ -217,7 +390,8 @@ def split_dataset(dataset_dir: str | os.PathLike = DEFAULT_PREPARED_DIR, val_val
     """Shuffle the prepared pairs (seeded) and write the list files; return {name: path}.
 
     ``val_value`` / ``test_value`` are shares in [0, 1); a positive share gives
-    ``max(1, round(share * n))`` images. Lines are ``JPEGImages/<id>.jpg Annotations/<id>.png``.
+    ``max(1, round(share * n))`` images. In a ``prepare --roi`` folder the shares count source
+    photos, and all crops of one photo go to the same list. Lines are ``JPEGImages/<id>.jpg Annotations/<id>.png``.
     ``labels.txt`` lists the label values found in the annotations, one per line.
     """
     dataset_dir = Path(dataset_dir)
@@ -225,16 +399,23 @@ def split_dataset(dataset_dir: str | os.PathLike = DEFAULT_PREPARED_DIR, val_val
         if not 0.0 <= v < 1.0:
             raise ValueError(f"{name} must be a share in [0, 1), got {v}")
     pairs = _pairs(dataset_dir)
-    ids = sorted(pairs)
-    n = len(ids)
+    crops = read_crops(dataset_dir)
+    groups: dict[str, list[str]] = {}
+    for i in sorted(pairs):   # the crops of one photo (prepare --roi --roi-copies) stay in one list
+        source = crops["crops"].get(i, {}).get("source", i) if crops else i
+        groups.setdefault(source, []).append(i)
+    sources = sorted(groups)
+    n = len(sources)
     n_val = max(1, round(val_value * n)) if val_value > 0 else 0
     n_test = max(1, round(test_value * n)) if test_value > 0 else 0
     if n - n_val - n_test < 1:
         raise ValueError(f"{dataset_dir}: {n} image(s) cannot give {n_val} validation and {n_test} test "
                          "images and keep one for training")
-    order = [ids[k] for k in np.random.default_rng(seed).permutation(n)]
-    parts = {"val_list.txt": order[:n_val], "test_list.txt": order[n_val:n_val + n_test],
-             "train_list.txt": order[n_val + n_test:]}
+    order = [sources[k] for k in np.random.default_rng(seed).permutation(n)]
+    parts = {name: [i for src in part for i in groups[src]]
+             for name, part in (("val_list.txt", order[:n_val]), ("test_list.txt", order[n_val:n_val + n_test]),
+                                ("train_list.txt", order[n_val + n_test:]))}
+    ids = sorted(pairs)
     written = {}
     for name, part in parts.items():
         if name == "test_list.txt" and not part:
