@@ -11,13 +11,26 @@ A trained run folder (``save_dir``) holds PaddleSeg's ``iter_<n>/`` checkpoints 
 config, used to rebuild the model) in ``save_dir``, ``best_model/`` and ``last_model/``.
 Any folder with ``model.pdparams`` and ``model.yml`` (or a run folder holding
 ``best_model``/``last_model``) is a *model directory* for ``inference.load_model``.
+When the training ``dataset_root`` holds a ``crops.json`` with a top-level ``"roi"`` object
+(disc-centred crops), it is copied as ``roi.json`` into ``save_dir`` and each model
+directory, so a model carries the crop geometry it was trained on.
+Every weight file of a run (PaddleSeg's ``iter_<n>/`` and ``best_model/`` as well as
+``last_model/``) is written through a temporary file and ``os.replace``.
 Paths in configs are relative to the working directory (run from the repo root).
+
+``log_file`` sends PaddleSeg's console output (its logger, the config dumps of
+``SegBuilder``, the FLOPs table, the evaluation progress) to a file instead; ``progress``
+then shows one progress bar over the iterations.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
+import json
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,11 +44,13 @@ from gamma_kit.data import atomic_write_text
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
-           "sync_schedule_to_iters",
-           "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME"]
+           "sync_schedule_to_iters", "read_crop_roi", "capture_console",
+           "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "ROI_NAME"]
 
 MODEL_CONFIG_NAME = "model.yml"
 WEIGHTS_NAME = "model.pdparams"
+ROI_NAME = "roi.json"
+CROPS_NAME = "crops.json"
 
 
 def load_config(path: str | os.PathLike, iters: int | None = None, batch_size: int | None = None,
@@ -107,19 +122,126 @@ def build_from_config(cfg, need_val: bool = True, need_optimizer: bool = True):
     return builder, model, train_ds, val_ds, optimizer, loss
 
 
-def _write_model_dirs(cfg, save_dir: Path, iters: int) -> None:
+def read_crop_roi(cfg) -> dict | None:
+    """The ``"roi"`` object of ``<train_dataset.dataset_root>/crops.json``, or None when there is none.
+
+    A ``crops.json`` that is not JSON raises ValueError naming it (checked before training starts).
+    """
+    root = (cfg.dic.get("train_dataset") or {}).get("dataset_root")
+    if not root:
+        return None
+    path = Path(root) / CROPS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot be read as JSON ({exc})") from exc
+    roi = data.get("roi") if isinstance(data, dict) else None
+    return roi if isinstance(roi, dict) else None
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    from gamma_kit.safety import deferred_interrupts, fsync_replace
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    try:
+        with deferred_interrupts():
+            shutil.copyfile(src, tmp)
+            fsync_replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_model_dirs(cfg, save_dir: Path, iters: int, roi: dict | None = None) -> list[Path]:
+    """``model.yml`` (and ``roi.json``) in ``save_dir``, ``last_model/`` and ``best_model/``; returns the model dirs."""
     text = str(cfg)
+    roi_text = json.dumps(roi, indent=1) if roi is not None else None
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, text)
+    if roi_text is not None:
+        atomic_write_text(save_dir / ROI_NAME, roi_text)
+    dirs = []
     last = save_dir / f"iter_{iters}"
     if (last / WEIGHTS_NAME).is_file():
         dst = save_dir / "last_model"
         dst.mkdir(exist_ok=True)
-        tmp = dst / f".{WEIGHTS_NAME}.tmp"
-        shutil.copyfile(last / WEIGHTS_NAME, tmp)
-        os.replace(tmp, dst / WEIGHTS_NAME)
-        atomic_write_text(dst / MODEL_CONFIG_NAME, text)
+        _copy_atomic(last / WEIGHTS_NAME, dst / WEIGHTS_NAME)
+        dirs.append(dst)
     if (save_dir / "best_model" / WEIGHTS_NAME).is_file():
-        atomic_write_text(save_dir / "best_model" / MODEL_CONFIG_NAME, text)
+        dirs.append(save_dir / "best_model")
+    for d in dirs:
+        atomic_write_text(d / MODEL_CONFIG_NAME, text)
+        if roi_text is not None:
+            atomic_write_text(d / ROI_NAME, roi_text)
+    return dirs
+
+
+class _AtomicSavePaddle:
+    """Stand-in for the ``paddle`` module inside ``paddleseg.core.train``: ``save`` goes through
+    ``atomic_save_paddle`` (temporary file + fsync + ``os.replace``), everything else is paddle's."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    @staticmethod
+    def save(obj, path, *args, **kwargs):
+        from gamma_kit.safety import atomic_save_paddle
+        if args or kwargs:      # protocol/config arguments: paddle's own save
+            import paddle
+            return paddle.save(obj, path, *args, **kwargs)
+        return atomic_save_paddle(obj, path)
+
+
+class _CountingLoss:
+    """Wraps ``core.train.loss_computation`` (called once per iteration) to advance a progress bar."""
+
+    def __init__(self, inner, bar):
+        self.inner, self.bar = inner, bar
+
+    def __call__(self, *args, **kwargs):
+        out = self.inner(*args, **kwargs)
+        self.bar.update(1)
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@contextlib.contextmanager
+def _train_module_hooks(iters: int, start_iter: int, progress: bool):
+    """During ``core.train``: atomic weight saves, and (``progress``) one tqdm bar over the iterations."""
+    mod = importlib.import_module("paddleseg.core.train")
+    real_paddle, real_loss = mod.paddle, mod.loss_computation
+    bar = None
+    mod.paddle = _AtomicSavePaddle(real_paddle)
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=iters, initial=start_iter, desc="seg train", unit="it", file=sys.stderr)
+        mod.loss_computation = _CountingLoss(real_loss, bar)
+    try:
+        yield
+    finally:
+        mod.paddle, mod.loss_computation = real_paddle, real_loss
+        if bar is not None:
+            bar.close()
+
+
+@contextlib.contextmanager
+def capture_console(log_file: str | os.PathLike | None):
+    """Send ``sys.stdout`` (PaddleSeg's logger, ``SegBuilder``'s config dumps, ``paddle.flops``'
+    table, PaddleSeg's evaluation progress) to ``log_file`` (appended) for the block; None: no change.
+    Progress bars (stderr) and warnings stay on the console."""
+    if log_file is None:
+        yield None
+        return
+    path = Path(log_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f):
+        yield path
 
 
 def _set_aside_stale_best(save_dir: Path, do_eval: bool, resume_model: str | None) -> None:
@@ -159,11 +281,14 @@ def sync_schedule_to_iters(cfg, old_iters: int) -> None:
 def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval: bool = True,
                  save_interval: int | None = None, log_iters: int = 10, keep_checkpoint_max: int = 5,
                  use_vdl: bool = False, seed: int | None = None, resume_model: str | None = None,
-                 num_workers: int = 0, check_labels: bool = True, optimizer=None, model=None) -> Path:
+                 num_workers: int = 0, check_labels: bool = True, optimizer=None, model=None,
+                 log_file: str | os.PathLike | None = None, progress: bool = False) -> Path:
     """Train a loaded ``Config`` with ``SegBuilder`` + ``paddleseg.core.train`` (tools/train.py's calls).
 
     ``optimizer``/``model`` override the builder's (used by the PaddleX-style API).
     Writes ``model.yml`` and ``last_model/`` (see the module docstring); returns ``save_dir``.
+    ``log_file``: PaddleSeg's console output goes there (appended) instead of stdout;
+    ``progress``: a tqdm bar over the iterations (on stderr).
     """
     from paddleseg.core import train as seg_train
     from paddleseg.utils import utils as seg_utils
@@ -171,8 +296,16 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     from gamma_kit.runtime import select_device
     from gamma_kit.seg.compat import apply_compat
 
+    if cfg.iters is None or int(cfg.iters) <= 0:
+        raise ValueError(f"iters must be a positive number of iterations, got {cfg.iters}")
+    if int(cfg.batch_size) <= 0:
+        raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
+    for name, value in (("save_interval", save_interval), ("log_iters", log_iters)):
+        if value is not None and int(value) <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
     sections = ("train_dataset", "val_dataset") if do_eval else ("train_dataset",)
     check_dataset_config(cfg, check_labels=check_labels, sections=sections)
+    roi = read_crop_roi(cfg)
     if resume_model is not None and not (Path(resume_model) / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"resume_model {resume_model} holds no {WEIGHTS_NAME}")
     apply_compat()
@@ -183,8 +316,9 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
         warnings.warn("use_vdl: visualdl is not installed (pip install visualdl); training without its logs",
                       UserWarning, stacklevel=2)
         use_vdl = False
-    builder, b_model, train_ds, val_ds, b_opt, loss = build_from_config(cfg, need_val=do_eval,
-                                                                        need_optimizer=optimizer is None)
+    with capture_console(log_file):
+        builder, b_model, train_ds, val_ds, b_opt, loss = build_from_config(cfg, need_val=do_eval,
+                                                                            need_optimizer=optimizer is None)
     model = model or b_model
     optimizer = optimizer or b_opt
     if len(train_ds) < cfg.batch_size:
@@ -194,7 +328,9 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     save_dir.mkdir(parents=True, exist_ok=True)
     _set_aside_stale_best(save_dir, do_eval, resume_model)
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
-    with warnings.catch_warnings():
+    start_iter = _resume_iter(resume_model)
+    with warnings.catch_warnings(), capture_console(log_file), \
+            _train_module_hooks(cfg.iters, start_iter, progress):
         # the compat patch hands core.train shape-[1] losses, which it turns into floats at every
         # log step; NumPy >= 1.25 deprecates that conversion (harmless under the numpy<2 pin)
         warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0 to a scalar",
@@ -204,8 +340,16 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                   save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
                   use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
                   test_config=cfg.test_config, to_static_training=cfg.to_static_training)
-    _write_model_dirs(cfg, save_dir, cfg.iters)
+    _write_model_dirs(cfg, save_dir, cfg.iters, roi)
     return save_dir
+
+
+def _resume_iter(resume_model: str | None) -> int:
+    """The iteration a PaddleSeg checkpoint folder ``iter_<n>`` resumes from (0 when unknown)."""
+    if resume_model is None:
+        return 0
+    tail = Path(resume_model).name
+    return int(tail.split("_")[-1]) if tail.startswith("iter_") and tail.split("_")[-1].isdigit() else 0
 
 
 def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "output/seg",
@@ -219,6 +363,11 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
     arguments go to ``run_training`` (device, do_eval, save_interval, log_iters, seed, ...);
     ``save_interval`` defaults to the iterations (one evaluation and checkpoint at the end).
     """
+    for name, value in (("iters", iters), ("batch_size", batch_size)):
+        if value is not None and int(value) <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if learning_rate is not None and learning_rate <= 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
     base_iters = load_config(config).iters if iters else None
     cfg = load_config(config, iters=iters, batch_size=batch_size, learning_rate=learning_rate, opts=opts)
     if base_iters:

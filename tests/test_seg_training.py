@@ -1,0 +1,89 @@
+"""gamma_kit.seg.training: the crop ROI travels with the model (roi.json), bad iteration counts are
+refused before anything runs, every weight file is written atomically, and log_file keeps PaddleSeg's
+console output (config dumps, FLOPs table) off stdout."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gamma_kit.seg import training
+from gamma_kit.seg.training import ROI_NAME, train_from_config
+from seg_fixtures import make_prepared, small_transforms
+
+CPU = "configs/seg/liteunet_gamma_cpu.yml"
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    """Tiny prepared data at tmp/data/seg_prepared (the configs' dataset_root) and the cwd there."""
+    from gamma_kit.resources import config_path
+
+    root = make_prepared(tmp_path, n_train=4, n_test=1, size=(80, 64))
+    monkeypatch.chdir(tmp_path)
+    return root, config_path("seg/liteunet_gamma_cpu.yml")
+
+
+def _train(cfg, out, **kw):
+    return train_from_config(cfg, out, iters=2, batch_size=2, opts=list(small_transforms(32)), device="cpu",
+                             log_iters=1, seed=0, **kw)
+
+
+def test_roi_json_written_to_run_and_model_dirs(prepared, tmp_path, capsys):
+    root, cfg = prepared
+    roi = {"scale": 2.0, "size": 160, "centre": "disc"}
+    (root / "crops.json").write_text(json.dumps({"roi": roi, "crops": {"0001": [1, 2, 3, 4]}}))
+    run = _train(cfg, tmp_path / "run", log_file=tmp_path / "logs" / "seg_train.log")
+    for d in (run, run / "last_model", run / "best_model"):
+        assert json.loads((d / ROI_NAME).read_text()) == roi, d
+        assert (d / "model.yml").is_file()
+    assert (run / "last_model" / "model.pdparams").is_file() and (run / "best_model" / "model.pdparams").is_file()
+    # every weight file went through a temporary file: none is left behind
+    assert not list(run.rglob("*.tmp"))
+    # PaddleSeg's console output is in the log file, not on stdout
+    out = capsys.readouterr().out
+    log = (tmp_path / "logs" / "seg_train.log").read_text()
+    assert "[TRAIN]" in log and "Total Flops" in log and "type: LiteUNet" in log
+    assert "[TRAIN]" not in out and "Total Flops" not in out and "type: LiteUNet" not in out
+
+
+def test_no_roi_json_without_crops_roi(prepared, tmp_path):
+    root, cfg = prepared
+    (root / "crops.json").write_text(json.dumps({"crops": {}}))          # no top-level "roi"
+    run = _train(cfg, tmp_path / "run", do_eval=False)
+    assert not list(run.rglob(ROI_NAME))
+    assert (run / "last_model" / "model.pdparams").is_file()
+
+
+def test_broken_crops_json_refused_before_training(prepared, tmp_path):
+    root, cfg = prepared
+    (root / "crops.json").write_text("{not json")
+    with pytest.raises(ValueError, match="crops.json"):
+        _train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kw", [{"iters": 0}, {"iters": -3}, {"batch_size": 0}])
+def test_non_positive_counts_refused(kw, tmp_path):
+    from gamma_kit.resources import config_path
+
+    args = {"iters": 2, **kw}
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} must be positive"):
+        train_from_config(config_path("seg/liteunet_gamma_cpu.yml"), tmp_path / "run", **args)
+    cfg = training.load_config(config_path("seg/liteunet_gamma_cpu.yml"))
+    cfg.dic["iters"] = 0
+    with pytest.raises(ValueError, match="iters must be a positive"):
+        training.run_training(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_atomic_save_proxy_restored():
+    import importlib
+
+    import paddle
+
+    mod = importlib.import_module("paddleseg.core.train")
+    before = mod.loss_computation
+    with training._train_module_hooks(3, 0, progress=False):
+        assert mod.paddle is not paddle and mod.paddle.nn is paddle.nn
+    assert mod.paddle is paddle and mod.loss_computation is before
