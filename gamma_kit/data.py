@@ -10,32 +10,47 @@ Layouts (SPEC 1), under a data root given by a flag or ``$GAMMA_DATA``::
 
 The root may be the task folder itself or any parent up to two levels above it.
 Everything is keyed by image id, the file stem as a string (``"0001"``), never by
-position. Images are RGB ``uint8`` (H, W, 3); masks are (H, W) ``uint8`` with values in
+position. A ground-truth id and a file name match when they are equal, or when both are
+whole numbers of the same value (GT id ``1`` matches ``1.jpg``, ``0001.jpg`` and
+``00001.jpg``); ``match_gt_to_images`` applies that one rule and warns about images that
+have no GT row. Test ground truth may sit in ``<split>_GT/`` beside ``<split>/``
+(``find_fovea_gt``, ``find_mask_dir``: the one place that knows where things live). Images are RGB ``uint8`` (H, W, 3); masks are (H, W) ``uint8`` with values in
 {0 = cup, 128 = disc rim, 255 = background}. Points are (x, y) = (column, row).
 
 Every reader raises ``FileNotFoundError`` or ``ValueError`` naming the file and what
-was expected. Writers go through a temporary file and ``os.replace``, so a crash never
+was expected. Files are decoded by their content, not their suffix (a PNG named .jpg is a
+PNG); a JPEG whose stream stops before its end marker, or that libjpeg reports as corrupt,
+is refused; bytes after a complete image are ignored. Pixels and ``image_size`` both follow
+the EXIF orientation (the image as a viewer shows it). ``check_fundus_image`` refuses photos
+below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field. Writers go through a temporary file and ``os.replace``, so a crash never
 leaves a half-written output, and nothing here deletes or modifies input files.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+import sys
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
 import pandas as pd
 
 __all__ = [
-    "IMAGE_DIR", "MASK_DIRS", "MASK_VALUES", "IMAGE_EXTS", "GT_COLUMNS", "DATA_ENV",
+    "IMAGE_DIR", "MASK_DIRS", "MASK_VALUES", "IMAGE_EXTS", "MASK_EXTS", "GT_COLUMNS", "DATA_ENV",
+    "MIN_FUNDUS_SIDE", "DataWarning",
     "resolve_data_root", "read_image", "read_mask", "present_values", "unexpected_mask_values",
-    "image_size", "list_images", "read_fovea_gt",
-    "find_task_dir", "FoveaSplit", "SegSplit", "load_fovea_split", "load_seg_split",
-    "atomic_write_bytes", "atomic_write_text", "write_image", "write_fovea_csv",
+    "check_mask_values", "check_fundus_image", "sniff_format", "jpeg_end",
+    "image_size", "list_images", "list_masks", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images",
+    "find_task_dir", "find_fovea_gt", "find_mask_dir", "FoveaSplit", "SegSplit", "load_fovea_split",
+    "load_seg_split", "atomic_write_bytes", "atomic_write_text", "write_image", "write_fovea_csv",
 ]
 
 DATA_ENV = "GAMMA_DATA"
@@ -62,28 +77,160 @@ def resolve_data_root(path: str | os.PathLike | None = None) -> Path:
     return root
 
 
+#: Smallest short side (px) of a photo the kit works on. Below it the optic disc is under
+#: ~20 px tall (it spans about a sixth of the field) and neither method has anything to find;
+#: the kit's own test fixtures (160 px) sit just above it.
+MIN_FUNDUS_SIDE = 128
+#: ``check_fundus_image``: a pixel of the surround is "dark" below this (max over RGB, 0-255),
+#: at least this share of the surround outside the circular field must be dark, and the mean
+#: step between horizontal neighbours inside the field must stay below the noise limit
+#: (photos: 1-4 grey levels; uniform noise: ~85).
+FOV_DARK_LEVEL = 40
+FOV_DARK_SHARE = 0.6
+NOISE_STEP_LIMIT = 30.0
+
+_MAGIC = ((b"\xff\xd8\xff", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"BM", "bmp"),
+          (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
+_STDERR_LOCK = threading.Lock()
+_LIBJPEG_WARNINGS = ("Corrupt JPEG data", "Premature end of JPEG file")
+# EXIF orientation -> (transpose first, then flip rows, flip columns); what a viewer shows
+_ORIENTATION = {2: (False, False, True), 3: (False, True, True), 4: (False, True, False),
+                5: (True, False, False), 6: (True, False, True), 7: (True, True, True), 8: (True, True, False)}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Image format from the first bytes ("jpeg", "png", "bmp", "tiff"), None if unknown."""
+    head = bytes(data[:8])
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+def jpeg_end(data: np.ndarray) -> int | None:
+    """Offset just past the end-of-image marker of the JPEG stream in ``data`` (uint8 bytes),
+    or None when the stream stops before it (a truncated file).
+
+    Walks the marker segments; inside entropy-coded scans ``FF`` is always followed by
+    ``00`` (stuffing), ``D0``-``D7`` (restart) or more ``FF`` fill, so the first other
+    ``FF xx`` is the next marker. Bytes after the end marker are not looked at.
+    """
+    a = np.asarray(data, dtype=np.uint8).ravel()
+    n = a.size
+    ff = np.flatnonzero(a[:-1] == 0xFF)
+    nxt = a[ff + 1]
+    markers = ff[(nxt != 0x00) & (nxt != 0xFF) & ((nxt < 0xD0) | (nxt > 0xD7))]   # candidate marker offsets
+    pos = 2                                                                      # after SOI
+    while pos + 1 < n:
+        if a[pos] != 0xFF:
+            return None                                                          # lost sync: not a marker
+        code = int(a[pos + 1])
+        if code == 0xFF:                                                         # fill byte before a marker
+            pos += 1
+            continue
+        if code == 0xD9:
+            return pos + 2
+        if 0xD0 <= code <= 0xD8 or code == 0x01:                                 # stand-alone markers
+            pos += 2
+            continue
+        if pos + 3 >= n:
+            return None
+        pos += 2 + (int(a[pos + 2]) << 8 | int(a[pos + 3]))
+        if code == 0xDA:                                                         # scan: skip entropy data
+            k = int(np.searchsorted(markers, pos))
+            if k == markers.size:
+                return None
+            pos = int(markers[k])
+    return None
+
+
+@contextlib.contextmanager
+def _captured_stderr(sink: list[str]) -> Iterator[None]:
+    """Collect what C code writes to file descriptor 2 in the block (libjpeg's warnings);
+    text that is not a libjpeg warning (another thread's output) is written back."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        tmp.seek(0)
+        text = tmp.read().decode("utf-8", "replace")
+    ours = [ln for ln in text.splitlines() if ln.startswith(_LIBJPEG_WARNINGS)]
+    sink.extend(ours)
+    rest = "".join(ln + "\n" for ln in text.splitlines() if ln not in ours)
+    if rest:
+        os.write(2, rest.encode())
+
+
+def _exif_orientation(data: bytes) -> int:
+    """EXIF orientation tag (1-8) of an encoded image, 1 when absent or unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = int(im.getexif().get(0x0112, 1))
+    except Exception:  # no EXIF, or an EXIF block Pillow cannot parse: shown as stored
+        return 1
+    return value if value in _ORIENTATION else 1
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    if orientation not in _ORIENTATION:
+        return img
+    transpose, flip_rows, flip_cols = _ORIENTATION[orientation]
+    if transpose:
+        img = np.swapaxes(img, 0, 1)
+    if flip_rows:
+        img = img[::-1]
+    if flip_cols:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
 def _decode(path: Path, flags: int) -> np.ndarray:
+    """Decode ``path`` by its content with OpenCV ``flags``; EXIF orientation applied."""
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
-    img = cv2.imdecode(data, flags) if data.size else None
+    fmt = sniff_format(data[:8].tobytes())
+    if fmt == "jpeg":
+        end = jpeg_end(data)
+        if end is None:
+            # OpenCV's memory source pads a cut stream with grey without a word; we refuse it.
+            raise ValueError(f"{path}: JPEG is truncated (the data stops before the end-of-image marker)")
+        data = data[:end]
+    warnings_seen: list[str] = []
+    if data.size == 0:
+        img = None
+    elif fmt == "jpeg":
+        with _captured_stderr(warnings_seen):
+            img = cv2.imdecode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
+    else:
+        img = cv2.imdecode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise ValueError(f"{path}: cannot be decoded as an image (corrupt, truncated or not an image file)")
-    if path.suffix.lower() in (".jpg", ".jpeg") and not data[-2:].tobytes() == b"\xff\xd9":
-        # libjpeg pads a truncated stream with grey and only warns; we refuse it.
-        raise ValueError(f"{path}: JPEG is truncated (no end-of-image marker)")
-    return img
+    if warnings_seen:
+        raise ValueError(f"{path}: JPEG data is corrupt (libjpeg: {warnings_seen[0].strip()})")
+    return _orient(img, _exif_orientation(data.tobytes()) if fmt in ("jpeg", "png", "tiff") else 1)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a colour image as RGB ``uint8`` of shape (H, W, 3)."""
+    """Read a colour image as RGB ``uint8`` of shape (H, W, 3), as a viewer shows it
+    (EXIF orientation applied). Raises ``ValueError`` for corrupt or truncated files."""
     path = Path(path)
     img = _decode(path, cv2.IMREAD_COLOR)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of an image file, read from its header (no full decode)."""
+    """(width, height) of an image file from its header (no full decode), after EXIF
+    orientation, so it always equals ``read_image(path).shape[1::-1]``."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -91,9 +238,54 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
+            w, h = int(im.size[0]), int(im.size[1])
+            try:
+                orientation = int(im.getexif().get(0x0112, 1))
+            except Exception:  # an EXIF block Pillow cannot parse: read_image ignores it too
+                orientation = 1
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: cannot be read as an image ({exc})") from exc
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
+def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",
+                       min_side: int = MIN_FUNDUS_SIDE):
+    """Refuse an RGB (H, W, 3) ``uint8`` image that cannot be a usable fundus photograph.
+
+    Raises ``ValueError`` naming ``name`` when the short side is below ``min_side`` px, or
+    when there is no circular field of view: the surround outside the field found by
+    ``geometry.detect_fov`` is not mostly dark (``FOV_DARK_SHARE`` below ``FOV_DARK_LEVEL``)
+    or the field is pixel noise (mean neighbour step above ``NOISE_STEP_LIMIT``). Returns the
+    ``FieldOfView``. Runs on a copy at most 256 px wide (a few ms for a 6 MP photo).
+    """
+    from gamma_kit.geometry import detect_fov
+
+    img = np.asarray(image)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"{name}: expected an RGB uint8 image of shape (H, W, 3), got {img.dtype} {img.shape}")
+    h, w = img.shape[:2]
+    if min(h, w) < min_side:
+        raise ValueError(f"{name}: image is {w}x{h} px; fundus photos need at least {min_side} px "
+                         "on the short side")
+    not_fundus = f"{name}: no circular field of view on a dark surround (not a fundus photograph?)"
+    try:
+        fov = detect_fov(img)
+    except ValueError:
+        raise ValueError(not_fundus + "; the image is (nearly) black") from None
+    f = min(1.0, 256 / w)
+    small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) \
+        if f < 1 else img
+    grey = small.max(axis=2)
+    yy, xx = np.mgrid[0:grey.shape[0], 0:grey.shape[1]]
+    outside = ~((xx + 0.5 - fov.cx * f) ** 2 + (yy + 0.5 - fov.cy * f) ** 2 <= (fov.radius * f * 1.04) ** 2)
+    if outside.sum() >= 0.01 * grey.size and (grey[outside] < FOV_DARK_LEVEL).mean() < FOV_DARK_SHARE:
+        raise ValueError(not_fundus)
+    # noise is judged at full resolution (shrinking averages it away), on a central patch
+    cy, cx, half = int(fov.cy), int(fov.cx), max(8, min(128, int(fov.radius / 2)))
+    patch = img[max(0, cy - half):cy + half, max(0, cx - half):cx + half].astype(np.int16)
+    if patch.shape[1] > 1 and np.abs(np.diff(patch, axis=1)).mean() > NOISE_STEP_LIMIT:
+        raise ValueError(not_fundus + "; the field is pixel noise")
+    return fov
 
 
 def present_values(array: np.ndarray) -> np.ndarray:
@@ -111,13 +303,35 @@ def unexpected_mask_values(mask: np.ndarray) -> np.ndarray:
     return np.setdiff1d(present_values(mask), MASK_VALUES)
 
 
+def check_mask_values(mask: np.ndarray, what: str | os.PathLike = "mask") -> np.ndarray:
+    """Return ``mask`` if it is an (H, W) GAMMA mask with values in {0, 128, 255}; else raise
+    ``ValueError`` naming ``what``. The one message every command gives for a bad mask."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{what}: expected an (H, W) mask, got shape {mask.shape}")
+    bad = unexpected_mask_values(mask)
+    if bad.size:
+        labels = " (these look like 0/1/2 training labels, not a GAMMA mask)" if set(bad.tolist()) <= {1, 2} else ""
+        raise ValueError(f"{what}: mask values must be in {{0, 128, 255}} (0 cup, 128 disc, 255 background); "
+                         f"found {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}{labels}")
+    return mask
+
+
+def _jpeg_mask_error(where: str | os.PathLike, names: list[str]) -> ValueError:
+    return ValueError(f"{where}: mask(s) saved as JPEG ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}); "
+                      "JPEG's lossy compression changes the 0/128/255 values: save masks as .bmp or .png")
+
+
 def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read a GAMMA disc/cup mask as (H, W) ``uint8`` with values in {0, 128, 255}.
 
     A three-channel file is accepted only if its channels are equal. ``expected_size`` is
-    the (width, height) of the matching image; a mismatch is an error.
+    the (width, height) of the matching image; a mismatch is an error. A JPEG mask (by
+    content or suffix) is refused as such.
     """
     path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg") or (path.is_file() and sniff_format(_head(path)) == "jpeg"):
+        raise _jpeg_mask_error(path.parent, [path.name])
     mask = _decode(path, cv2.IMREAD_UNCHANGED)
     if mask.ndim == 3:
         if mask.shape[2] == 4:
@@ -127,14 +341,16 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
         mask = mask[..., 0]
     if mask.dtype != np.uint8:
         raise ValueError(f"{path}: mask must be 8-bit, got {mask.dtype}")
-    bad = unexpected_mask_values(mask)
-    if bad.size:
-        raise ValueError(f"{path}: mask values must be in {{0, 128, 255}} (0 cup, 128 disc, 255 background); "
-                         f"found {bad[:10].tolist()}{' ...' if bad.size > 10 else ''}")
+    check_mask_values(mask, path)
     if expected_size is not None and (mask.shape[1], mask.shape[0]) != tuple(expected_size):
         raise ValueError(f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
                          f"{expected_size[0]}x{expected_size[1]} (w x h)")
     return mask
+
+
+def _head(path: Path, n: int = 8) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
 
 
 def list_images(folder: str | os.PathLike, exts: Iterable[str] = IMAGE_EXTS) -> dict[str, Path]:
@@ -155,24 +371,76 @@ def list_images(folder: str | os.PathLike, exts: Iterable[str] = IMAGE_EXTS) -> 
     return out
 
 
+def list_masks(folder: str | os.PathLike) -> dict[str, Path]:
+    """Map id -> path for the GAMMA masks (``MASK_EXTS``) in ``folder``; JPEG files there are
+    refused as JPEG masks (not reported as missing masks)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        jpegs = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")
+                       and not p.name.startswith("."))
+        if jpegs:
+            raise _jpeg_mask_error(folder, jpegs)
+    return list_images(folder, MASK_EXTS)
+
+
+class DataWarning(UserWarning):
+    """Something about the user's data worth a line (e.g. images without a GT row);
+    ``runtime.run_cli`` prints these as one ``warning: ...`` line."""
+
+
 def _normalise_ids(raw: pd.Series, width: int = 4) -> list[str]:
-    """Ids as strings; numbers read from a spreadsheet (1, 1.0) become zero-padded ("0001")."""
+    """Ids as strings; whole numbers (1, 1.0, "1", "0001.jpg") become zero-padded ("0001")."""
     ids = []
     for v in raw:
         if isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer()):
             ids.append(str(int(v)).zfill(width))
-        else:
-            s = str(v).strip()
-            s = re.sub(r"\.(jpg|jpeg|png|bmp)$", "", s, flags=re.I)
-            ids.append(s.zfill(width) if s.isdigit() else s)
+            continue
+        s = str(v).strip()
+        s = re.sub(r"\.(jpg|jpeg|png|bmp|tif|tiff)$", "", s, flags=re.I)
+        s = re.sub(r"^(\d+)\.0*$", r"\1", s)          # 1.0 read back from a spreadsheet cell
+        ids.append(s.zfill(width) if s.isdigit() else s)
     return ids
+
+
+def id_key(image_id: str) -> str | int:
+    """Matching key of an id: whole numbers by value (``"1"``, ``"0001"`` -> 1), others as is."""
+    s = str(image_id)
+    return int(s) if s.isdigit() else s
+
+
+def rekey_ids(ids: Iterable[str], targets: Iterable[str], where: str | os.PathLike = "") -> dict[str, str]:
+    """Map each of ``ids`` to the entry of ``targets`` with the same ``id_key`` (itself when
+    none has). Raises ``ValueError`` when two ``targets`` share a key (``1`` and ``0001``)."""
+    by_key: dict = {}
+    for t in targets:
+        k = id_key(t)
+        if k in by_key:
+            raise ValueError(f"{where}: {by_key[k]!r} and {t!r} are the same number; ids are matched "
+                             "by value, so keep only one of them")
+        by_key[k] = t
+    return {i: by_key.get(id_key(i), i) for i in ids}
+
+
+def _id_column(df: pd.DataFrame, path: Path) -> str:
+    """The id column: ``data`` when present, else the only column that is not a coordinate."""
+    if GT_COLUMNS[0] in df.columns:
+        return GT_COLUMNS[0]
+    others = [c for c in df.columns if c not in GT_COLUMNS[1:]]
+    if len(others) == 1:
+        return others[0]
+    raise ValueError(f"{path}: no '{GT_COLUMNS[0]}' column, and {'no' if not others else 'several'} other "
+                     f"column(s) {others} that could hold the image id; name the id column "
+                     f"'{GT_COLUMNS[0]}' (expected {list(GT_COLUMNS)})")
 
 
 def read_fovea_gt(path: str | os.PathLike, what: str = "ground-truth file") -> pd.DataFrame:
     """Read fovea ground truth (.xlsx, .xls or .csv) with columns data, Fovea_X, Fovea_Y.
 
     Returns a DataFrame indexed by string id (name ``data``) with float columns
-    ``Fovea_X``, ``Fovea_Y``. The first column is taken as the id whatever its header.
+    ``Fovea_X``, ``Fovea_Y``. Columns are found by name, in any order: the id comes from
+    ``data`` (a leading row-number column such as ``No.`` is ignored); without a ``data``
+    column the one other column is the id. Whole-number ids are zero-padded to 4 digits
+    (``1`` -> ``"0001"``); ``match_gt_to_images`` matches them to file names by value.
     ``what`` names the file in the not-found error (a submission is read the same way).
     """
     path = Path(path)
@@ -180,28 +448,104 @@ def read_fovea_gt(path: str | os.PathLike, what: str = "ground-truth file") -> p
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         if path.suffix.lower() in (".xlsx", ".xls"):
-            df = pd.read_excel(path, dtype={0: str})
+            df = pd.read_excel(path, dtype=str)
         else:
-            df = pd.read_csv(path, dtype={0: str})
+            df = pd.read_csv(path, dtype=str)
     except Exception as exc:  # pandas raises many types for unreadable files
-        raise ValueError(f"{path}: cannot be read as a table ({exc})") from exc
+        raise ValueError(f"{path}: cannot be read as a table ({' '.join(str(exc).split())})") from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    df = df.dropna(how="all")
     if df.shape[1] == 0 or len(df) == 0:
         raise ValueError(f"{path}: empty table; expected columns {', '.join(GT_COLUMNS)}")
     missing = [c for c in GT_COLUMNS[1:] if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {list(GT_COLUMNS)} "
                          f"(found {list(df.columns)})")
-    ids = _normalise_ids(df.iloc[:, 0])
+    id_col = _id_column(df, path)
+    if df[id_col].isna().any():
+        rows = (np.flatnonzero(df[id_col].isna().to_numpy()) + 2).tolist()
+        raise ValueError(f"{path}: empty '{id_col}' (image id) in row(s) {rows[:10]}")
+    ids = _normalise_ids(df[id_col])
     coords = df[list(GT_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce")
-    bad = coords.isna().any(axis=1).to_numpy()
+    bad = ~np.isfinite(coords.to_numpy(dtype=np.float64)).all(axis=1)
     if bad.any():
-        raise ValueError(f"{path}: non-numeric or empty Fovea_X/Fovea_Y for id(s) "
+        raise ValueError(f"{path}: non-numeric, empty or infinite Fovea_X/Fovea_Y for id(s) "
                          f"{[ids[i] for i in np.flatnonzero(bad)][:10]}")
     out = pd.DataFrame(coords.to_numpy(dtype=np.float64), columns=list(GT_COLUMNS[1:]),
                        index=pd.Index(ids, name="data"))
     if out.index.duplicated().any():
         raise ValueError(f"{path}: duplicated id(s) {out.index[out.index.duplicated()].tolist()[:10]}")
     return out
+
+
+def match_gt_to_images(gt: pd.DataFrame, images: dict[str, Path], gt_path: str | os.PathLike,
+                       require_images: bool = True, warn: bool = True) -> pd.DataFrame:
+    """Re-key ``gt`` (indexed by id) onto the ids of ``images`` (id -> path) by ``id_key``:
+    GT id ``0001`` matches ``1.jpg`` and GT id ``1`` matches ``0001.jpg``.
+
+    Raises ``ValueError`` when two images share one number (``1.jpg`` and ``0001.jpg``), and,
+    with ``require_images``, when a GT id has no image. Images without a GT row are listed
+    in one ``DataWarning`` (``warn``). Returns the table indexed by image id, GT order kept.
+    """
+    folder = Path(next(iter(images.values()))).parent if images else "?"
+    mapping = rekey_ids(gt.index, images, folder)
+    new_ids = [mapping[i] for i in gt.index]
+    out = gt.copy()
+    out.index = pd.Index(new_ids, name=gt.index.name or "data")
+    if out.index.duplicated().any():
+        raise ValueError(f"{gt_path}: id(s) {out.index[out.index.duplicated()].tolist()[:10]} appear twice "
+                         "(as different spellings of one number)")
+    if require_images:
+        missing = [i for i in out.index if i not in images]
+        if missing:
+            raise ValueError(f"{gt_path}: {len(missing)} id(s) have no image in {folder}: {missing[:10]}")
+    if warn:
+        unlabelled = [i for i in images if i not in out.index]
+        if unlabelled:
+            warnings.warn(DataWarning(f"{len(unlabelled)} image(s) have no row in {gt_path} and are left out: "
+                                      f"{unlabelled[:10]}{' ...' if len(unlabelled) > 10 else ''}"), stacklevel=2)
+    return out
+
+
+def check_gt_matches_images(gt: pd.DataFrame, images: dict[str, Path], gt_path: Path) -> None:
+    """Every GT id needs an image (kept for callers; ``match_gt_to_images`` also re-keys)."""
+    match_gt_to_images(gt, images, gt_path, warn=False)
+
+
+def _gt_files(folder: Path) -> list[Path]:
+    return sorted(p for ext in ("xlsx", "xls", "csv") for p in folder.glob(f"*GT*.{ext}")
+                  if not p.name.startswith((".", "~$")))
+
+
+def find_fovea_gt(task_dir: str | os.PathLike, split: str = "training") -> Path | None:
+    """The fovea GT table of ``split`` (``*GT*.xlsx/.xls/.csv``) in ``<task>/<split>/`` or, for
+    test ground truth kept apart, ``<task>/<split>_GT/``; None when there is none.
+
+    Raises ``ValueError`` when one folder holds several candidates (pass the file instead).
+    """
+    task = Path(task_dir)
+    for folder in (task / split, task / f"{split}_GT"):
+        found = _gt_files(folder) if folder.is_dir() else []
+        if len(found) > 1:
+            raise ValueError(f"{folder}: several ground-truth tables ({', '.join(p.name for p in found)}); "
+                             "pass the one to use (--gt FILE)")
+        if found:
+            return found[0]
+    return None
+
+
+def find_mask_dir(task_dir: str | os.PathLike, split: str = "training", required: bool = False) -> Path | None:
+    """The disc/cup mask folder of ``split``: ``<task>/<split>/Disc_Cup_Mask`` (or ``Disc_Cup_Masks``),
+    else ``<task>/<split>_GT/...``. None when absent, or ``FileNotFoundError`` with ``required``."""
+    task = Path(task_dir)
+    for folder in (split, f"{split}_GT"):
+        for m in MASK_DIRS:
+            if (task / folder / m).is_dir():
+                return task / folder / m
+    if required:
+        raise FileNotFoundError(f"{task / split}: no mask folder ({' or '.join(MASK_DIRS)}, in {split}/ or "
+                                f"{split}_GT/); pass the folder (--mask-dir DIR)")
+    return None
 
 
 def find_task_dir(root: str | os.PathLike, task: str) -> Path:
@@ -258,26 +602,17 @@ class SegSplit:
         return list(self.images)
 
 
-def check_gt_matches_images(gt: pd.DataFrame, images: dict[str, Path], gt_path: Path) -> None:
-    """Every GT id needs an image (images without GT are allowed in test folders)."""
-    missing = [i for i in gt.index if i not in images]
-    if missing:
-        folder = next(iter(images.values())).parent if images else "?"
-        raise ValueError(f"{gt_path}: {len(missing)} id(s) have no image in {folder}: {missing[:10]}")
-
-
 def load_fovea_split(root: str | os.PathLike | None, split: str = "training",
                      gt_path: str | os.PathLike | None = None) -> FoveaSplit:
-    """Load task 2 ``split``: images, and the GT table (training GT found by name, or ``gt_path``)."""
+    """Load task 2 ``split``: images, and the GT table (``find_fovea_gt``, or ``gt_path``),
+    re-keyed onto the image ids (``match_gt_to_images``; unlabelled images are warned about)."""
     task = find_task_dir(root, "fovea")
     images = list_images(task / split / IMAGE_DIR)
     if gt_path is None:
-        found = sorted((task / split).glob("*GT*.xlsx")) + sorted((task / split).glob("*GT*.csv"))
-        gt_path = found[0] if found else None
+        gt_path = find_fovea_gt(task, split)
     gt = None
     if gt_path is not None:
-        gt = read_fovea_gt(gt_path)
-        check_gt_matches_images(gt, images, Path(gt_path))
+        gt = match_gt_to_images(read_fovea_gt(gt_path), images, Path(gt_path))
     return FoveaSplit(task / split, images, gt)
 
 
@@ -290,11 +625,10 @@ def load_seg_split(root: str | os.PathLike | None, split: str = "training",
     task = find_task_dir(root, "seg")
     images = list_images(task / split / IMAGE_DIR)
     if mask_dir is None:
-        dirs = [task / split / m for m in MASK_DIRS if (task / split / m).is_dir()]
-        mask_dir = dirs[0] if dirs else None
+        mask_dir = find_mask_dir(task, split)
     masks = None
     if mask_dir is not None:
-        masks = list_images(mask_dir, MASK_EXTS)
+        masks = list_masks(mask_dir)
         no_mask = sorted(set(images) - set(masks))
         no_image = sorted(set(masks) - set(images))
         if no_mask or no_image:
@@ -304,18 +638,24 @@ def load_seg_split(root: str | os.PathLike | None, split: str = "training",
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and
+    ``os.replace``: readers see the old file or the new one. An ``OSError`` (full disk,
+    read-only folder) is re-raised naming ``path``, and no temporary file is left."""
+    from gamma_kit.safety import fsync_replace, with_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        fsync_replace(tmp, path)
+    except OSError as exc:
+        raise with_path(exc, path) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
     return path
 
 

@@ -20,7 +20,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from gamma_kit.data import unexpected_mask_values
+from gamma_kit.data import check_mask_values
 
 __all__ = [
     "fovea_ed", "fovea_score", "evaluate_fovea", "dice", "vertical_diameter", "vcdr",
@@ -43,7 +43,8 @@ def fovea_ed(pred: np.ndarray, gt: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         raise ValueError(f"pred, gt and sizes need the same length, got {len(pred)}, {len(gt)}, {len(sizes)}")
     if (sizes <= 0).any():
         raise ValueError("image sizes must be positive")
-    return np.sqrt((((pred - gt) / sizes) ** 2).sum(axis=1))
+    with np.errstate(over="ignore"):   # an absurd prediction (1e308 px) is an infinite distance, not a warning
+        return np.sqrt((((pred - gt) / sizes) ** 2).sum(axis=1))
 
 
 def fovea_score(aed: float) -> float:
@@ -95,19 +96,9 @@ def vcdr(mask: np.ndarray) -> float:
     return 0.0 if disc == 0 else vertical_diameter(mask == 0) / disc
 
 
-def _check_mask(mask: np.ndarray, what: str) -> np.ndarray:
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"{what}: expected an (H, W) mask, got shape {mask.shape}")
-    bad = unexpected_mask_values(mask)
-    if bad.size:
-        raise ValueError(f"{what}: mask values must be in {{0, 128, 255}}, found {bad[:10].tolist()}")
-    return mask
-
-
 def seg_image_metrics(pred: np.ndarray, gt: np.ndarray, name: str = "image") -> dict:
     """Disc and cup Dice and both vCDRs for one pair of (H, W) 0/128/255 masks."""
-    pred, gt = _check_mask(pred, f"{name} prediction"), _check_mask(gt, f"{name} ground truth")
+    pred, gt = check_mask_values(pred, f"{name} prediction"), check_mask_values(gt, f"{name} ground truth")
     if pred.shape != gt.shape:
         raise ValueError(f"{name}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth is "
                          f"{gt.shape[1]}x{gt.shape[0]} (w x h); predict at the original size")

@@ -9,11 +9,18 @@ before ``paddle`` is enough.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
+import errno as _errno
 import os
+import signal
 import sys
-from typing import Callable
+import threading
+import warnings
+from typing import Callable, Iterator
 
-__all__ = ["configure_threads", "select_device", "run_cli", "USER_ERRORS", "positive_int", "positive_float"]
+__all__ = ["configure_threads", "select_device", "run_cli", "USER_ERRORS", "positive_int", "positive_float",
+           "parse_int_list", "ArgumentValueError", "describe_error"]
 
 #: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
 #: these as one line and exit 2, anything else keeps its traceback.
@@ -22,10 +29,13 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
 
+class ArgumentValueError(ValueError, argparse.ArgumentTypeError):
+    """A bad command-line value: argparse prints its message (as a type= function) and so
+    does ``run_cli`` (it is a ``ValueError``)."""
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (iterations, epochs, batch sizes), with a clear message."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -37,7 +47,6 @@ def positive_int(text: str) -> int:
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0 (learning rates, budgets)."""
-    import argparse
     import math
 
     try:
@@ -47,6 +56,35 @@ def positive_float(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def parse_int_list(text: str, what: str = "list", low: int | None = None, high: int | None = None,
+                   unique: bool = True) -> list[int]:
+    """Parse ``"1,3,5"`` into ``[1, 3, 5]`` (spaces allowed); ``what`` names the option in the
+    message (e.g. ``"--folds"``), ``low``/``high`` bound each value (inclusive), and with
+    ``unique`` a repeated value is refused. Raises ``ArgumentValueError`` (a ``ValueError``
+    that argparse also understands), e.g. ``--folds: 'x' is not a whole number (expected
+    comma-separated whole numbers such as 1,2,3; got '1,x')``.
+    """
+    expected = f"expected comma-separated whole numbers such as 1,2,3; got {text!r}"
+    parts = [p.strip() for p in str(text).split(",")]
+    if not str(text).strip():
+        raise ArgumentValueError(f"{what}: empty ({expected})")
+    values = []
+    for p in parts:
+        try:
+            values.append(int(p))
+        except ValueError:
+            raise ArgumentValueError(f"{what}: {p!r} is not a whole number ({expected})") from None
+    for v in values:
+        if (low is not None and v < low) or (high is not None and v > high):
+            rng = f"{low}..{high}" if low is not None and high is not None else \
+                (f">= {low}" if low is not None else f"<= {high}")
+            raise ArgumentValueError(f"{what}: {v} is out of range (each value must be {rng}; got {text!r})")
+    if unique and len(set(values)) != len(values):
+        dup = sorted({v for v in values if values.count(v) > 1})
+        raise ArgumentValueError(f"{what}: {dup} given more than once (got {text!r})")
+    return values
 
 
 def configure_threads(num_threads: int | None = None) -> int:
@@ -84,21 +122,73 @@ def select_device(device: str = "auto") -> str:
     return chosen
 
 
+_ERRNO_HINTS = {_errno.ENOSPC: "the disk is full", _errno.EROFS: "the file system is read-only",
+                _errno.EACCES: "permission denied", _errno.EDQUOT: "disk quota exceeded"}
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the user: an ``OSError`` as ``PATH: reason``, others as their message."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        path = exc.filename if exc.filename is not None else None
+        hint = _ERRNO_HINTS.get(exc.errno)
+        reason = exc.strerror + (f" ({hint})" if hint and hint.lower() != exc.strerror.lower() else "")
+        text = f"{path}: {reason}" if path is not None else reason
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())   # one line, even when a library put newlines in its message
+
+
+@contextlib.contextmanager
+def _cli_signals_and_warnings() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C (``KeyboardInterrupt``), and the kit's ``DataWarning``s
+    print as one ``warning: ...`` line, for the duration of a CLI call."""
+    from gamma_kit.data import DataWarning
+
+    old_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            old_show(message, category, filename, lineno, file, line)
+
+    def on_term(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, on_term) if main else None
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old_show
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if old_term is None else old_term)
+
+
 def run_cli(call: Callable[[], object]) -> int:
-    """Run a CLI body and return its exit status: what it returns if that is an int, else 0;
-    2 after printing a user error (``USER_ERRORS``) as one ``error: ...`` line on stderr;
-    130 after an interruption (``safety.Interrupted`` carries the line to print, e.g. how to resume)."""
+    """Run a CLI body and return its exit status: what it returns if that is an int, else 0.
+
+    - a user error (``USER_ERRORS``) or any ``OSError`` (full disk, read-only folder,
+      permission denied): one ``error: ...`` line on stderr naming the path, status 2;
+    - ``safety.Interrupted``: its message (e.g. how to resume) as one line, status 130;
+    - Ctrl-C or SIGTERM (``KeyboardInterrupt``): one line, status 130.
+
+    Anything else is a bug and keeps its traceback.
+    """
     from gamma_kit.safety import Interrupted
 
     try:
-        code = call()
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        with _cli_signals_and_warnings():
+            code = call()
+    except (*USER_ERRORS, OSError) as exc:
+        print(f"error: {describe_error(exc)}", file=sys.stderr)
         return 2
     except Interrupted as exc:
-        print(f"interrupted: {exc}", file=sys.stderr)
+        text = describe_error(exc)
+        print(text if text.lower().startswith("interrupted") else f"interrupted: {text}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C); nothing half-written was left behind", file=sys.stderr)
+        print("interrupted (Ctrl-C or SIGTERM)", file=sys.stderr)
         return 130
     return code if isinstance(code, int) and not isinstance(code, bool) else 0

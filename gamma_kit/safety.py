@@ -24,11 +24,19 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_paddle", "fsync_replace",
-           "deferred_interrupts"]
+           "deferred_interrupts", "with_path"]
 
 
 class Interrupted(Exception):
     """A long command stopped by SIGINT/SIGTERM; ``str(exc)`` is the one line for the user."""
+
+
+def with_path(exc: OSError, path: str | os.PathLike) -> OSError:
+    """``exc`` as an ``OSError`` of the same errno (and subclass) that names ``path`` (the file
+    the user asked for, not a hidden temporary name); ``runtime.run_cli`` prints it as one line."""
+    if exc.errno is None:
+        return OSError(f"{path}: {exc}")
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
 
 
 def _real(p: str | os.PathLike) -> Path:
@@ -68,7 +76,7 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
         if i is None:
             continue
         r = _real(i)
-        if _inside(o, r):
+        if _inside(o, r) or (o.exists() and r.exists() and os.path.samefile(o, r)):   # hard links too
             raise ValueError(f"{what} {out} is, or lies inside, the input {i}: choose another {what} "
                              "(the kit never writes onto its inputs)")
     return check_writable(out, what)
@@ -93,15 +101,18 @@ def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
     import paddle
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         with deferred_interrupts():
             paddle.save(obj, tmp)
             fsync_replace(tmp, path)
+    except OSError as exc:   # full disk, read-only folder: name the file the user knows
+        raise with_path(exc, path) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
@@ -123,6 +134,6 @@ def deferred_interrupts() -> Iterator[None]:
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_DFL if h is None else h)   # None: a handler set outside Python
     if received:
         raise KeyboardInterrupt(f"signal {received[0]}")
