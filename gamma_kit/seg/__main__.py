@@ -65,11 +65,15 @@ def cmd_predict(a) -> None:
 
     if (a.model is None) == (a.exported is None):
         raise ValueError("give exactly one of --model (a trained model directory) or --exported (an export folder)")
+    stage1 = load_model(a.stage1_model, device=a.device) if a.stage1_model is not None else None
+    if stage1 is not None and stage1.roi is not None:
+        raise ValueError(f"--stage1-model {a.stage1_model} is a two-stage (ROI) model; stage 1 needs a "
+                         "whole-image model")
     if a.exported is not None:
         from gamma_kit.seg.export import StaticPredictor
-        model = StaticPredictor(a.exported)
+        model = StaticPredictor(a.exported, stage1=stage1)
     else:
-        model = load_model(a.model, device=a.device)
+        model = load_model(a.model, device=a.device, stage1=stage1)
     if a.images is not None:
         images = list_images(a.images)
     else:
@@ -77,9 +81,12 @@ def cmd_predict(a) -> None:
     gt = a.gt
     if gt is None and a.data_root is not None and a.images is None:
         gt = find_gt_mask_dir(a.data_root, a.split)
-    run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt,
+    inputs = [a.images, a.data_root, a.model, a.exported, a.stage1_model]
+    run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt, tta=a.tta, inputs=inputs,
                          overlay_dir=Path(a.out) / "overlays" if a.overlays else None, upsample=a.upsample)
-    print(f"wrote {len(run.masks)} masks to {run.pred_dir} and {run.zip_path}")
+    kind = "two-stage" if getattr(model, "roi", None) is not None else "whole-image"
+    print(f"wrote {len(run.masks)} masks ({kind}{', flip TTA' if a.tta else ''}) to {run.pred_dir} "
+          f"and {run.zip_path}")
     print(f"time per image: {run.seconds_per_image:.3f} s (network {run.model_seconds_per_image:.3f} s)")
     if run.metrics is not None:
         print(f"scored against {gt}: {_summary(run.metrics)}")
@@ -170,8 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", default=None, help="a folder of images instead of --data-root/--split")
     p.add_argument("--gt", default=None, help="ground-truth mask folder to score against")
     p.add_argument("--out", default="output/seg_pred")
-    p.add_argument("--postprocess", action="store_true",
-                   help="largest disc, cup inside the disc, holes filled (raw scores printed too)")
+    p.add_argument("--postprocess", nargs="?", const="default", default=None,
+                   help="clean the masks (raw scores printed too): 'default' (largest disc, cup inside the disc, "
+                        "holes filled) or a comma list of largest,cup_in_disc,fill,ellipse")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean soft-max of 4 flips)")
+    p.add_argument("--stage1-model", default=None,
+                   help="whole-image model directory: stage 1's learned disc finder, and the fallback where "
+                        "stage 1 finds no disc (two-stage models only)")
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
     p.add_argument("--upsample", default="nearest", choices=("nearest", "bilinear"),
                    help="label map to the source size: nearest arg-max (original) or bilinear logits")

@@ -8,11 +8,13 @@ the input size. ``StaticPredictor`` runs it through ``paddle.inference`` on the 
 oneDNN disabled: Paddle 3.3.1's CPU predictor raises NotImplementedError with oneDNN
 on (SPEC 4), which is also why PaddleSeg's ``deploy/python/infer.py`` does not run as is.
 
-Pre-processing is the same function as in training/eval (PaddleSeg transforms from
-``deploy.yml``), so exported and dynamic predictions agree.
+Pre-processing, flip TTA and the two-stage path are ``inference.PredictorCore``, shared with
+the dynamic model (PaddleSeg transforms from ``deploy.yml``), so exported and dynamic
+predictions agree. A two-stage model's ``roi.json`` is copied into the export.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,7 +22,8 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import atomic_write_text, read_image
+from gamma_kit.data import atomic_write_text
+from gamma_kit.seg.inference import ROI_NAME, PredictorCore
 
 __all__ = ["export_static", "StaticPredictor", "DEPLOY_NAME"]
 
@@ -40,9 +43,11 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> P
     """Export the model of ``model_dir`` to ``out_dir`` (static graph + ``deploy.yml``); returns ``out_dir``."""
     import paddle
 
+    from gamma_kit.safety import check_output_path
     from gamma_kit.seg.inference import load_model
     from gamma_kit.seg.training import MODEL_CONFIG_NAME
 
+    check_output_path(out_dir, [model_dir], "export folder")
     predictor = load_model(model_dir, device="cpu")
     w, h = _eval_size(predictor.transforms)
     out = Path(out_dir)
@@ -61,7 +66,19 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> P
     static = paddle.jit.to_static(_LogitsOnly(model),
                                   input_spec=[paddle.static.InputSpec([None, 3, h, w], "float32", "x")],
                                   full_graph=True)
-    paddle.jit.save(static, str(out / MODEL_PREFIX))
+    import shutil
+    import tempfile
+
+    from gamma_kit.safety import deferred_interrupts, fsync_replace
+
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
+    try:   # written beside, then each file replaced: an interrupted export leaves the old one whole
+        paddle.jit.save(static, str(tmp / MODEL_PREFIX))
+        with deferred_interrupts():
+            for f in sorted(tmp.iterdir()):
+                fsync_replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     cfg = yaml.safe_load((predictor.model_dir / MODEL_CONFIG_NAME).read_text()
                          if (predictor.model_dir / MODEL_CONFIG_NAME).is_file()
                          else (predictor.model_dir.parent / MODEL_CONFIG_NAME).read_text())
@@ -70,64 +87,73 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> P
                              t for t in cfg["train_dataset"]["transforms"] if not t["type"].startswith("Random")],
                          "labels": {0: "cup", 1: "disc rim", 2: "background"}}}
     atomic_write_text(out / DEPLOY_NAME, yaml.safe_dump(deploy, sort_keys=False))
+    if predictor.roi is not None:   # a two-stage model: the export carries its crop geometry
+        atomic_write_text(out / ROI_NAME, json.dumps(predictor.roi.to_json(), indent=1))
+    else:
+        (out / ROI_NAME).unlink(missing_ok=True)
     return out
 
 
-class StaticPredictor:
-    """CPU predictor for an exported model (``paddle.inference``, oneDNN off).
+class StaticPredictor(PredictorCore):
+    """CPU predictor for an exported model (``paddle.inference``, oneDNN off), on the same
+    ``inference.PredictorCore`` as the dynamic model (transforms, TTA, two-stage ROI path).
 
     ``predict_labels(image)`` -> (H, W) uint8 labels (0 cup, 1 rim, 2 background) at the source size.
+    An export of a two-stage model carries its ``roi.json``; ``stage1`` is as for ``SegPredictor``.
     """
 
-    def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None):
+    def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None):
         import paddle.inference as paddle_infer
         from paddleseg.cvlibs import manager
 
         import gamma_kit.seg.models  # noqa: F401
+        from gamma_kit.seg.inference import read_roi
 
         d = Path(export_dir)
+        if not d.is_dir():
+            raise FileNotFoundError(f"export folder {d} does not exist (python -m gamma_kit.seg export)")
         deploy_path = d / DEPLOY_NAME
         if not deploy_path.is_file():
             raise FileNotFoundError(f"{deploy_path} not found: export first (python -m gamma_kit.seg export)")
-        deploy = yaml.safe_load(deploy_path.read_text())["Deploy"]
+        try:
+            deploy = yaml.safe_load(deploy_path.read_text())["Deploy"]
+            transforms = [dict(t) for t in deploy["transforms"]]
+            num_classes = int(deploy["num_classes"])
+        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{deploy_path}: not a deploy file written by export ({type(exc).__name__}: {exc})") \
+                from exc
         prefix = d / deploy.get("model", MODEL_PREFIX)
         params = prefix.with_suffix(".pdiparams")
         graph = next((prefix.with_suffix(s) for s in (".json", ".pdmodel") if prefix.with_suffix(s).is_file()), None)
         if graph is None or not params.is_file():
             raise FileNotFoundError(f"{d}: no exported model ({prefix.name}.json or .pdmodel, plus .pdiparams)")
+        for f in (graph, params):
+            if f.stat().st_size == 0:
+                raise ValueError(f"{f}: empty file (0 bytes; an interrupted export?): export again")
         config = paddle_infer.Config(str(graph), str(params))
         config.disable_gpu()
         config.disable_mkldnn()
         config.set_cpu_math_library_num_threads(cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
         config.disable_glog_info()
-        self.predictor = paddle_infer.create_predictor(config)
-        self.transforms = []
-        for t in deploy["transforms"]:
-            t = dict(t)
-            self.transforms.append(manager.TRANSFORMS[t.pop("type")](**t))
-        self.num_classes = int(deploy["num_classes"])
+        try:
+            self.predictor = paddle_infer.create_predictor(config)
+        except Exception as exc:  # paddle raises RuntimeError/ValueError/OSError for broken files
+            raise ValueError(f"{graph} / {params.name}: cannot be loaded as an exported model (truncated or "
+                             f"corrupt: {type(exc).__name__})") from exc
+        ops = []
+        for t in transforms:
+            ops.append(manager.TRANSFORMS[t.pop("type")](**t))
+        super().__init__(ops, num_classes, read_roi(d), stage1)
+        self.export_dir = d
 
-    def preprocess(self, image: np.ndarray) -> np.ndarray:
-        """RGB uint8 (H, W, 3) -> (1, 3, h, w) float32."""
-        data = {"img": np.asarray(image).astype("float32"), "trans_info": [], "gt_fields": []}
-        for op in self.transforms:
-            data = op(data)
-        return np.ascontiguousarray(data["img"].transpose(2, 0, 1)[None], dtype=np.float32)
-
-    def logits(self, image: np.ndarray) -> np.ndarray:
-        """(C, h, w) float32 logits at the exported input size."""
-        x = self.preprocess(image)
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         handle.reshape(x.shape)
         handle.copy_from_cpu(x)
-        self.predictor.run()
+        try:
+            self.predictor.run()
+        except Exception as exc:  # a graph that loads but does not run (another model's params)
+            raise ValueError(f"{self.export_dir}: the exported model failed to run ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
         out = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-        return out.copy_to_cpu()[0]
-
-    def predict_labels(self, image: np.ndarray | str | os.PathLike, upsample: str = "nearest") -> np.ndarray:
-        """(H, W) uint8 labels at the source size (``inference.labels_at_size``)."""
-        from gamma_kit.seg.inference import labels_at_size
-
-        if not isinstance(image, np.ndarray):
-            image = read_image(image)
-        return labels_at_size(self.logits(image), (image.shape[1], image.shape[0]), upsample)
+        return out.copy_to_cpu()

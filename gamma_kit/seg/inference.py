@@ -1,5 +1,18 @@
 """Predict disc/cup masks with a trained model; post-process, write the submission, draw overlays.
 
+Two paths share one predictor core (``PredictorCore``: eval transforms built once, flip TTA,
+soft-max), served by the dynamic model (``SegPredictor``) and the static export
+(``export.StaticPredictor``) alike:
+
+- whole image: the network on the resized photo, labels brought back to the source size;
+- two-stage (a model directory holding ``roi.json``, i.e. trained on ``prepare --roi`` crops):
+  stage 1 locates the disc (``gamma_kit.disc.locate_disc``, or ``geometry.detect_disc_side``
+  until that exists), ``gamma_kit.crop.DiscCrop`` cuts the window (``roi.json``: side = factor x
+  the estimated diameter, or a fixed side), the network segments it, and the label map is
+  pasted back at the source size by exact nearest sampling (background outside the window).
+  A photo where stage 1 is unsure is reported; where it finds no disc, the whole-image model
+  (``--stage1-model``) is used if given, else the crop is centred on the photo.
+
 Conventions: images RGB ``uint8`` (H, W, 3); label maps (H, W) ``uint8`` with 0 = cup,
 1 = disc rim, 2 = background; GAMMA masks (H, W) ``uint8`` with 0 / 128 / 255. The network
 runs at the config's eval size; its arg-max label map is brought back to the source
@@ -11,6 +24,8 @@ Submission layout (SPEC 3): ``OUT/Disc_Cup_Segmentations/<id>.bmp`` and
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import time
 import zipfile
@@ -22,14 +37,15 @@ import numpy as np
 from tqdm import tqdm
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, find_task_dir, list_images,
-                            read_image, read_mask, write_image)
+from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text, find_task_dir,
+                            list_images, read_image, read_mask, write_image)
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
 
-__all__ = ["labels_at_size", "UPSAMPLE_MODES", "SegPredictor", "load_model", "resolve_model_dir",
-           "postprocess_labels", "predict_folder", "write_submission_zip", "overlay", "find_gt_mask_dir",
-           "PredictionRun", "SUBMISSION_DIR"]
+__all__ = ["labels_at_size", "UPSAMPLE_MODES", "PredictorCore", "SegPredictor", "PhotoPrediction", "load_model",
+           "resolve_model_dir", "read_roi", "check_state_dict", "locate", "postprocess_labels", "parse_postprocess",
+           "POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "predict_folder", "write_submission_zip", "overlay",
+           "find_gt_mask_dir", "PredictionRun", "SUBMISSION_DIR", "ROI_NAME", "MANIFEST_NAME", "STAGE1_REPORT"]
 
 SUBMISSION_DIR = "Disc_Cup_Segmentations"
 CUP, RIM, BACKGROUND = 0, 1, 2
@@ -69,45 +85,123 @@ def labels_at_size(logits: np.ndarray, size: tuple[int, int], upsample: str = "n
     raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
 
 
-class SegPredictor:
-    """A trained segmentation model plus its eval transforms.
+# --------------------------------------------------------------------------- stage 1
+@dataclass(frozen=True)
+class _Location:
+    """Stage-1 answer in the shape of ``gamma_kit.disc.DiscLocation`` (used until that module exists)."""
 
-    ``predict_labels(image)`` -> (H, W) uint8 labels at the source size;
-    ``predict(image_or_path)`` -> {"label_map": (H, W) uint8, "score_map": (H, W, C) float32}.
+    xy: tuple[float, float]
+    diameter: float
+    confidence: float
+    source: str
+    unsure: bool
+    note: str = ""
+
+
+DISC_DIAMETER_PER_FOV_RADIUS = 0.33   # fallback diameter estimate (GAMMA: ~300 px for a 980 px radius)
+
+
+def _disc_from_labels(labels: np.ndarray) -> tuple[tuple[float, float], float] | None:
+    from gamma_kit.crop import disc_box_from_mask
+
+    disc = _largest_component(labels <= RIM)
+    return disc_box_from_mask(np.where(disc, 0, 255).astype(np.uint8)) if disc.any() else None
+
+
+def _locate_fallback(image: np.ndarray, model=None, name: str = "image") -> _Location:
+    """``geometry.detect_disc_side`` as stage 1 (diameter 0.33 x the FOV radius); with a whole-image
+    ``model``, its largest disc component wins when the two agree within a disc diameter."""
+    from gamma_kit.geometry import MIN_SIDE_CONFIDENCE, detect_disc_side, detect_fov
+
+    h, w = image.shape[:2]
+    try:
+        fov = detect_fov(image)
+    except ValueError as exc:
+        return _Location((w / 2, h / 2), DISC_DIAMETER_PER_FOV_RADIUS * min(w, h) / 2, 0.0, "image-centre", True,
+                         f"{name}: {exc}")
+    det = detect_disc_side(image, fov)
+    diameter = DISC_DIAMETER_PER_FOV_RADIUS * fov.radius
+    unsure = det.confidence < MIN_SIDE_CONFIDENCE
+    note = (f"{name}: disc found only {det.confidence:.2f} FOV radii from the centre (below {MIN_SIDE_CONFIDENCE})"
+            if unsure else "")
+    if model is not None:
+        found = _disc_from_labels(model.predict_labels(image))
+        if found is not None:
+            (x, y), d = found
+            agree = math.hypot(x - det.disc_xy[0], y - det.disc_xy[1]) <= max(d, diameter)
+            if 0.3 * diameter <= d <= 3 * diameter:
+                return _Location((x, y), d, 1.0 if agree else 0.5, "model", not agree,
+                                 "" if agree else f"{name}: whole-image model and classical detector disagree")
+    return _Location(det.disc_xy, diameter, det.confidence, "classical", unsure, note)
+
+
+def locate(image: np.ndarray, model=None, name: str = "image"):
+    """Stage 1: ``gamma_kit.disc.locate_disc`` when that module is there, else the classical fallback.
+    Returns an object with ``xy``, ``diameter``, ``confidence``, ``source``, ``unsure``, ``note``."""
+    try:
+        from gamma_kit.disc import locate_disc
+    except ImportError:
+        return _locate_fallback(image, model, name)
+    return locate_disc(image, model=model, name=name)
+
+
+# --------------------------------------------------------------------------- predictors
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return (labels[..., None] == np.arange(num_classes)).astype(np.float32)
+
+
+def _softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@dataclass
+class PhotoPrediction:
+    """One photo through ``PredictorCore.predict_photo``.
+
+    ``labels``: (H, W) uint8 at the source size (raw). Two-stage: ``crop`` is the window and
+    ``crop_labels`` the label map that was pasted through ``paste`` (so post-processing can run
+    on the crop), ``location`` stage 1's answer, ``fallback`` what was done when stage 1 found no
+    disc ("" / "whole-image model" / "image centre").
     """
 
-    def __init__(self, model, transforms: list, num_classes: int, model_dir: Path | None = None):
-        self.model = model
+    labels: np.ndarray
+    crop: object = None
+    crop_labels: np.ndarray | None = None
+    paste: object = None
+    location: object = None
+    fallback: str = ""
+    prob: np.ndarray | None = None
+
+    def finished(self, postprocess=None) -> np.ndarray:
+        """Labels at the source size after ``postprocess`` (a labels -> labels function), which runs
+        on the crop for a two-stage prediction."""
+        if postprocess is None:
+            return self.labels
+        if self.crop_labels is not None:
+            return self.paste(postprocess(self.crop_labels))
+        return postprocess(self.labels)
+
+
+class PredictorCore:
+    """Everything between a photo and its label map that does not depend on how the network runs:
+    the eval transforms (built once), flip TTA, soft-max, and the two-stage ROI path.
+
+    Subclasses implement ``_forward(x)``: (N, 3, h, w) float32 -> (N, C, h, w) logits
+    (``SegPredictor``: the dynamic Paddle model; ``export.StaticPredictor``: ``paddle.inference``).
+    ``roi`` (``prepare.RoiSettings`` from the model's ``roi.json``) makes it a stage-2 model:
+    ``predict_labels`` then locates the disc, crops, segments and pastes back.
+    """
+
+    def __init__(self, transforms: list, num_classes: int, roi=None, stage1=None):
         self.transforms = transforms
         self.num_classes = num_classes
-        self.model_dir = model_dir
-        self.model.eval()
+        self.roi = roi
+        self.stage1 = stage1   # optional whole-image predictor: stage 1's learned model and the fallback
 
-    @classmethod
-    def from_dir(cls, model_dir: str | os.PathLike, device: str = "cpu") -> "SegPredictor":
-        import paddle
-        from paddleseg.cvlibs import SegBuilder
-
-        from gamma_kit.runtime import select_device
-        from gamma_kit.seg.training import load_config
-
-        d = resolve_model_dir(model_dir)
-        cfg_path = d / MODEL_CONFIG_NAME if (d / MODEL_CONFIG_NAME).is_file() else d.parent / MODEL_CONFIG_NAME
-        select_device(device)
-        cfg = load_config(cfg_path)
-        builder = SegBuilder(cfg)
-        model = builder.model
-        try:
-            state = paddle.load(str(d / WEIGHTS_NAME))
-        except Exception as exc:  # paddle raises several types for a corrupt file
-            raise ValueError(f"{d / WEIGHTS_NAME}: cannot be loaded as Paddle weights ({exc})") from exc
-        missing = [k for k in model.state_dict() if k not in state]
-        if missing:
-            raise ValueError(f"{d / WEIGHTS_NAME} does not match the model in {cfg_path}: "
-                             f"{len(missing)} parameter(s) missing, e.g. {missing[:3]}")
-        model.set_state_dict(state)
-        num_classes = int(cfg.model_cfg.get("num_classes", 3))
-        return cls(model, eval_transforms(cfg, builder), num_classes, d)
+    # ---- network ----------------------------------------------------------------------
+    def _forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """RGB uint8 (H, W, 3) -> (1, 3, h, w) float32 after the eval transforms."""
@@ -121,28 +215,172 @@ class SegPredictor:
 
     def logits(self, image: np.ndarray) -> np.ndarray:
         """(C, h, w) float32 logits at the network size."""
+        return self._forward(self.preprocess(image))[0]
+
+    def probabilities(self, image: np.ndarray, tta: bool = False) -> np.ndarray:
+        """(C, h, w) soft-max at the network size; ``tta``: the mean over the identity and the
+        horizontal, vertical and both flips (one batch of 4), each flipped back."""
+        x = self.preprocess(image)
+        if not tta:
+            return _softmax(self._forward(x)[0])
+        batch = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
+        p = _softmax(self._forward(np.ascontiguousarray(batch)), axis=1)
+        return (p[0] + p[1][..., ::-1] + p[2][..., ::-1, :] + p[3][..., ::-1, ::-1]) / 4
+
+    # ---- photos -----------------------------------------------------------------------
+    def predict_photo(self, image: np.ndarray, name: str = "image", upsample: str = "nearest",
+                      tta: bool = False) -> PhotoPrediction:
+        """Whole-image model: the network on the photo, labels at the source size. ROI model:
+        stage 1 -> ``DiscCrop`` -> network -> labels pasted back (background outside the window)."""
+        h, w = image.shape[:2]
+        if self.roi is None:
+            return PhotoPrediction(labels_at_size(self.probabilities(image, tta), (w, h), upsample))
+        from gamma_kit.crop import DiscCrop
+
+        loc = locate(image, self.stage1, name)
+        fallback, centre, diameter = "", loc.xy, loc.diameter
+        if loc.source == "image-centre":
+            if self.stage1 is not None:
+                return PhotoPrediction(self.stage1.predict_labels(image, upsample=upsample), location=loc,
+                                       fallback="whole-image model")
+            fallback, centre = "image centre", (w / 2, h / 2)
+        side = self.roi.window_side(diameter)
+        crop = DiscCrop.around(centre, (w, h), self.roi.size, side=round(side))
+        prob = self.probabilities(crop.crop_image(image), tta)
+        ph, pw = prob.shape[1:]
+        if upsample == "nearest" and ph == pw:
+            grid = DiscCrop(crop.image_size, crop.x0, crop.y0, crop.side, ph)
+            crop_labels = prob.argmax(axis=0).astype(np.uint8)
+        else:
+            grid = DiscCrop(crop.image_size, crop.x0, crop.y0, crop.side, crop.side)
+            crop_labels = labels_at_size(prob, (crop.side, crop.side), upsample)
+
+        def paste(lab: np.ndarray) -> np.ndarray:
+            return grid.paste_labels(lab, background=BACKGROUND)
+
+        return PhotoPrediction(paste(crop_labels), grid, crop_labels, paste, loc, fallback, prob)
+
+    def predict_labels(self, image: np.ndarray, upsample: str = "nearest", tta: bool = False) -> np.ndarray:
+        """(H, W) uint8 labels at the source size (see ``labels_at_size`` for ``upsample``)."""
+        return self.predict_photo(image, upsample=upsample, tta=tta).labels
+
+    def predict(self, image: np.ndarray | str | os.PathLike, return_scores: bool = True, tta: bool = False) -> dict:
+        """PaddleX-2-style result: {"label_map": (H, W) uint8, "score_map": (H, W, C) float32 softmax}.
+        Two-stage models give the crop's soft-max pasted back (background 1 outside the window)."""
+        name = "image"
+        if not isinstance(image, np.ndarray):
+            name = Path(image).name
+            image = read_image(image)
+        h, w = image.shape[:2]
+        if self.roi is not None:
+            pred = self.predict_photo(image, name=name, tta=tta)
+            out = {"label_map": pred.labels}
+            if return_scores and pred.prob is not None:
+                from gamma_kit.crop import DiscCrop
+
+                side = pred.crop.side
+                win = cv2.resize(np.ascontiguousarray(pred.prob.transpose(1, 2, 0)), (side, side),
+                                 interpolation=cv2.INTER_LINEAR).reshape(side, side, -1).astype(np.float32)
+                full = DiscCrop(pred.crop.image_size, pred.crop.x0, pred.crop.y0, side, side)
+                score = full.paste_labels(win, background=0)
+                outside = full.paste_labels(np.zeros((side, side), np.uint8), background=1).astype(bool)
+                score[outside, BACKGROUND] = 1.0
+                out["score_map"] = score
+            elif return_scores:
+                out["score_map"] = _one_hot(pred.labels, self.num_classes)
+            return out
+        prob = self.probabilities(image, tta)
+        out = {"label_map": labels_at_size(prob, (w, h))}
+        if return_scores:
+            out["score_map"] = cv2.resize(np.ascontiguousarray(prob.transpose(1, 2, 0)), (w, h),
+                                          interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        return out
+
+
+ROI_NAME = "roi.json"
+
+
+def read_roi(model_dir: Path):
+    """``RoiSettings`` from ``roi.json`` in ``model_dir`` or its parent (a run folder), else None."""
+    import json
+
+    from gamma_kit.seg.prepare import RoiSettings
+
+    for p in (model_dir / ROI_NAME, model_dir.parent / ROI_NAME):
+        if p.is_file():
+            try:
+                return RoiSettings.from_json(json.loads(p.read_text()), str(p))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p}: not valid JSON ({exc})") from exc
+    return None
+
+
+def check_state_dict(state: dict, model, weights: Path, cfg_path: Path) -> None:
+    """Refuse weights that do not fit ``model``: missing parameters or other shapes (one line)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [(k, list(state[k].shape), list(own[k].shape)) for k in own
+             if k in state and list(state[k].shape) != list(own[k].shape)]
+    if missing or wrong:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} parameter(s) missing, e.g. {missing[:3]}")
+        if wrong:
+            k, got, want = wrong[0]
+            what.append(f"{len(wrong)} of another shape, e.g. {k} {got} (model needs {want})")
+        raise ValueError(f"{weights} does not match the model in {cfg_path}: {'; '.join(what)} "
+                         "(weights from another config?)")
+
+
+class SegPredictor(PredictorCore):
+    """A trained segmentation model (dynamic Paddle) plus its eval transforms.
+
+    ``predict_labels(image)`` -> (H, W) uint8 labels at the source size;
+    ``predict(image_or_path)`` -> {"label_map": (H, W) uint8, "score_map": (H, W, C) float32}.
+    With a ``roi`` (from ``roi.json``) it is the two-stage predictor (see ``PredictorCore``).
+    """
+
+    def __init__(self, model, transforms: list, num_classes: int, model_dir: Path | None = None, roi=None,
+                 stage1=None):
+        super().__init__(transforms, num_classes, roi, stage1)
+        self.model = model
+        self.model_dir = model_dir
+        self.model.eval()
+
+    @classmethod
+    def from_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> "SegPredictor":
+        import paddle
+        from paddleseg.cvlibs import SegBuilder
+
+        from gamma_kit.runtime import select_device
+        from gamma_kit.seg.training import load_config
+
+        d = resolve_model_dir(model_dir)
+        cfg_path = d / MODEL_CONFIG_NAME if (d / MODEL_CONFIG_NAME).is_file() else d.parent / MODEL_CONFIG_NAME
+        select_device(device)
+        cfg = load_config(cfg_path)
+        builder = SegBuilder(cfg)
+        model = builder.model
+        weights = d / WEIGHTS_NAME
+        if weights.stat().st_size == 0:
+            raise ValueError(f"{weights}: empty file (0 bytes; an interrupted save?): retrain or use another run")
+        try:
+            state = paddle.load(str(weights))
+        except Exception as exc:  # paddle raises several types for a corrupt file
+            raise ValueError(f"{weights}: cannot be loaded as Paddle weights (truncated or corrupt: "
+                             f"{type(exc).__name__})") from exc
+        if not isinstance(state, dict):
+            raise ValueError(f"{weights}: holds no parameter dictionary")
+        check_state_dict(state, model, weights, cfg_path)
+        model.set_state_dict(state)
+        num_classes = int(cfg.model_cfg.get("num_classes", 3))
+        return cls(model, eval_transforms(cfg, builder), num_classes, d, read_roi(d), stage1)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         import paddle
 
         with paddle.no_grad():
-            out = self.model(paddle.to_tensor(self.preprocess(image)))[0]
-        return out.numpy()[0]
-
-    def predict_labels(self, image: np.ndarray, upsample: str = "nearest") -> np.ndarray:
-        """(H, W) uint8 labels at the source size (see ``labels_at_size`` for ``upsample``)."""
-        return labels_at_size(self.logits(image), (image.shape[1], image.shape[0]), upsample)
-
-    def predict(self, image: np.ndarray | str | os.PathLike, return_scores: bool = True) -> dict:
-        """PaddleX-2-style result: {"label_map": (H, W) uint8, "score_map": (H, W, C) float32 softmax}."""
-        if not isinstance(image, np.ndarray):
-            image = read_image(image)
-        logits = self.logits(image)
-        h, w = image.shape[:2]
-        out = {"label_map": labels_at_size(logits, (w, h))}
-        if return_scores:
-            e = np.exp(logits - logits.max(axis=0, keepdims=True))
-            prob = (e / e.sum(axis=0, keepdims=True)).transpose(1, 2, 0)
-            out["score_map"] = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
-        return out
+            return self.model(paddle.to_tensor(x))[0].numpy()
 
 
 def eval_transforms(cfg, builder=None) -> list:
@@ -162,9 +400,13 @@ def eval_transforms(cfg, builder=None) -> list:
     return builder.val_transforms
 
 
-def load_model(model_dir: str | os.PathLike, device: str = "cpu") -> SegPredictor:
-    """Load a trained model directory (see ``resolve_model_dir``)."""
-    return SegPredictor.from_dir(model_dir, device=device)
+def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> SegPredictor:
+    """Load a trained model directory (see ``resolve_model_dir``). A model trained on
+    ``prepare --roi`` crops (``roi.json`` beside it) is two-stage; ``stage1`` (a whole-image
+    predictor or model directory) is then stage 1's learned model and the fallback."""
+    if stage1 is not None and not hasattr(stage1, "predict_labels"):
+        stage1 = SegPredictor.from_dir(stage1, device=device)
+    return SegPredictor.from_dir(model_dir, device=device, stage1=stage1)
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -176,31 +418,78 @@ def _largest_component(binary: np.ndarray) -> np.ndarray:
 
 
 def _fill_holes(binary: np.ndarray) -> np.ndarray:
-    """Fill the background regions not 4-connected to the image border.
+    """Fill the regions not 4-connected to the border (``scipy.ndimage.binary_fill_holes``)."""
+    from scipy import ndimage
 
-    A flood fill from outside a one-pixel frame; not ``cv2.connectedComponents(connectivity=4)``,
-    which crashes (SIGSEGV) on some small images in OpenCV 4.5.5, the version paddleseg pins.
-    """
-    padded = np.pad(binary.astype(np.uint8), 1)
-    mask = np.zeros((padded.shape[0] + 2, padded.shape[1] + 2), np.uint8)
-    cv2.floodFill(padded, mask, (0, 0), 2, flags=4)
-    return padded[1:-1, 1:-1] != 2
+    return ndimage.binary_fill_holes(binary)
 
 
-def postprocess_labels(labels: np.ndarray) -> np.ndarray:
-    """Keep the largest connected disc (with holes filled); keep the cup's largest component
-    inside the disc (holes filled). (H, W) labels 0/1/2 in and out."""
+def _ellipse(binary: np.ndarray) -> np.ndarray:
+    """The ellipse ``cv2.fitEllipse`` fits to the outline of ``binary`` (kept as is below 5 points)."""
+    contours, _ = cv2.findContours(binary.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return binary
+    pts = max(contours, key=len)
+    if len(pts) < 5:
+        return binary
+    out = np.zeros(binary.shape, np.uint8)
+    cv2.ellipse(out, cv2.fitEllipse(pts), 1, -1)
+    return out.astype(bool)
+
+
+POSTPROCESS_STEPS = ("largest", "cup_in_disc", "fill", "ellipse")
+DEFAULT_POSTPROCESS = ("largest", "cup_in_disc", "fill")
+
+
+def postprocess_labels(labels: np.ndarray, steps=DEFAULT_POSTPROCESS) -> np.ndarray:
+    """Clean a (H, W) 0/1/2 label map; ``steps`` any of:
+
+    - ``largest``: keep the largest connected disc (and the largest cup component);
+    - ``cup_in_disc``: drop cup pixels outside the disc;
+    - ``fill``: fill holes in the disc and in the cup;
+    - ``ellipse``: replace disc and cup by their fitted ellipses (cup clipped to the disc).
+
+    The cup is always part of the disc afterwards when ``cup_in_disc`` or ``ellipse`` is on."""
+    steps = tuple(steps)
+    unknown = sorted(set(steps) - set(POSTPROCESS_STEPS))
+    if unknown:
+        raise ValueError(f"unknown post-processing step(s) {unknown}; choose from {POSTPROCESS_STEPS}")
     labels = np.asarray(labels)
-    disc = _largest_component(labels <= RIM)
-    if not disc.any():
-        return np.full(labels.shape, BACKGROUND, np.uint8)
-    disc = _fill_holes(disc)
-    cup = _largest_component((labels == CUP) & disc)
-    cup = _fill_holes(cup) & disc if cup.any() else cup
+    disc = labels <= RIM
+    cup = labels == CUP
+    if "largest" in steps:
+        disc = _largest_component(disc)
+    if "fill" in steps:
+        disc = _fill_holes(disc)
+    if "ellipse" in steps and disc.any():
+        disc = _ellipse(disc)
+    if "cup_in_disc" in steps or "ellipse" in steps or "largest" in steps:
+        cup &= disc
+    if "largest" in steps:
+        cup = _largest_component(cup)
+    if "fill" in steps:
+        cup = _fill_holes(cup)
+    if "ellipse" in steps and cup.any():
+        cup = _ellipse(cup) & disc
     out = np.full(labels.shape, BACKGROUND, np.uint8)
     out[disc] = RIM
     out[cup] = CUP
     return out
+
+
+def parse_postprocess(text: str | bool | None) -> tuple[str, ...] | None:
+    """CLI value -> steps: None/""/"none" = off, "default"/True = ``DEFAULT_POSTPROCESS``,
+    else a comma list of ``POSTPROCESS_STEPS``."""
+    if text is None or text is False or text in ("", "none", "off"):
+        return None
+    if text is True or text == "default":
+        return DEFAULT_POSTPROCESS
+    steps = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    unknown = sorted(set(steps) - set(POSTPROCESS_STEPS))
+    if unknown:
+        raise ValueError(f"--postprocess: unknown step(s) {unknown}; choose from {', '.join(POSTPROCESS_STEPS)}, "
+                         "'default' or 'none'")
+    return steps
 
 
 # --------------------------------------------------------------------------- overlays
@@ -233,10 +522,15 @@ def find_gt_mask_dir(data_root: str | os.PathLike | None, split: str = "testing"
     return None
 
 
-def write_submission_zip(pred_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None) -> Path:
-    """Zip ``pred_dir`` (the ``Disc_Cup_Segmentations`` folder) with the folder name as the top entry."""
+def write_submission_zip(pred_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None,
+                         names: list[str] | None = None) -> Path:
+    """Zip ``pred_dir`` (the ``Disc_Cup_Segmentations`` folder) with the folder name as the top entry;
+    ``names`` (file names in it) restricts the zip to those files (this run's masks)."""
     pred_dir = Path(pred_dir)
-    files = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() == ".bmp")
+    if names is None:
+        files = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() == ".bmp")
+    else:
+        files = [pred_dir / n for n in sorted(names)]
     if not files:
         raise ValueError(f"{pred_dir}: no .bmp predictions to zip")
     zip_path = Path(zip_path) if zip_path else pred_dir.with_suffix(".zip")
@@ -247,9 +541,34 @@ def write_submission_zip(pred_dir: str | os.PathLike, zip_path: str | os.PathLik
     return atomic_write_bytes(zip_path, buf.getvalue())
 
 
+MANIFEST_NAME = "predict_manifest.json"
+STAGE1_REPORT = "stage1_report.json"
+
+
+def _prepare_out(out_dir: Path, pred_dir: Path) -> None:
+    """Remove the masks (and overlays) an earlier predict wrote here, as its manifest lists them;
+    refuse when other ``.bmp`` files are in the way (they would end up in the zip)."""
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.is_file():
+        try:
+            old = json.loads(manifest.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{manifest}: not valid JSON ({exc}); move the output folder aside") from exc
+        for rel in old.get("files", []):
+            f = out_dir / rel
+            if f.is_file() and out_dir.resolve() in f.resolve().parents:
+                f.unlink()
+    if pred_dir.is_dir():
+        foreign = sorted(p.name for p in pred_dir.iterdir() if p.suffix.lower() == ".bmp")
+        if foreign:
+            raise ValueError(f"{pred_dir} already holds {len(foreign)} .bmp file(s) this kit did not write "
+                             f"(e.g. {foreign[:3]}); they would go into the zip: choose an empty --out")
+
+
 @dataclass
 class PredictionRun:
-    """What ``predict_folder`` wrote and measured."""
+    """What ``predict_folder`` wrote and measured. ``stage1`` lists the photos where stage 1 was
+    unsure or found no disc (dicts: id, file, source, confidence, note, fallback)."""
 
     pred_dir: Path
     zip_path: Path
@@ -259,53 +578,103 @@ class PredictionRun:
     metrics: dict | None = None
     metrics_raw: dict | None = None
     overlays: list[Path] = field(default_factory=list)
+    stage1: list[dict] = field(default_factory=list)
+    stage1_report: Path | None = None
 
 
 def predict_folder(model, images: str | os.PathLike | dict[str, Path],
-                   out_dir: str | os.PathLike, postprocess: bool = False,
+                   out_dir: str | os.PathLike, postprocess=False,
                    gt_dir: str | os.PathLike | None = None, overlay_dir: str | os.PathLike | None = None,
-                   upsample: str = "nearest", progress: bool = True) -> PredictionRun:
+                   upsample: str = "nearest", progress: bool = True, tta: bool = False,
+                   inputs: tuple = (), log=print) -> PredictionRun:
     """Predict every image, write ``out_dir/Disc_Cup_Segmentations/<id>.bmp`` and the zip.
 
-    ``model`` is a model directory or anything with ``predict_labels(image)`` (``SegPredictor``,
-    ``export.StaticPredictor``). ``images`` is a folder or {id: path}. With ``gt_dir`` the run is scored with
-    ``gamma_kit.metrics.evaluate_seg``; when ``postprocess`` is on, ``metrics`` is the
-    post-processed score and ``metrics_raw`` the score without it, so its effect shows.
-    ``overlay_dir`` gets one PNG per image (prediction yellow, truth green). ``upsample``: see
-    ``labels_at_size`` (default nearest, as the original).
+    ``model`` is a model directory or anything with ``predict_photo``/``predict_labels``
+    (``SegPredictor``, ``export.StaticPredictor``); a two-stage (ROI) model locates, crops,
+    segments and pastes back. ``images`` is a folder or {id: path}. With ``gt_dir`` the run is
+    scored with ``gamma_kit.metrics.evaluate_seg``; with ``postprocess`` (True = the default
+    steps, or a tuple of ``POSTPROCESS_STEPS``) ``metrics`` is the post-processed score and
+    ``metrics_raw`` the score without it. ``tta``: flip test-time augmentation. ``overlay_dir``
+    gets one PNG per image (prediction yellow, truth green). ``inputs``: folders/files the output
+    must not be or lie inside.
+
+    The output folder keeps ``predict_manifest.json`` (the files this run wrote); a rerun removes
+    those first and refuses other ``.bmp`` files there, so the zip holds exactly this run's masks.
+    Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
+    a count) and listed in ``out_dir/stage1_report.json``.
     """
     from gamma_kit.metrics import evaluate_seg
+    from gamma_kit.safety import check_output_path
 
+    steps = parse_postprocess(postprocess)
+    out_dir = Path(out_dir)
+    check_output_path(out_dir, [*inputs, *(() if isinstance(images, dict) else (images,)), gt_dir],
+                      "output folder")
+    if overlay_dir is not None:
+        check_output_path(overlay_dir, [*inputs, gt_dir], "overlay folder")
     predictor = model if hasattr(model, "predict_labels") else load_model(model)
     files = images if isinstance(images, dict) else list_images(images)
-    pred_dir = Path(out_dir) / SUBMISSION_DIR
-    pred_dir.mkdir(parents=True, exist_ok=True)
+    pred_dir = out_dir / SUBMISSION_DIR
     gt_files = list_images(gt_dir, MASK_EXTS) if gt_dir is not None else {}
     missing = sorted(set(gt_files) - set(files))
     if missing:
         raise ValueError(f"{gt_dir}: ground truth for id(s) {missing[:10]} that have no image to predict")
-    masks, raw, overlays = {}, {}, []
+    _prepare_out(out_dir, pred_dir)
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    manifest = out_dir / MANIFEST_NAME
+
+    def save_manifest():
+        atomic_write_text(manifest, json.dumps({"files": written}, indent=1))
+
+    save_manifest()
+    pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
+    masks, raw, overlays, unsure = {}, {}, [], []
     t_total = t_model = 0.0
     for i, path in tqdm(files.items(), desc="predict", disable=not progress):
         t0 = time.perf_counter()
         image = read_image(path)
         t1 = time.perf_counter()
-        labels = predictor.predict_labels(image, upsample=upsample)
+        if hasattr(predictor, "predict_photo"):
+            photo = predictor.predict_photo(image, name=path.name, upsample=upsample, tta=tta)
+        else:
+            photo = PhotoPrediction(predictor.predict_labels(image, upsample=upsample))
+        labels = photo.finished(pp)
         t_model += time.perf_counter() - t1
-        raw[i] = labels_to_mask(labels)
-        masks[i] = labels_to_mask(postprocess_labels(labels)) if postprocess else raw[i]
+        loc = photo.location
+        if loc is not None and (loc.unsure or photo.fallback):
+            action = {"whole-image model": "used the whole-image model's segmentation",
+                      "image centre": "cropped at the image centre"}.get(photo.fallback,
+                                                                         "cropped at its best guess")
+            unsure.append({"id": i, "file": str(path), "source": loc.source, "confidence": float(loc.confidence),
+                           "note": loc.note, "fallback": photo.fallback or "none"})
+            what = "found no disc in" if loc.source == "image-centre" else "was unsure on"
+            log(f"stage 1 {what} {path.name} ({loc.note or loc.source}): {action}")
+        raw[i] = labels_to_mask(photo.labels)
+        masks[i] = labels_to_mask(labels)
         ok, bmp = cv2.imencode(".bmp", masks[i])
         atomic_write_bytes(pred_dir / f"{i}.bmp", bmp.tobytes())
+        written.append(f"{SUBMISSION_DIR}/{i}.bmp")
+        if len(written) % 20 == 0:
+            save_manifest()
         t_total += time.perf_counter() - t0
         if overlay_dir is not None:
             gt = read_mask(gt_files[i]) if i in gt_files else None
             overlays.append(write_image(Path(overlay_dir) / f"{i}.png", overlay(image, masks[i], gt)))
-    zip_path = write_submission_zip(pred_dir)
-    run = PredictionRun(pred_dir, zip_path, masks, t_total / len(files), t_model / len(files), overlays=overlays)
+    save_manifest()
+    zip_path = write_submission_zip(pred_dir, names=[Path(w).name for w in written])
+    run = PredictionRun(pred_dir, zip_path, masks, t_total / len(files), t_model / len(files), overlays=overlays,
+                        stage1=unsure)
+    if getattr(predictor, "roi", None) is not None:
+        run.stage1_report = atomic_write_text(out_dir / STAGE1_REPORT,
+                                              json.dumps({"count": len(unsure), "photos": unsure}, indent=1))
+        if unsure:
+            log(f"stage 1 unsure or without a disc on {len(unsure)} of {len(files)} photo(s); "
+                f"listed in {run.stage1_report}")
     if gt_files:
         gt = {i: read_mask(p, expected_size=masks[i].shape[::-1]) for i, p in gt_files.items()}
         run.metrics = evaluate_seg({i: masks[i] for i in gt}, gt)
-        run.metrics_raw = evaluate_seg({i: raw[i] for i in gt}, gt) if postprocess else run.metrics
+        run.metrics_raw = evaluate_seg({i: raw[i] for i in gt}, gt) if steps else run.metrics
     return run
 
 

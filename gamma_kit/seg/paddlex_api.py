@@ -192,15 +192,21 @@ class PaddleXModel:
     def net(self):
         return self._predictor.model
 
-    def predict(self, img: np.ndarray | str | os.PathLike, transforms=None) -> dict:
+    @property
+    def two_stage(self) -> bool:
+        """True for a model trained on ``prepare --roi`` crops (locate -> crop -> segment -> paste back)."""
+        return self._predictor.roi is not None
+
+    def predict(self, img: np.ndarray | str | os.PathLike, transforms=None, tta: bool = False) -> dict:
         """{"label_map": (H, W) uint8 labels 0/1/2 at the source size, "score_map": (H, W, C) float32}.
 
         ``img`` is an RGB uint8 array or an image path; a list gives a list of results.
-        ``transforms`` is ignored (the model's own eval transforms are used).
+        ``transforms`` is ignored (the model's own eval transforms are used). A two-stage model
+        locates the disc, segments the crop and pastes it back; ``tta`` (kit only) averages flips.
         """
         if isinstance(img, (list, tuple)):
-            return [self._predictor.predict(i) for i in img]
-        return self._predictor.predict(img)
+            return [self._predictor.predict(i, tta=tta) for i in img]
+        return self._predictor.predict(img, tta=tta)
 
 
 def _loss_config(use_mixed_loss) -> dict:
@@ -324,6 +330,9 @@ class UNet:
         return self.trained.predict(img, transforms)
 
 
-def load_model(model_dir: str | os.PathLike, device: str = "cpu") -> PaddleXModel:
-    """``paddlex.load_model(dir)``: a run folder (best_model/ or last_model/ inside) or a model folder."""
-    return PaddleXModel(_load_predictor(model_dir, device=device))
+def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> PaddleXModel:
+    """``paddlex.load_model(dir)``: a run folder (best_model/ or last_model/ inside) or a model folder.
+    A two-stage (ROI) model may take ``stage1`` (kit only): a whole-image model directory or model."""
+    if isinstance(stage1, PaddleXModel):
+        stage1 = stage1._predictor
+    return PaddleXModel(_load_predictor(model_dir, device=device, stage1=stage1))
