@@ -108,3 +108,70 @@ def test_configs_load_and_override(tmp_path):
         load_config(CPU_CONFIG, ["codec.decoder=soft"])
     with pytest.raises(FileNotFoundError, match="nope.yml"):
         load_config(tmp_path / "nope.yml")
+
+
+@pytest.mark.parametrize("p,shape", [(1, (2, 3, 7, 10)), (2, (2, 4, 13, 19)), (2, (1, 1, 6, 6)), (2, (1, 2, 4, 9))])
+def test_reflect_pad_matches_paddle_pad(p, shape):
+    import paddle.nn.functional as F
+
+    from gamma_kit.fovea.model import reflect_pad
+
+    rng = np.random.default_rng(p)
+    x0 = rng.normal(size=shape).astype(np.float32)
+    w = paddle.to_tensor(rng.normal(size=(shape[0], shape[1], shape[2] + 2 * p, shape[3] + 2 * p)).astype(np.float32))
+    got = []
+    for pad in (lambda x: F.pad(x, [p] * 4, mode="reflect"), lambda x: reflect_pad(x, p)):
+        x = paddle.to_tensor(x0, stop_gradient=False)
+        y = pad(x)
+        (y * w).sum().backward()
+        got.append((y.numpy(), x.grad.numpy()))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_allclose(got[0][1], got[1][1], rtol=1e-5, atol=1e-5)
+    with paddle.no_grad():   # the no-gradient path (inference, export) gives the same values
+        np.testing.assert_array_equal(reflect_pad(paddle.to_tensor(x0), p).numpy(), got[0][0])
+
+
+def _reference_unet(width: int, k: int):
+    """FoveaUNet written with Paddle's own reflect-padded conv and conv-after-upsample."""
+    import paddle.nn as nn
+    import paddle.nn.functional as F
+
+    from gamma_kit.fovea import model as M
+
+    class RefUp(M.UpSample):
+        def forward(self, x, skip):
+            return paddle.concat([self.layer(F.interpolate(x, size=skip.shape[2:], mode="nearest")), skip], axis=1)
+
+    conv, up = M._conv, M.UpSample
+    M._conv = lambda cin, cout, kk, stride=1: nn.Conv2D(cin, cout, kk, stride=stride, padding=(kk - 1) // 2,
+                                                        padding_mode="reflect", bias_attr=False)
+    M.UpSample = RefUp
+    try:
+        return M.FoveaUNet(width=width, kernel_size=k, dropout=0.0)
+    finally:
+        M._conv, M.UpSample = conv, up
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_fast_layers_give_the_reference_numbers(k):
+    """Same weights -> the same heatmap as Paddle's reflect conv and conv-after-upsample, and
+    the same gradients (train mode, dropout off so both see the same network)."""
+    ref, fast = _reference_unet(4, k), FoveaUNet(width=4, kernel_size=k, dropout=0.0)
+    assert list(ref.state_dict()) == list(fast.state_dict())
+    fast.set_state_dict(ref.state_dict())
+    x = paddle.to_tensor(np.random.default_rng(k).uniform(0, 255, (2, 3, 50, 76)).astype(np.float32))
+    for m in (ref, fast):
+        m.eval()
+    with paddle.no_grad():
+        np.testing.assert_allclose(fast(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-4)
+    grads = []
+    for m in (ref, fast):
+        m.train()
+        out = m(x)
+        (out * out).mean().backward()
+        grads.append({n: p.grad.numpy() for n, p in m.named_parameters() if p.grad is not None})
+    assert len(grads[0]) == len(grads[1]) > 40
+    scale = max(np.abs(g).max() for g in grads[0].values())
+    for name, g in grads[0].items():   # (biases before a BatchNorm have a gradient of 0 up to rounding)
+        np.testing.assert_allclose(grads[1][name], g, rtol=2e-3, atol=1e-3 * max(np.abs(g).max(), 1e-4 * scale),
+                                   err_msg=name)
