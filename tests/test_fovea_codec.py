@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gamma_kit.fovea.codec import HeatmapCodec, parabolic_kernel
+from gamma_kit.fovea.codec import ORIGINAL_CODEC, HeatmapCodec, parabolic_kernel
 
 
 def original_loop_decode(heatmap: np.ndarray, kernel_size: int) -> tuple[float, float]:
@@ -141,10 +141,11 @@ def test_loop_bounds_quirk(quarter):
 
 def test_empty_heatmap_policies():
     zero = np.zeros((100, 152), np.float32)
-    res = HeatmapCodec(scale=0.25).decode(zero)
+    res = HeatmapCodec(scale=0.25, on_empty="nan").decode(zero)
     assert res.empty[0] and np.isnan(res.xy).all()
-    res = HeatmapCodec(scale=0.25, on_empty="original").decode(zero)
-    assert res.empty[0] and tuple(res.xy[0]) == (96.0, 60.0)   # (384, 240) / 4
+    for codec in (HeatmapCodec(scale=0.25), HeatmapCodec(scale=0.25, on_empty="original")):  # default: original
+        res = codec.decode(zero)
+        assert res.empty[0] and tuple(res.xy[0]) == (96.0, 60.0)   # (384, 240) / 4
     res = HeatmapCodec(on_empty="original").decode(np.zeros((400, 608)))
     assert tuple(res.xy[0]) == (384.0, 240.0)
     weak = HeatmapCodec(scale=0.25).encode([50.0, 50.0]) * 0.005   # sum ~ 40 < 62.5
@@ -230,3 +231,25 @@ def test_plateau_maps_match_loop():
     for codec in (HeatmapCodec(scale=0.25), HeatmapCodec(scale=0.25, kernel_size=84)):
         for hm in _plateau_maps(codec, rng):
             assert tuple(codec.decode(hm).xy[0]) == original_loop_decode(hm, codec.kernel_size)
+
+
+def test_original_constants_have_one_source():
+    """codec.ORIGINAL_CODEC is the one copy: the codec's defaults, config.DEFAULTS and the
+    shipped original YAML (which restates it for readers) all agree with it, on_empty included."""
+    import inspect
+
+    import yaml
+
+    from gamma_kit.fovea.config import DEFAULTS, load_config
+    from gamma_kit.resources import config_path
+
+    assert DEFAULTS["codec"] == ORIGINAL_CODEC and ORIGINAL_CODEC["on_empty"] == "original"
+    defaults = {k: v.default for k, v in inspect.signature(HeatmapCodec).parameters.items()
+                if k in ORIGINAL_CODEC}
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()} == ORIGINAL_CODEC
+    assert HeatmapCodec().config() == HeatmapCodec(**ORIGINAL_CODEC).config()
+    path = config_path("fovea/unet_heatmap.yml")
+    restated = yaml.safe_load(path.read_text())["codec"]
+    assert restated == {k: ORIGINAL_CODEC[k] for k in restated}, path
+    assert load_config(path)["codec"] == ORIGINAL_CODEC
+    assert load_config(config_path("fovea/unet_heatmap_cpu.yml"))["codec"]["on_empty"] == "original"

@@ -26,9 +26,11 @@ Decoders
   parabola fit through the maximum and its neighbours in x and y.
 - ``argmax``: the first maximum sample.
 A heatmap whose sum is below ``empty_sum`` (original: 1000 at full scale, scaled by
-scale^2) is *empty*: by default the result is NaN with ``empty`` set; with
-``on_empty="original"`` the original fallback (384, 240) (full-scale ROI pixels)
-is returned instead.
+scale^2) is *empty* (``empty`` set): by default (``on_empty="original"``, as the
+original) its position is the original fallback (384, 240) (full-scale ROI pixels, times
+scale); with ``on_empty="nan"`` it is NaN.
+
+The original constants live here once (``ORIGINAL_*``, ``ORIGINAL_CODEC``).
 """
 from __future__ import annotations
 
@@ -50,16 +52,31 @@ except ImportError:  # pragma: no cover
     def _fast_len(n: int) -> int:
         return n
 
-__all__ = ["HeatmapCodec", "DecodeResult", "parabolic_kernel", "DECODERS", "EMPTY_POLICIES"]
+__all__ = ["HeatmapCodec", "DecodeResult", "parabolic_kernel", "DECODERS", "EMPTY_POLICIES", "ORIGINAL_CODEC",
+           "ORIGINAL_EMPTY_FALLBACK", "ORIGINAL_EMPTY_SUM"]
 
 DECODERS = ("dark_kernel", "dark_kernel_subpixel", "argmax")
 EMPTY_POLICIES = ("nan", "original")
 
-#: Original constants (SPEC 2), full-scale canonical pixels.
+#: The original recipe's constants (SPEC 2), full-scale canonical pixels. This is their one
+#: source: ``HeatmapCodec``'s defaults and ``config.DEFAULTS["codec"]`` (= ``ORIGINAL_CODEC``)
+#: use them; configs/fovea/unet_heatmap.yml restates them for readers (a test checks it).
 ORIGINAL_ROI_SIZE = (608, 400)
 ORIGINAL_ROI_CENTRE = (1140.0, 1040.0)
+ORIGINAL_RADIUS = 80
+ORIGINAL_PEAK = 10.0
+ORIGINAL_KERNEL_SIZE = 80          # test time (the original function's default was 112)
+ORIGINAL_SIGMA = 1.0
+ORIGINAL_STRIDE = 2
+ORIGINAL_DECODER = "dark_kernel"
+ORIGINAL_ON_EMPTY = "original"     # near-empty maps fall back to ORIGINAL_EMPTY_FALLBACK
 ORIGINAL_EMPTY_SUM = 1000.0
 ORIGINAL_EMPTY_FALLBACK = (384.0, 240.0)
+#: ``HeatmapCodec(**ORIGINAL_CODEC)`` is the original codec (YAML-friendly lists).
+ORIGINAL_CODEC = {"roi_size": list(ORIGINAL_ROI_SIZE), "roi_centre": list(ORIGINAL_ROI_CENTRE),
+                  "radius": ORIGINAL_RADIUS, "peak": ORIGINAL_PEAK, "kernel_size": ORIGINAL_KERNEL_SIZE,
+                  "scale": 1.0, "sigma": ORIGINAL_SIGMA, "stride": ORIGINAL_STRIDE,
+                  "decoder": ORIGINAL_DECODER, "on_empty": ORIGINAL_ON_EMPTY}
 #: Score differences below this fraction of sum|heatmap| / ks^2 (an upper bound of any
 #: score) are treated as float noise of the FFT correlation (its error is < 1e-13 of it).
 _TIE_RTOL = 1e-9
@@ -107,15 +124,16 @@ class HeatmapCodec:
         roi_centre: (x, y) centre of the ROI in the full-scale canonical frame.
         stride: dark-kernel search stride (original 2).
         decoder: one of ``DECODERS``.
-        on_empty: ``"nan"`` (explicit empty result) or ``"original"`` (fallback).
+        on_empty: ``"original"`` (the fallback (384, 240) x scale; default) or ``"nan"``
+            (an explicit empty result).
         empty_sum: heatmap sum below which a map is empty; default 1000 * scale^2.
     """
 
-    def __init__(self, roi_size: Sequence[int] = ORIGINAL_ROI_SIZE, radius: float = 80,
-                 peak: float = 10.0, kernel_size: int = 80, scale: float = 1.0,
-                 sigma: float = 1.0, roi_centre: Sequence[float] = ORIGINAL_ROI_CENTRE,
-                 stride: int = 2, decoder: str = "dark_kernel", on_empty: str = "nan",
-                 empty_sum: float | None = None) -> None:
+    def __init__(self, roi_size: Sequence[int] = ORIGINAL_ROI_SIZE, radius: float = ORIGINAL_RADIUS,
+                 peak: float = ORIGINAL_PEAK, kernel_size: int = ORIGINAL_KERNEL_SIZE, scale: float = 1.0,
+                 sigma: float = ORIGINAL_SIGMA, roi_centre: Sequence[float] = ORIGINAL_ROI_CENTRE,
+                 stride: int = ORIGINAL_STRIDE, decoder: str = ORIGINAL_DECODER,
+                 on_empty: str = ORIGINAL_ON_EMPTY, empty_sum: float | None = None) -> None:
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         if on_empty not in EMPTY_POLICIES:

@@ -1,7 +1,8 @@
 """Fovea run configuration: YAML files with ``_base_`` inheritance (PaddleSeg style),
 merged over ``DEFAULTS`` and overridden by ``section.key=value`` strings (CLI flags).
 
-Sections: ``codec`` (HeatmapCodec arguments; sizes in full-scale canonical pixels),
+Sections: ``codec`` (HeatmapCodec arguments; sizes in full-scale canonical pixels; the defaults are
+gamma_kit.fovea.codec.ORIGINAL_CODEC, the one copy of the original constants),
 ``model`` (FoveaUNet arguments), ``loss``, ``data`` (crop shift, caches), ``train``.
 Unknown keys raise ``ValueError`` naming the key and the allowed ones.
 """
@@ -13,19 +14,25 @@ from typing import Any, Iterable
 
 import yaml
 
+from gamma_kit.fovea.codec import ORIGINAL_CODEC
+
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config", "build_codec", "build_model",
            "model_signature"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "codec": {"roi_size": [608, 400], "roi_centre": [1140.0, 1040.0], "radius": 80, "peak": 10.0,
-              "kernel_size": 80, "scale": 1.0, "sigma": 1.0, "stride": 2, "decoder": "dark_kernel",
-              "on_empty": "original"},
+    "codec": copy.deepcopy(ORIGINAL_CODEC),      # the original constants live in codec.py only
     "model": {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2},
     "loss": {"variance_reward": 0.0005},
     "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024},
     "train": {"epochs": 200, "batch_size": 10, "lr": 5.0e-4, "weight_decay": 1.0e-3,
               "lr_schedule": "constant", "min_lr": 0.0, "seed": 1024, "amp": False, "device": "auto",
-              "n_folds": 5},
+              "n_folds": 5,
+              # validation AED every this many epochs (and always after the last one)
+              "val_every": 1,
+              # VisualDL logs (train loss, validation AED, lr) in the fold folder
+              "use_vdl": False,
+              # last.pdparams / last.pdopt every this many epochs (and always after the last one)
+              "checkpoint_every": 1},
 }
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -97,6 +104,12 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     cfg["name"] = name
     if cfg["train"]["lr_schedule"] not in LR_SCHEDULES:
         raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {cfg['train']['lr_schedule']!r}")
+    for key in ("val_every", "checkpoint_every", "epochs", "batch_size", "n_folds"):
+        v = cfg["train"][key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"train.{key} must be a positive integer, got {v!r}")
+    if not isinstance(cfg["train"]["use_vdl"], bool):
+        raise ValueError(f"train.use_vdl must be true or false, got {cfg['train']['use_vdl']!r}")
     build_codec(cfg)   # validates the codec section
     return cfg
 
