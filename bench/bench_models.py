@@ -29,10 +29,10 @@ import paddle  # noqa: E402
 
 from gamma_kit.data import list_images, load_fovea_split, read_image  # noqa: E402
 from gamma_kit.fovea.config import build_codec, build_model, dump_config, load_config  # noqa: E402
-from gamma_kit.fovea.dataset import crop  # noqa: E402
+from gamma_kit.fovea.dataset import CanonicalImage  # noqa: E402
+from gamma_kit.fovea.inference import locate  # noqa: E402
 from gamma_kit.fovea.loss import heatmap_loss  # noqa: E402
 from gamma_kit.fovea.model import count_parameters  # noqa: E402
-from gamma_kit.fovea.train import predict_heatmaps  # noqa: E402
 from gamma_kit.geometry import CanonicalFrame  # noqa: E402
 from originals import ORIGINAL_CROP, original_decode  # noqa: E402
 
@@ -149,10 +149,10 @@ def ensemble_measure(data: Path, c: dict, quick: bool) -> dict:
     def kit_one(path: Path) -> np.ndarray:
         image = read_image(path)
         frame = CanonicalFrame.from_image(image)             # eye side detected, not typed
-        canon = frame.warp_image(image, scale=cc.scale)
-        x = crop(canon, cc.roi_origin_px, cc.heatmap_size)[None]
-        xy = np.mean([cc.decode(predict_heatmaps(m, x, 1)).xy for m in models], axis=0)
-        return frame.to_image(cc.heatmap_to_canonical(xy))
+        canon = CanonicalImage(path.stem, path, (image.shape[1], image.shape[0]), frame, cc.scale,
+                               frame.warp_image(image, scale=cc.scale))
+        # the kit's one inference chain: ROI crop -> 5 heatmaps -> decode, average -> image
+        return locate(models, [canon], [cc] * len(models), batch_size=1).image_xy
 
     kit_one(paths[0])   # warm-up
     with RssPeak() as mem:

@@ -1,12 +1,14 @@
-"""Predict fovea positions for a folder of images with one or many fold checkpoints.
+"""Predict fovea positions for a folder of images with one or many fold checkpoints
+(or their static export, run by Paddle Inference).
 
 Each image goes to the canonical frame (eye side detected, or taken from an override
 file), its fixed-ROI crop goes through every model, and the heatmaps are decoded by
 the shared codec. Ensembles: ``coords`` (the original: decode each model, average the
 positions) or ``heatmap`` (average the heatmaps, decode once); ``flip`` adds
 horizontal-flip test-time augmentation. Positions go back to the original image with
-``CanonicalFrame.to_image``. Output: a CSV ``data,Fovea_X,Fovea_Y`` (original image
-pixels, x = column), scored with gamma_kit.metrics when ground truth is given.
+``CanonicalFrame.to_image``; the whole chain is gamma_kit.fovea.inference. Output: a CSV
+``data,Fovea_X,Fovea_Y`` (original image pixels, x = column), written atomically and never
+onto an input, scored with gamma_kit.metrics when ground truth is given.
 """
 from __future__ import annotations
 
@@ -20,13 +22,12 @@ import pandas as pd
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import atomic_write_text, list_images, read_fovea_gt, write_fovea_csv
 from gamma_kit.fovea.config import build_codec
-from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache, roi_crop
+from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
+from gamma_kit.fovea.inference import ENSEMBLES
 from gamma_kit.geometry import read_side_overrides
 from gamma_kit.metrics import evaluate_fovea
 
 __all__ = ["ENSEMBLES", "find_checkpoints", "predict", "check_gt_inside"]
-
-ENSEMBLES = ("coords", "heatmap")
 
 
 def find_checkpoints(paths: Sequence[str | Path], which: str = "best") -> list[Path]:
@@ -56,37 +57,70 @@ def check_gt_inside(gt: pd.DataFrame, sizes: dict[str, tuple[int, int]], name: s
         raise ValueError(f"{name}: ground-truth fovea outside the image for {len(bad)} id(s): {bad[:5]}")
 
 
-def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_csv: str | Path,
+def _check_outputs(out_csv: Path, figures_dir: str | Path | None, inputs: list) -> None:
+    """Refuse outputs that are, or lie inside, an input, or cannot be written, before any work."""
+    from gamma_kit.safety import check_output_path
+
+    if out_csv.is_dir():
+        raise ValueError(f"--out {out_csv} is a folder: give the CSV file to write")
+    check_output_path(out_csv, inputs, "--out")
+    if out_csv.suffix.lower() != ".csv":
+        raise ValueError(f"--out {out_csv}: the submission is a .csv file (columns data,Fovea_X,Fovea_Y); "
+                         "were --out and --gt swapped?")
+    check_output_path(_scores_path(out_csv), inputs, "scores file")
+    if figures_dir is not None:
+        check_output_path(figures_dir, inputs, "--figures")
+
+
+def _scores_path(out_csv: Path) -> Path:
+    return out_csv.with_name(out_csv.stem + "_scores.json")
+
+
+def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict, out_csv: str | Path,
             ensemble: str = "coords", flip: bool = False, side_overrides: str | Path | None = None,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
             cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True,
-            cache: CanonicalCache | None = None) -> dict:
+            cache: CanonicalCache | None = None, exported: str | Path | None = None,
+            batch_size: int = 8) -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
-    ``amp``: float16 autocast on a GPU (ignored on the CPU). ``cache``: a
-    :class:`CanonicalCache` at the checkpoints' scale to share decoded images with the
-    caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
+    Models: ``checkpoints`` (dynamic, see :func:`find_checkpoints`) or ``exported`` (a folder
+    written by gamma_kit.fovea.export, run by Paddle Inference); not both.
+    ``amp``: float16 autocast on a GPU (ignored on the CPU and for exported models).
+    ``cache``: a :class:`CanonicalCache` at the models' scale to share decoded images with
+    the caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
+    Before any work, outputs that are or lie inside an input (images, ``gt``, checkpoints,
+    export, side overrides) or cannot be written are refused (ValueError).
     Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None}``;
     scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
     """
     from tqdm import tqdm
 
-    from gamma_kit.fovea.train import load_checkpoint, predict_heatmaps
+    from gamma_kit.fovea.inference import check_same_geometry, image_to_heatmap, load_checkpoint, locate
     from gamma_kit.runtime import select_device
 
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    if (exported is None) == (not checkpoints):
+        raise ValueError("give either checkpoints or an exported model folder (--checkpoints or --exported)")
+    out_csv = Path(out_csv)
+    files = find_checkpoints(checkpoints) if exported is None else []
+    paths = list_images(images) if not isinstance(images, dict) else dict(images)
+    image_inputs = [images] if not isinstance(images, dict) else list(paths.values())
+    _check_outputs(out_csv, figures_dir, [*image_inputs, gt, side_overrides, exported,
+                                          *(checkpoints or []), *files])
+    gt_df = read_fovea_gt(gt) if gt is not None else None     # a broken GT fails before the work
     dev = select_device(device)
     amp = bool(amp) and dev.startswith("gpu")   # float16 autocast only helps (and works) on a GPU
-    files = find_checkpoints(checkpoints)
-    models, cfgs = zip(*(load_checkpoint(f) for f in files))
+    if exported is not None:
+        from gamma_kit.fovea.export import load_exported
+
+        models, cfgs, files = load_exported(exported, device="gpu" if dev.startswith("gpu") else "cpu")
+        amp = False
+    else:
+        models, cfgs = zip(*(load_checkpoint(f) for f in files))
     codecs = [build_codec(c) for c in cfgs]
-    ref = codecs[0]
-    for f, c in zip(files, codecs):
-        if (c.scale, c.heatmap_size, c.roi_origin_px) != (ref.scale, ref.heatmap_size, ref.roi_origin_px):
-            raise ValueError(f"checkpoint {f} works at scale {c.scale} / ROI {c.heatmap_size} but {files[0]} at "
-                             f"{ref.scale} / {ref.heatmap_size}: ensemble checkpoints of one config")
-    paths = list_images(images) if not isinstance(images, dict) else dict(images)
+    ref = check_same_geometry(files, codecs)
     if cache is None:
         overrides = read_side_overrides(side_overrides) if side_overrides else {}
         cache = CanonicalCache(ref.scale, cache_dir, overrides)
@@ -104,51 +138,32 @@ def predict(checkpoints: Sequence[str | Path], images: str | Path | dict, out_cs
         raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
                          f"{SIDE_OVERRIDE_HINT}")
     ids = list(canon)
-    crops = np.stack([roi_crop(canon[i], ref) for i in ids])
-    maps = [predict_heatmaps(m, crops, batch_size=8, amp=amp, flip=flip) for m in models]
-    if ensemble == "heatmap":
-        res = ref.decode(np.mean(maps, axis=0))
-        xy, empty = res.xy, res.empty
-    else:
-        decoded = [c.decode(h) for c, h in zip(codecs, maps)]
-        # empty maps are NaN under on_empty="nan": average the models that found the fovea
-        stack = np.stack([d.xy for d in decoded])
-        empty = np.all([d.empty for d in decoded], axis=0)
-        with np.errstate(invalid="ignore"):
-            xy = np.nanmean(stack, axis=0) if np.isnan(stack).any() else stack.mean(axis=0)
-    if np.isnan(xy).any():   # every model empty and on_empty="nan": use the original fallback
-        from gamma_kit.fovea.codec import ORIGINAL_EMPTY_FALLBACK
-
-        xy = np.where(np.isnan(xy), np.asarray(ORIGINAL_EMPTY_FALLBACK) * ref.scale, xy)
-    canon_xy = ref.heatmap_to_canonical(xy)
-    pred = np.stack([canon[i].frame.to_image(p[None])[0] for i, p in zip(ids, canon_xy)])
-    pred_df = pd.DataFrame(pred, columns=["Fovea_X", "Fovea_Y"], index=pd.Index(ids, name="data"))
+    found = locate(list(models), [canon[i] for i in ids], codecs, ensemble=ensemble, flip=flip, amp=amp,
+                   batch_size=batch_size, fill_empty=True)
+    pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
     out = {"predictions": pred_df, "n_models": len(models), "device": dev,
-           "empty": [i for i, e in zip(ids, empty) if e], "scores": None}
-    gt_df = None
-    if gt is not None:
-        gt_df = read_fovea_gt(gt)
+           "empty": [i for i, e in zip(ids, found.empty) if e], "scores": None}
+    if gt_df is not None:
         sizes = {i: canon[i].size for i in ids}
         check_gt_inside(gt_df, sizes, str(gt))
         scores = evaluate_fovea(pred_df.loc[[i for i in ids if i in gt_df.index]], gt_df, sizes)
         out["scores"] = scores
-        atomic_write_text(Path(out_csv).with_name(Path(out_csv).stem + "_scores.json"), json.dumps(
+        atomic_write_text(_scores_path(out_csv), json.dumps(
             {"aed": scores["aed"], "score": scores["score"], "n": scores["n"],
              "per_image": scores["per_image"]["ed"].to_dict()}, indent=1))
     if figures_dir is not None:
         from gamma_kit.fovea.figures import plot_fovea_distribution, plot_heatmap_examples
 
         fig_dir = Path(figures_dir)
-        mean_map = np.mean(maps, axis=0)
-        true_xy = None
+        true_xy, true_canon = None, None
         if gt_df is not None:
-            true_xy = {i: ref.canonical_to_heatmap(canon[i].frame.to_canonical(
-                gt_df.loc[[i], ["Fovea_X", "Fovea_Y"]].to_numpy()))[0] for i in ids if i in gt_df.index}
-        plot_heatmap_examples(fig_dir / "heatmaps.png", ids, crops, mean_map, xy, true_xy)
-        plot_fovea_distribution(fig_dir / "fovea_canonical.png", canon_xy,
-                                None if gt_df is None else np.stack(
-                                    [canon[i].frame.to_canonical(gt_df.loc[[i], ["Fovea_X", "Fovea_Y"]]
-                                                                 .to_numpy())[0] for i in ids if i in gt_df.index]),
-                                ref)
+            known = [i for i in ids if i in gt_df.index]
+            gt_img = gt_df.loc[known, ["Fovea_X", "Fovea_Y"]].to_numpy(float)
+            true_xy = dict(zip(known, image_to_heatmap(ref, gt_img, [canon[i].frame for i in known])))
+            true_canon = np.stack([canon[i].frame.to_canonical(p[None])[0] for i, p in zip(known, gt_img)]) \
+                if known else np.zeros((0, 2))
+        plot_heatmap_examples(fig_dir / "heatmaps.png", ids, found.crops, np.mean(found.maps, axis=0),
+                              found.heatmap_xy, true_xy)
+        plot_fovea_distribution(fig_dir / "fovea_canonical.png", found.canonical_xy, true_canon, ref)
     return out
