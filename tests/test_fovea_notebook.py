@@ -26,3 +26,10 @@ def test_notebook_runs_on_tiny_synthetic_data(tmp_path, monkeypatch):
     assert len(sub.read_text().splitlines()) == 3
     assert (tmp_path / "work" / "figures" / "training_curves.png").is_file()
     assert (tmp_path / "work" / "runs" / "unet_heatmap_cpu" / "fold2" / "best.pdparams").is_file()
+    # the static export run by Paddle Inference gives the dynamic models' positions
+    import pandas as pd
+
+    static = pd.read_csv(tmp_path / "work" / "submission_fovea_exported.csv", dtype={"data": str})
+    dynamic = pd.read_csv(sub, dtype={"data": str})
+    assert list(static["data"]) == list(dynamic["data"])
+    assert (static[["Fovea_X", "Fovea_Y"]] - dynamic[["Fovea_X", "Fovea_Y"]]).abs().max().max() < 1e-6

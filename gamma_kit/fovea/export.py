@@ -1,0 +1,203 @@
+"""Static export of fovea fold models and a Paddle Inference predictor for them.
+
+``export_static(run, out)`` writes, for every ``fold*/best.pdparams`` of a run folder (or
+``last``, or one fold folder / checkpoint file)::
+
+    out/export.json               # manifest, written last: models, their files and byte sizes
+    out/fold<k>/model.json        # static graph (Paddle 3.x; older Paddle: model.pdmodel)
+    out/fold<k>/model.pdiparams   # weights
+    out/fold<k>/config.yml        # the checkpoint's config: codec (ROI, scale, decoder) and model
+
+Input of each static model: (N, 3, h, w) float32 raw 0-255 RGB fixed-ROI crops at the
+codec's scale (N free); output (N, 1, h, w) heatmaps. Every file is written to a temporary
+name, fsynced and renamed (gamma_kit.safety), so an interrupted export leaves no manifest
+and is refused as a whole.
+
+``load_exported(out)`` checks the manifest and every file (missing, or not the size the
+export wrote: one line naming the file) and returns one :class:`ExportedModel` per fold.
+They run through ``paddle.inference``; on the CPU with oneDNN disabled (Paddle 3.3.1's
+CPU predictor raises NotImplementedError with it on; SPEC 4), as the segmentation
+predictor does. ``predict(..., exported=out)`` uses them through the same inference chain
+as the dynamic models (gamma_kit.fovea.inference), so positions agree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+import gamma_kit  # noqa: F401  (threads before paddle)
+from gamma_kit.data import atomic_write_text
+
+__all__ = ["MANIFEST_NAME", "export_static", "ExportedModel", "load_exported", "add_export_cli"]
+
+MANIFEST_NAME = "export.json"
+MODEL_PREFIX = "model"
+CONFIG_NAME = "config.yml"
+FORMAT = 1
+
+
+def _model_name(path: Path, k: int, taken: set[str]) -> str:
+    name = path.parent.name if path.parent.name.startswith("fold") else f"model{k}"
+    return name if name not in taken else f"{name}_{k}"
+
+
+def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+                  which: str = "best") -> Path:
+    """Export every fold model of ``checkpoints`` (run folder(s), fold folder(s) or
+    ``.pdparams`` files; ``which`` = best / last for folders) to ``out_dir``; returns it.
+
+    ``out_dir`` must not be, or lie inside, an input, and must be new or empty
+    (FileExistsError otherwise: an earlier export is never overwritten).
+    """
+    import paddle
+
+    from gamma_kit.fovea.config import build_codec, dump_config
+    from gamma_kit.fovea.inference import load_checkpoint
+    from gamma_kit.fovea.predict import find_checkpoints
+    from gamma_kit.safety import check_output_path, deferred_interrupts, fsync_replace
+
+    sources = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
+    files = find_checkpoints(sources, which)
+    out = check_output_path(out_dir, [*sources, *files], "export folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"export folder {out_dir} exists and is not empty: choose a new folder "
+                              "(an earlier export is never overwritten)")
+    loaded = [load_checkpoint(f) for f in files]       # every checkpoint checked before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    entries, taken = [], set()
+    for k, (f, (model, cfg)) in enumerate(zip(files, loaded), 1):
+        codec = build_codec(cfg)
+        name = _model_name(f, k, taken)
+        taken.add(name)
+        model.eval()
+        spec = [paddle.static.InputSpec([None, 3, codec.height, codec.width], "float32", "x")]
+        static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+        dest = out / name
+        dest.mkdir()
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.", suffix=".tmp"))
+        try:
+            with deferred_interrupts():
+                paddle.jit.save(static, str(tmp / MODEL_PREFIX))
+                (tmp / CONFIG_NAME).write_text(dump_config(cfg))
+                sizes = {}
+                for p in sorted(tmp.iterdir()):
+                    sizes[p.name] = p.stat().st_size
+                    fsync_replace(p, dest / p.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        entries.append({"name": name, "source": str(f), "files": sizes,
+                        "input_shape": [None, 3, codec.height, codec.width], "config": cfg["name"]})
+    atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": FORMAT, "kind": "gamma_kit.fovea",
+                                                       "models": entries}, indent=1))
+    return out
+
+
+class ExportedModel:
+    """One exported fold model run by ``paddle.inference``.
+
+    ``predict_heatmaps(crops (N, 3, h, w) float32, batch_size, flip)`` -> (N, h, w) float32,
+    as gamma_kit.fovea.inference.predict_heatmaps does for a dynamic model.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", cpu_threads: int | None = None) -> None:
+        import paddle.inference as paddle_infer
+
+        d = Path(model_dir)
+        params = d / f"{MODEL_PREFIX}.pdiparams"
+        graph = next((d / f"{MODEL_PREFIX}{s}" for s in (".json", ".pdmodel") if (d / f"{MODEL_PREFIX}{s}").is_file()),
+                     None)
+        if graph is None or not params.is_file():
+            raise FileNotFoundError(f"{d}: no exported model ({MODEL_PREFIX}.json or .pdmodel, plus .pdiparams)")
+        config = paddle_infer.Config(str(graph), str(params))
+        if device.startswith("gpu"):
+            config.enable_use_gpu(256, int(device.split(":")[1]) if ":" in device else 0)
+        else:
+            config.disable_gpu()
+            config.disable_mkldnn()
+            config.set_cpu_math_library_num_threads(cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
+        config.disable_glog_info()
+        try:
+            self.predictor = paddle_infer.create_predictor(config)
+        except Exception as err:
+            raise ValueError(f"{graph}: Paddle Inference cannot load this exported model "
+                             f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})") from None
+        self.path = d
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
+        self.predictor.run()
+        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()[:, 0]
+
+    def predict_heatmaps(self, crops: np.ndarray, batch_size: int = 8, flip: bool = False) -> np.ndarray:
+        """Heatmaps (N, h, w) float32; ``flip`` averages with the mirrored map of the mirrored crop."""
+        crops = np.asarray(crops, dtype=np.float32)
+        out = []
+        for s in range(0, len(crops), batch_size):
+            x = crops[s:s + batch_size]
+            y = self._run(x).astype(np.float32)
+            if flip:
+                y = np.float32(0.5) * (y + self._run(x[..., ::-1])[..., ::-1])
+            out.append(y)
+        return np.concatenate(out) if out else np.zeros((0,) + crops.shape[2:], np.float32)
+
+
+def load_exported(export_dir: str | os.PathLike, device: str = "cpu") -> tuple[list[ExportedModel], list[dict],
+                                                                                 list[Path]]:
+    """Models, configs and model folders of an export folder, after checking the manifest
+    and that every file it lists is there with the size the export wrote."""
+    from gamma_kit.fovea.config import load_config
+
+    d = Path(export_dir)
+    manifest = d / MANIFEST_NAME
+    if not d.is_dir():
+        raise FileNotFoundError(f"export folder not found: {d}")
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} not found: not a finished fovea export (run "
+                                "python -m gamma_kit.fovea export --checkpoints RUN --out DIR)")
+    try:
+        info = json.loads(manifest.read_text())
+        entries = info["models"]
+        assert isinstance(entries, list) and entries
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise ValueError(f"{manifest}: broken export manifest (expected JSON with a non-empty 'models' list)") \
+            from None
+    models, cfgs, dirs = [], [], []
+    for e in entries:
+        md = d / str(e.get("name", ""))
+        for fname, size in (e.get("files") or {}).items():
+            p = md / fname
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: missing from the export (listed in {manifest}); export again")
+            if p.stat().st_size != int(size):
+                raise ValueError(f"{p} is {p.stat().st_size} bytes, the export wrote {size} "
+                                 "(truncated or replaced?); export again")
+        if not (md / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{md / CONFIG_NAME}: missing from the export; export again")
+        cfgs.append(load_config(md / CONFIG_NAME))
+        models.append(ExportedModel(md, device=device))
+        dirs.append(md)
+    return models, cfgs, dirs
+
+
+def add_export_cli(subparsers) -> None:
+    """Add the ``export`` command to the fovea CLI's subparsers (``args.run(args)`` runs it)."""
+    p = subparsers.add_parser("export", help="static export of fold checkpoints for Paddle Inference")
+    p.add_argument("--checkpoints", nargs="+", required=True, help="run folder(s), fold folder(s) or .pdparams")
+    p.add_argument("--out", required=True, help="new (or empty) folder for the exported models")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of each fold folder")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    out = export_static(args.checkpoints, args.out, which=args.which)
+    n = len(json.loads((out / MANIFEST_NAME).read_text())["models"])
+    print(f"exported {n} model(s) to {out} (predict with: python -m gamma_kit.fovea predict --exported {out} ...)")
+    return 0
