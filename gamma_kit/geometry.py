@@ -35,7 +35,8 @@ import pandas as pd
 
 __all__ = [
     "CANONICAL_SIZE", "GAMMA_WIDE_SIZE", "GAMMA_WIDE_OFFSET", "CANONICAL_FOV_CENTRE", "CANONICAL_FOV_RADIUS",
-    "FieldOfView", "DiscSide", "detect_fov", "detect_disc_side", "read_side_overrides", "CanonicalFrame",
+    "FieldOfView", "DiscSide", "DiscEstimate", "detect_fov", "find_disc", "detect_disc_side", "read_side_overrides",
+    "CanonicalFrame",
 ]
 
 CANONICAL_SIZE = (1956, 1934)          # (w, h) of the original frame; also the square-ish GAMMA camera
@@ -44,7 +45,16 @@ GAMMA_WIDE_OFFSET = (518, 33)          # the original's crop of the wide camera 
 CANONICAL_FOV_CENTRE = (CANONICAL_SIZE[0] / 2, CANONICAL_SIZE[1] / 2)
 CANONICAL_FOV_RADIUS = CANONICAL_SIZE[1] / 2   # the FOV nearly fills the 1956 x 1934 frame
 DETECT_WIDTH = 512                     # detection runs on a copy this wide
-VESSEL_WEIGHT = 0.5                    # weight of vertical-vessel density against brightness
+VESSEL_WEIGHT = 0.5                    # weight of vertical-vessel density against brightness (disc score)
+BLUE_WEIGHT = 0.5                      # weight of disc-sized blue (pale disc vs yellow exudates) in the score
+NOMINAL_DISC_RADIUS = 0.15             # disc radius / FOV radius assumed by the detector (IDRiD: median 0.145)
+DISC_RADIUS_PRIOR = (0.12, 0.22)       # disc radius / FOV radius: the range the diameter estimate is held to
+SEARCH_RADIUS = 0.92                   # disc centres are searched within this many FOV radii of its centre
+MIN_DISC_COVER = 0.6                   # ... and where at least this share of a nominal disc lies in the field
+SPOT_SIZE = 0.05                       # bright spots up to this many FOV radii are removed before the vessel map
+N_EDGE_ANGLES = 72                     # rays for the disc outline
+EDGE_TOLERANCE = 0.3                   # an edge point this far (relative) from the median radius is an outlier
+MAX_OUTLINE_SHIFT = 0.5                # the outline fit may move the centre by at most this many radii
 MIN_SIDE_CONFIDENCE = 0.12             # |disc_x - fov_cx| / radius below this: side undecided
 SIDES = ("left", "right")
 
@@ -96,15 +106,8 @@ def _fov_mask(small: np.ndarray) -> np.ndarray:
     return labels == largest
 
 
-def detect_fov(image: np.ndarray) -> FieldOfView:
-    """Locate the circular field of view of an RGB fundus image (pixels of ``image``).
-
-    The radius is half the widest row of the field; the centre is the middle of the
-    widest rows, so a field clipped at the top and bottom (as in many cameras) is
-    measured correctly. An image with no dark surround gets the inscribed circle.
-    """
-    small, f = _small(image)
-    mask = _fov_mask(small)
+def _fov_in_small(mask: np.ndarray) -> tuple[float, float, float]:
+    """(cx, cy, radius) of the field in the pixels of ``mask`` (see ``detect_fov``)."""
     h, w = mask.shape
     widths = mask.sum(axis=1)
     if widths.max() < 0.2 * w:
@@ -114,44 +117,171 @@ def detect_fov(image: np.ndarray) -> FieldOfView:
     cols = np.flatnonzero(mask[rows].any(axis=0))
     cx = (cols.min() + cols.max() + 1) / 2
     radius = (cols.max() + 1 - cols.min()) / 2
+    return cx, cy, radius
+
+
+def detect_fov(image: np.ndarray) -> FieldOfView:
+    """Locate the circular field of view of an RGB fundus image (pixels of ``image``).
+
+    The radius is half the widest row of the field; the centre is the middle of the
+    widest rows, so a field clipped at the top and bottom (as in many cameras) is
+    measured correctly. An image with no dark surround gets the inscribed circle.
+    Raises ``ValueError`` when there is no field (a black image).
+    """
+    small, f = _small(image)
+    cx, cy, radius = _fov_in_small(_fov_mask(small))
     return FieldOfView(cx / f, cy / f, radius / f)
 
 
-def detect_disc_side(image: np.ndarray, fov: FieldOfView | None = None) -> DiscSide:
-    """Detect the optic disc as the bright, disc-sized blob crossed by vertical vessels.
+# ---- optic disc: the one classical detector (disc side here, DiscLocation in gamma_kit.disc) ----
 
-    Works on a copy ``DETECT_WIDTH`` wide. Two maps, each standardised inside the field:
-    brightness as a band-pass (disc-sized blur minus a wide blur, which removes the
-    illumination fall-off), and the density of vertical vessel edges (green-channel black
-    top-hat, then horizontal gradient), which is highest where the arcades leave the disc.
-    The vessel term keeps large bright exudate clusters near the macula, which carry no
-    vessels, from beating the disc (it fixed the one IDRiD miss of brightness alone).
-    Returns the side and a confidence; the caller decides what confidence is enough
-    (``MIN_SIDE_CONFIDENCE``).
+@dataclass(frozen=True)
+class DiscEstimate:
+    """The classical detector's answer, in image px.
+
+    ``margin``: disc score of the winner minus that of the best candidate at least one
+    nominal disc diameter away (standardised units; 0 = a tie, above ~3 = clear).
+    ``edge_fraction``: share of the ``N_EDGE_ANGLES`` rays from the centre whose
+    steepest brightness drop agrees with the fitted disc outline (0..1).
+    ``runner_up_xy``: that second candidate (None when there is none).
     """
-    fov = fov or detect_fov(image)
-    small, f = _small(image)
-    r = fov.radius * f
-    cx, cy = fov.cx * f, fov.cy * f
-    field = _fov_mask(small)
-    lum = small.astype(np.float32) @ np.float32([0.5, 0.4, 0.1])   # the disc is bright in red and green
-    disc_sigma = 0.05 * r
-    bright = cv2.GaussianBlur(lum, (0, 0), disc_sigma) - cv2.GaussianBlur(lum, (0, 0), 4 * disc_sigma)
+
+    xy: tuple[float, float]
+    diameter: float
+    margin: float
+    edge_fraction: float
+    runner_up_xy: tuple[float, float] | None
+
+
+def _disc_mean(a: np.ndarray, weight: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``a`` over a disc of ``radius`` px around every pixel, counting only pixels where
+    ``weight`` is 1 (normalised convolution: the black outside of the field does not darken the
+    rim of the field). Also returns the covered share of the disc (0..1). Shapes as ``a``."""
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * max(1, int(radius)) + 1,) * 2).astype(np.float32)
+    num = cv2.filter2D(a * weight, -1, k, borderType=cv2.BORDER_CONSTANT)
+    den = cv2.filter2D(weight, -1, k, borderType=cv2.BORDER_CONSTANT)
+    return num / np.maximum(den, 1e-3), den / k.sum()
+
+
+def _disc_outline(clean: np.ndarray, xy: tuple[float, float], r: float) -> tuple[tuple[float, float], float, float]:
+    """Refine a disc centre from its outline: along each of ``N_EDGE_ANGLES`` rays the steepest
+    drop of the vessel-free brightness ``clean`` between the prior radii, then a least-squares
+    circle through the consistent edge points. Returns (centre, radius, edge fraction) in the
+    px of ``clean``; the radius is clipped to ``DISC_RADIUS_PRIOR`` x FOV radius ``r``."""
+    lo_r, hi_r = DISC_RADIUS_PRIOR[0] * r, DISC_RADIUS_PRIOR[1] * r
+    rmax = 1.2 * hi_r
+    n_rad = max(8, int(round(rmax)))
+    polar = cv2.warpPolar(clean, (n_rad, N_EDGE_ANGLES), xy, rmax, cv2.INTER_LINEAR + cv2.WARP_POLAR_LINEAR)
+    step = np.diff(polar, axis=1)                                    # (angles, radii - 1), per px outward
+    lo, hi = int(lo_r * n_rad / rmax), max(int(lo_r * n_rad / rmax) + 1, int(np.ceil(hi_r * n_rad / rmax)))
+    band = step[:, lo:hi]
+    rad = (lo + np.argmin(band, axis=1) + 0.5) * rmax / n_rad   # a step lies between two samples
+    strength = -band.min(axis=1)
+    keep = strength > np.median(strength)                            # the stronger half of the rays
+    med = float(np.median(rad[keep]))
+    keep &= np.abs(rad - med) < EDGE_TOLERANCE * med
+    if keep.sum() < 0.25 * N_EDGE_ANGLES:
+        return xy, float(np.clip(med, lo_r, hi_r)), float(np.mean(np.abs(rad - med) < EDGE_TOLERANCE * med))
+    ang = np.arange(N_EDGE_ANGLES) * (2 * np.pi / N_EDGE_ANGLES)
+    px, py = xy[0] + rad[keep] * np.cos(ang[keep]), xy[1] + rad[keep] * np.sin(ang[keep])
+    a = np.stack([2 * px, 2 * py, np.ones_like(px)], axis=1)
+    (ux, uy, c), *_ = np.linalg.lstsq(a, px ** 2 + py ** 2, rcond=None)   # Kasa circle fit
+    radius = float(np.sqrt(max(c + ux ** 2 + uy ** 2, 0.0)))
+    if math.hypot(ux - xy[0], uy - xy[1]) > MAX_OUTLINE_SHIFT * med or not lo_r <= radius <= hi_r:
+        agree = np.abs(rad - med) < EDGE_TOLERANCE * med             # an implausible fit: keep the peak
+        return xy, float(np.clip(med, lo_r, hi_r)), float(agree.mean())
+    ray_end = np.hypot(xy[0] + rad * np.cos(ang) - ux, xy[1] + rad * np.sin(ang) - uy)
+    return (float(ux), float(uy)), radius, float(np.mean(np.abs(ray_end - radius) < EDGE_TOLERANCE * radius))
+
+
+def _disc_score(small: np.ndarray, field: np.ndarray, fov_small: tuple[float, float, float]
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The disc score map of ``find_disc`` on ``small`` (h, w, 3) with field mask ``field`` and FOV
+    (cx, cy, r) in its px. Returns (score (h, w), -inf outside the search region; the
+    standardised parts {"bright", "vessels", "blue"}; the vessel-free brightness; the search mask)."""
+    cx, cy, r = fov_small
+    weight = cv2.erode(field.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    rgb = small.astype(np.float32)
+    r0 = NOMINAL_DISC_RADIUS * r
     vessel_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.05 * r) | 1,) * 2)
-    vessels = cv2.morphologyEx(small[..., 1], cv2.MORPH_BLACKHAT, vessel_kernel).astype(np.float32)
-    vertical = np.abs(cv2.Sobel(vessels, cv2.CV_32F, 1, 0, ksize=3))
-    rim_free = cv2.erode(field.astype(np.uint8), np.ones((max(1, int(0.08 * r)),) * 2, np.uint8)).astype(bool)
-    vertical = cv2.GaussianBlur(np.where(rim_free, vertical, 0), (0, 0), disc_sigma)
-    yy, xx = np.ogrid[: lum.shape[0], : lum.shape[1]]
-    inside = ((xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= (0.85 * r) ** 2) & field
+    clean = cv2.morphologyEx(rgb @ np.float32([0.5, 0.4, 0.1]), cv2.MORPH_CLOSE, vessel_kernel)
+    inner, cover = _disc_mean(clean, weight, r0)
+    outer, _ = _disc_mean(clean, weight, 2 * r0)
+    bright = inner - (4 * outer - inner) / 3                         # disc minus the ring out to 2 r0
+    spot_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(SPOT_SIZE * r) | 1,) * 2)
+    green = cv2.morphologyEx(small[..., 1], cv2.MORPH_OPEN, spot_kernel)   # small bright spots (exudates) out,
+    vessels = cv2.morphologyEx(green, cv2.MORPH_BLACKHAT, vessel_kernel).astype(np.float32)  # or their gaps
+    vertical = np.abs(cv2.Sobel(vessels, cv2.CV_32F, 1, 0, ksize=3))                     # look like vessels
+    vertical = cv2.GaussianBlur(vertical * weight, (0, 0), 0.05 * r) / \
+        np.maximum(cv2.GaussianBlur(weight, (0, 0), 0.05 * r), 1e-3)
+    blue, _ = _disc_mean(cv2.morphologyEx(rgb[..., 2], cv2.MORPH_CLOSE, vessel_kernel), weight, r0)
+    yy, xx = np.ogrid[: field.shape[0], : field.shape[1]]
+    dist2 = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2
+    inside = (dist2 <= (SEARCH_RADIUS * r) ** 2) & field & (cover > MIN_DISC_COVER)
+    if not inside.any():
+        raise ValueError("no field of view found: the image is (nearly) black")
 
     def standardise(a: np.ndarray) -> np.ndarray:
         v = a[inside]
         return (a - v.mean()) / (v.std() + 1e-6)
 
-    score = np.where(inside, standardise(bright) + VESSEL_WEIGHT * standardise(vertical), -np.inf)
+    parts = {"bright": standardise(bright), "vessels": standardise(vertical), "blue": standardise(blue)}
+    score = np.where(inside, parts["bright"] + VESSEL_WEIGHT * parts["vessels"] + BLUE_WEIGHT * parts["blue"],
+                     -np.inf)
+    return score, parts, clean, inside
+
+
+def find_disc(image: np.ndarray, fov: FieldOfView | None = None) -> DiscEstimate:
+    """Find the optic disc of an RGB fundus photo (H, W, 3) classically: centre, diameter, evidence.
+
+    Works on a copy ``DETECT_WIDTH`` wide; the disc radius is taken as ``NOMINAL_DISC_RADIUS`` x
+    the FOV radius. Three maps, each a mean over a disc of that radius (inside the field only,
+    so the dim rim and the black surround do not matter) and standardised inside the field:
+
+    - brightness (0.5 R + 0.4 G + 0.1 B, vessels closed away) minus its surround out to twice
+      the radius: a disc-sized bright blob;
+    - vertical vessel edges (green black top-hat, horizontal gradient), densest where the
+      arcades leave the disc;
+    - blue, vessels closed away: the disc is pale (whitish), yellow exudates and the orange
+      retina absorb blue. This term keeps large exudate clusters from winning (IDRiD_033).
+
+    The score is brightness + ``VESSEL_WEIGHT`` x vessels + ``BLUE_WEIGHT`` x blue; its best
+    local maximum is the disc. The centre then moves to the brightest blob position near it
+    (the vessel term leans towards the arcades), and to the centre of a circle fitted to the
+    disc outline (``_disc_outline``), which also gives the diameter.
+    Raises ``ValueError`` when there is no field of view (black image).
+    """
+    small, f = _small(image)
+    field = _fov_mask(small)
+    if fov is None:
+        cx, cy, r = _fov_in_small(field)
+    else:
+        cx, cy, r = fov.cx * f, fov.cy * f, fov.radius * f
+    score, parts, clean, inside = _disc_score(small, field, (cx, cy, r))
+    r0 = NOMINAL_DISC_RADIUS * r
+    yy, xx = np.ogrid[: field.shape[0], : field.shape[1]]
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
-    disc_x, disc_y = (x + 0.5) / f, (y + 0.5) / f
+    dist2_peak = (xx - x) ** 2 + (yy - y) ** 2
+    rivals = np.where(dist2_peak > (2 * r0) ** 2, score, -np.inf)      # one nominal diameter away or more
+    if np.isfinite(rivals).any():
+        ry, rx = np.unravel_index(int(np.argmax(rivals)), rivals.shape)
+        margin, runner_up = float(score[y, x] - rivals[ry, rx]), ((rx + 0.5) / f, (ry + 0.5) / f)
+    else:
+        margin, runner_up = float("inf"), None
+    near = np.where((dist2_peak <= (0.5 * r0) ** 2) & inside, parts["bright"], -np.inf)
+    y, x = np.unravel_index(int(np.argmax(near)), near.shape)
+    (ux, uy), radius, edges = _disc_outline(clean, (x + 0.5, y + 0.5), r)
+    return DiscEstimate((ux / f, uy / f), 2 * radius / f, margin, edges, runner_up)
+
+
+def detect_disc_side(image: np.ndarray, fov: FieldOfView | None = None) -> DiscSide:
+    """Which side the optic disc is on, from the disc that ``find_disc`` finds.
+
+    Returns the side and a confidence (horizontal distance from the FOV centre in FOV
+    radii); the caller decides what confidence is enough (``MIN_SIDE_CONFIDENCE``).
+    """
+    fov = fov or detect_fov(image)
+    disc_x, disc_y = find_disc(image, fov).xy
     side = "left" if disc_x < fov.cx else "right"
     return DiscSide(side, float(abs(disc_x - fov.cx) / fov.radius), (float(disc_x), float(disc_y)))
 
