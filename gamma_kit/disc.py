@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gamma_kit.geometry import DISC_RADIUS_PRIOR, NOMINAL_DISC_RADIUS, FieldOfView, detect_fov, find_disc
+from gamma_kit.geometry import DISC_RADIUS_PRIOR, NOMINAL_DISC_RADIUS, FieldOfView, find_disc
 
 __all__ = ["DiscLocation", "locate_disc", "classical_confidence", "SOURCES", "SURE_MARGIN", "SURE_EDGES",
            "MIN_CONFIDENCE", "MIN_MODEL_DOMINANCE", "MODEL_SIZE_TOLERANCE"]
@@ -113,8 +113,8 @@ def locate_disc(image: np.ndarray, fov: FieldOfView | None = None, model=None, n
     h, w = image.shape[:2]
     classical, why_not = None, ""
     try:
-        fov = fov or detect_fov(image)
         classical = find_disc(image, fov)
+        fov = classical.fov
     except ValueError as e:                                 # a black photo: no field of view
         why_not = str(e)
     fov_r = fov.radius if fov is not None else min(h, w) / 2
@@ -124,8 +124,8 @@ def locate_disc(image: np.ndarray, fov: FieldOfView | None = None, model=None, n
         c_conf = classical_confidence(classical.margin, classical.edge_fraction)
         c_loc = DiscLocation(classical.xy, classical.diameter, c_conf, "classical", c_conf < MIN_CONFIDENCE,
                              "" if c_conf >= MIN_CONFIDENCE else
-                             f"{name}: optic disc found at {_fmt(classical.xy)} but unsure (confidence "
-                             f"{c_conf:.2f}; a rival candidate at {_fmt(classical.runner_up_xy or classical.xy)})")
+                             f"{name}: no clear optic disc (best candidate at {_fmt(classical.xy)}, confidence "
+                             f"{c_conf:.2f}; a rival at {_fmt(classical.runner_up_xy or classical.xy)})")
     if found is None:
         if classical is not None:
             if model is None:

@@ -144,6 +144,7 @@ class DiscEstimate:
     ``edge_fraction``: share of the ``N_EDGE_ANGLES`` rays from the centre whose
     steepest brightness drop agrees with the fitted disc outline (0..1).
     ``runner_up_xy``: that second candidate (None when there is none).
+    ``fov``: the field of view used (the one given, or the one detected on the way).
     """
 
     xy: tuple[float, float]
@@ -151,6 +152,7 @@ class DiscEstimate:
     margin: float
     edge_fraction: float
     runner_up_xy: tuple[float, float] | None
+    fov: FieldOfView
 
 
 def _disc_mean(a: np.ndarray, weight: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +257,7 @@ def find_disc(image: np.ndarray, fov: FieldOfView | None = None) -> DiscEstimate
     field = _fov_mask(small)
     if fov is None:
         cx, cy, r = _fov_in_small(field)
+        fov = FieldOfView(cx / f, cy / f, r / f)
     else:
         cx, cy, r = fov.cx * f, fov.cy * f, fov.radius * f
     score, parts, clean, inside = _disc_score(small, field, (cx, cy, r))
@@ -271,7 +274,7 @@ def find_disc(image: np.ndarray, fov: FieldOfView | None = None) -> DiscEstimate
     near = np.where((dist2_peak <= (0.5 * r0) ** 2) & inside, parts["bright"], -np.inf)
     y, x = np.unravel_index(int(np.argmax(near)), near.shape)
     (ux, uy), radius, edges = _disc_outline(clean, (x + 0.5, y + 0.5), r)
-    return DiscEstimate((ux / f, uy / f), 2 * radius / f, margin, edges, runner_up)
+    return DiscEstimate((ux / f, uy / f), 2 * radius / f, margin, edges, runner_up, fov)
 
 
 def detect_disc_side(image: np.ndarray, fov: FieldOfView | None = None) -> DiscSide:

@@ -88,6 +88,15 @@ def test_black_photo_falls_back_to_the_centre_and_names_it():
     assert "blank.jpg" in loc.note and "image centre" in loc.note
 
 
+def test_field_without_a_disc_is_unsure():
+    img = drawn_fundus(disc_r=0)
+    img[..., :] = np.where(img.max(axis=2, keepdims=True) > 0, np.uint8(RETINA), 0)   # no disc, no vessels
+    noise = np.random.default_rng(0).normal(0, 3, img.shape) * (img > 0)
+    loc = locate_disc(np.clip(img + noise, 0, 255).astype(np.uint8), name="flat.png")
+    assert loc.source == "classical" and loc.unsure and loc.confidence < MIN_CONFIDENCE
+    assert "flat.png: no clear optic disc" in loc.note
+
+
 class StubModel:
     """predict_labels returns a fixed label map (0 cup, 1 rim, 2 background)."""
 

@@ -6,7 +6,7 @@ import pytest
 
 from gamma_kit.data import read_image
 from gamma_kit.geometry import (CANONICAL_SIZE, GAMMA_WIDE_SIZE, CanonicalFrame, FieldOfView, detect_disc_side,
-                                detect_fov, read_side_overrides)
+                                detect_fov, find_disc, read_side_overrides)
 
 GAMMA_SIZES = [CANONICAL_SIZE, GAMMA_WIDE_SIZE]
 
@@ -95,6 +95,26 @@ def test_disc_side_on_drawn_image(side):
     det = detect_disc_side(_fundus(1200, 800, 600, 400, 420, disc))
     assert det.side == side and det.confidence > 0.5
     assert abs(det.disc_xy[0] - disc[0]) < 25 and abs(det.disc_xy[1] - disc[1]) < 25
+
+
+@pytest.mark.parametrize("disc", [(300, 420), (900, 380)])
+def test_find_disc_centre_diameter_and_side_share_one_detector(disc):
+    img = _fundus(1200, 800, 600, 400, 420, disc)
+    fov = detect_fov(img)
+    est = find_disc(img, fov)
+    radius = int(0.16 * 420)                            # as drawn by _fundus
+    assert np.hypot(est.xy[0] - disc[0] - 0.5, est.xy[1] - disc[1] - 0.5) < 0.25 * radius
+    assert est.diameter == pytest.approx(2 * radius, rel=0.15)
+    assert est.margin > 3 and est.edge_fraction > 0.8
+    assert detect_disc_side(img, fov).disc_xy == est.xy
+
+
+def test_find_disc_keeps_the_diameter_inside_the_prior():
+    """A huge bright disc (0.4 FOV radii): the diameter is held to 0.22 FOV radii x 2."""
+    img = _fundus(1200, 800, 600, 400, 420, (300, 420))
+    cv2.circle(img, (300, 420), int(0.4 * 420), (250, 200, 120), -1)
+    est = find_disc(img)
+    assert est.diameter <= 2 * 0.22 * 420 * 1.01
 
 
 def test_other_size_maps_fov_to_canonical_and_back():
