@@ -122,3 +122,31 @@ def test_patch_skipped_when_bug_absent(monkeypatch):
     finally:
         if was:
             patch.fix()
+
+
+@pytest.mark.parametrize("without", ["train_log_0d_loss"], indirect=True)
+def test_train_probe_is_single_process_under_the_launcher(without, monkeypatch):
+    """Under paddle.distributed.launch (rank 1 of 2 here) the probe still sees the bug and neither
+    initialises fleet nor shards its tiny data set; PaddleSeg's core.train does that later."""
+    import paddle.distributed.fleet as fleet
+
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    monkeypatch.setenv("PADDLE_RANK_IN_NODE", "1")
+    assert paddle.distributed.ParallelEnv().nranks == 2
+
+    def no_fleet(*args, **kwargs):
+        raise AssertionError("the probe initialised fleet")
+
+    monkeypatch.setattr(fleet, "init", no_fleet)
+    assert without.probe()
+    mod = importlib.import_module("paddleseg.core.train")
+    assert mod.paddle is paddle          # the stand-in is gone after the probe
+
+
+def test_prepare_paddleseg_registers_kit_models():
+    from paddleseg.cvlibs import manager
+
+    applied = compat.prepare_paddleseg()
+    assert set(applied) == set(compat.PATCHES)
+    assert "LiteUNet" in manager.MODELS.components_dict

@@ -18,7 +18,12 @@ path through it (``SegBuilder`` + ``core.train`` / ``core.evaluate``, ``DiceLoss
 Each patch has a probe that runs the original code on tiny tensors and reports whether
 the bug shows; ``apply_compat()`` applies only the patches whose bug is present, so it
 is a no-op on a fixed PaddleSeg. It is idempotent; the probes run once per process (about a second, most of it
-Paddle warming up).
+Paddle warming up). The training probe runs as a single process even under
+``paddle.distributed.launch`` (it must not initialise fleet before PaddleSeg's ``core.train`` does).
+
+``prepare_paddleseg()`` is what ``tools/*.py`` call before PaddleSeg's own calls: the
+patches, the kit's models registered in PaddleSeg's manager, and the one NumPy
+deprecation warning patch 1 causes at every log step silenced.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import contextlib
 import importlib
 import io
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +41,7 @@ import gamma_kit  # noqa: F401  (thread settings before paddle)
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["Patch", "PATCHES", "apply_compat"]
+__all__ = ["Patch", "PATCHES", "apply_compat", "prepare_paddleseg"]
 
 
 def _train_module():
@@ -85,21 +91,52 @@ class _NoSleepTime:
         return None
 
 
+class _OneRank:
+    nranks = 1
+    local_rank = 0
+    rank = 0
+    world_size = 1
+
+
+class _Proxy:
+    """Attribute access falls through to ``real``; attributes set on the proxy win."""
+
+    def __init__(self, real, **overrides):
+        self._real = real
+        self.__dict__.update(overrides)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _single_process_paddle(real):
+    """Stand-in for ``paddle`` inside core.train during the probe: ``ParallelEnv()`` says one process
+    and the batch sampler does not shard, so a probe under ``paddle.distributed.launch`` neither
+    initialises fleet nor wraps the tiny model for data parallelism, and logs as rank 0 (where the
+    bug shows)."""
+    def sampler(dataset, **kwargs):
+        return real.io.DistributedBatchSampler(dataset, num_replicas=1, rank=0, **kwargs)
+
+    return _Proxy(real, distributed=_Proxy(real.distributed, ParallelEnv=_OneRank),
+                  io=_Proxy(real.io, DistributedBatchSampler=sampler))
+
+
 def _run_one_train_iteration() -> None:
-    """Run PaddleSeg's ``core.train`` for one logged iteration on a 1x1-conv model."""
+    """Run PaddleSeg's ``core.train`` for one logged iteration on a 1x1-conv model (one process)."""
     from paddleseg.models.losses import DiceLoss
 
     mod = _train_module()
     model = _TinyModel()
     opt = paddle.optimizer.SGD(learning_rate=0.0, parameters=model.parameters())
-    real_time = mod.time
+    real_time, real_paddle = mod.time, mod.paddle
     mod.time = _NoSleepTime(real_time)
+    mod.paddle = _single_process_paddle(real_paddle)
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             mod.train(model, _TinyDataset(), optimizer=opt, save_dir=tmp, iters=1, batch_size=1,
                       save_interval=10, log_iters=1, losses={"types": [DiceLoss()], "coef": [1]})
     finally:
-        mod.time = real_time
+        mod.time, mod.paddle = real_time, real_paddle
 
 
 def _probe_train_log() -> bool:
@@ -324,3 +361,18 @@ def apply_compat(names: tuple[str, ...] | None = None) -> dict[str, bool]:
     if unknown:
         raise KeyError(f"unknown compat patch(es) {sorted(unknown)}; known: {sorted(PATCHES)}")
     return {name: PATCHES[name].apply() for name in chosen}
+
+
+def prepare_paddleseg() -> dict[str, bool]:
+    """Make PaddleSeg's own calls work with the kit: what ``tools/*.py`` run first.
+
+    Applies the needed patches (``apply_compat``), registers the kit's models (``LiteUNet``) in
+    PaddleSeg's model manager so YAML ``model.type`` finds them, and silences NumPy's
+    "Conversion of an array with ndim > 0 to a scalar" DeprecationWarning, which patch 1's
+    shape-[1] losses raise at every log step of ``core.train`` (harmless under numpy<2).
+    Returns {patch name: applied}.
+    """
+    import gamma_kit.seg.models  # noqa: F401  (registers the kit's models)
+
+    warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0 to a scalar", DeprecationWarning)
+    return apply_compat()
