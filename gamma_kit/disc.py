@@ -133,11 +133,9 @@ def locate_disc(image: np.ndarray, fov: FieldOfView | None = None, model=None, n
             return DiscLocation(c_loc.xy, c_loc.diameter, c_loc.confidence, "classical", True,
                                 f"{name}: the model found no disc; using the classical detector at {_fmt(c_loc.xy)}")
         centre = (fov.cx, fov.cy) if fov is not None else (w / 2, h / 2)
-        reason = why_not or "no disc"
+        reason = (why_not or "no disc") + ("; the model found none" if model is not None else "")
         return DiscLocation((float(centre[0]), float(centre[1])), 2 * NOMINAL_DISC_RADIUS * fov_r, 0.0,
-                            "image-centre", True,
-                            f"{name}: no optic disc found ({reason}{'; the model found none' if model else ''}); "
-                            "using the image centre")
+                            "image-centre", True, f"{name}: no optic disc found ({reason}); using the image centre")
 
     m_xy, m_diam, dominance = found
     lo = 2 * DISC_RADIUS_PRIOR[0] * fov_r * MODEL_SIZE_TOLERANCE[0]
