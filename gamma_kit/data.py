@@ -203,7 +203,7 @@ def _decode(path: Path, flags: int) -> np.ndarray:
         end = jpeg_end(data)
         if end is None:
             # OpenCV's memory source pads a cut stream with grey without a word; we refuse it.
-            raise ValueError(f"{path}: JPEG is truncated (the data stops before the end-of-image marker)")
+            raise ValueError(f"{path}: JPEG is truncated or damaged (the data stops before the end-of-image marker)")
         data = data[:end]
     warnings_seen: list[str] = []
     if data.size == 0:
@@ -641,12 +641,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and
     ``os.replace``: readers see the old file or the new one. An ``OSError`` (full disk,
     read-only folder) is re-raised naming ``path``, and no temporary file is left."""
-    from gamma_kit.safety import fsync_replace, with_path
+    from gamma_kit.safety import fsync_replace, make_parent, with_path
 
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -122,8 +122,8 @@ def select_device(device: str = "auto") -> str:
     return chosen
 
 
-_ERRNO_HINTS = {_errno.ENOSPC: "the disk is full", _errno.EROFS: "the file system is read-only",
-                _errno.EACCES: "permission denied", _errno.EDQUOT: "disk quota exceeded"}
+# strerror already says "Read-only file system" / "Permission denied"; these two need a plain word
+_ERRNO_HINTS = {_errno.ENOSPC: "the disk is full", _errno.EDQUOT: "the disk quota is used up"}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -131,7 +131,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         path = exc.filename if exc.filename is not None else None
         hint = _ERRNO_HINTS.get(exc.errno)
-        reason = exc.strerror + (f" ({hint})" if hint and hint.lower() != exc.strerror.lower() else "")
+        reason = exc.strerror + (f" ({hint})" if hint else "")
         text = f"{path}: {reason}" if path is not None else reason
     else:
         text = str(exc) or type(exc).__name__

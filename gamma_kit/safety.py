@@ -16,6 +16,7 @@ not at all, and Ctrl-C / SIGTERM never leave half a file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_paddle", "fsync_replace",
-           "deferred_interrupts", "with_path"]
+           "deferred_interrupts", "with_path", "make_parent"]
 
 
 class Interrupted(Exception):
@@ -37,6 +38,18 @@ def with_path(exc: OSError, path: str | os.PathLike) -> OSError:
     if exc.errno is None:
         return OSError(f"{path}: {exc}")
     return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
+
+
+def make_parent(path: str | os.PathLike) -> None:
+    """Create the folder of ``path`` (and its parents); an existing *file* on the way is a
+    ``NotADirectoryError`` naming it, not Python's bare "File exists"."""
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        blocker = next((a for a in (parent, *parent.parents) if a.exists() and not a.is_dir()), parent)
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot create a folder here: {blocker} is a file",
+                                 os.fspath(path)) from None
 
 
 def _real(p: str | os.PathLike) -> Path:
@@ -103,7 +116,7 @@ def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         with deferred_interrupts():

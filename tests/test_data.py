@@ -1,11 +1,17 @@
-"""Data layer: layouts, readers, and every bad input named in the foundation issue."""
+"""Data layer: layouts, readers, and every bad input named in the foundation issue and issue 10."""
+import io
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from gamma_kit.data import (IMAGE_DIR, find_task_dir, list_images, load_fovea_split, load_seg_split,
-                            present_values, read_fovea_gt, read_image, read_mask, resolve_data_root,
-                            unexpected_mask_values, write_fovea_csv, write_image)
+from gamma_kit.data import (IMAGE_DIR, MIN_FUNDUS_SIDE, DataWarning, _normalise_ids, atomic_write_text,
+                            check_fundus_image, check_mask_values, find_fovea_gt, find_mask_dir, find_task_dir,
+                            image_size, jpeg_end, list_images, load_fovea_split, load_seg_split,
+                            match_gt_to_images, present_values, read_fovea_gt, read_image, read_mask,
+                            resolve_data_root, sniff_format, unexpected_mask_values, write_fovea_csv, write_image)
 
 
 def _layout(root, n=3, mask_dir="Disc_Cup_Mask", mask_ext=".bmp"):
@@ -161,3 +167,252 @@ def test_present_values_known_answers():
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, (300, 200), dtype=np.uint8)
     np.testing.assert_array_equal(present_values(big), np.unique(big))
+
+
+# --------------------------------------------------------------------------- issue 10: images by content
+def _photo(h=300, w=400, seed=0):
+    """A smooth fundus-like RGB image: a bright disc of texture on a black surround."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), np.uint8), (0, 0), 6)
+    img = cv2.normalize(img, None, 60, 220, cv2.NORM_MINMAX)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img[(xx - w / 2) ** 2 + (yy - h / 2) ** 2 > (0.48 * min(h, w)) ** 2] = 0
+    return img
+
+
+def _jpeg_bytes(img, **kw):
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.99])
+def test_jpeg_cut_mid_stream_is_truncated(tmp_path, cut):
+    good = _jpeg_bytes(_photo())
+    p = tmp_path / "cut.jpg"
+    p.write_bytes(good[: int(len(good) * cut)])
+    with pytest.raises(ValueError, match="cut.jpg: JPEG is truncated or damaged"):
+        read_image(p)
+
+
+@pytest.mark.parametrize("damage", ["random", "zeros", "cut out", "repeated"])
+def test_jpeg_corrupt_in_the_middle_is_refused(tmp_path, damage, capfd):
+    # JPEG has no checksum: damage that still decodes to valid codes cannot be seen by any decoder
+    # (200 zero bytes in this smooth scan are such a case); these four are what libjpeg reports.
+    good = _jpeg_bytes(_photo())
+    mid = len(good) // 2
+    bad = {"random": good[:mid] + np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+           + good[mid + 200:], "zeros": good[:mid] + b"\0" * 2000 + good[mid + 2000:],
+           "cut out": good[:mid] + good[mid + 1000:], "repeated": good[:mid] + good[mid - 3000:]}[damage]
+    p = tmp_path / "bad.jpg"
+    p.write_bytes(bad)
+    with pytest.raises(ValueError, match=r"bad.jpg: JPEG data is corrupt \(libjpeg: Corrupt JPEG data"):
+        read_image(p)
+    assert "Corrupt JPEG" not in capfd.readouterr().err        # libjpeg's own line is swallowed
+
+
+def test_progressive_and_restart_jpegs_and_exif_thumbnail_read(tmp_path):
+    from PIL import Image
+
+    img = _photo()
+    for name, flags in (("prog.jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), ("rst.jpg", [cv2.IMWRITE_JPEG_RST_INTERVAL, 2])):
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90, *flags])
+        (tmp_path / name).write_bytes(buf.tobytes())
+        assert read_image(tmp_path / name).shape == img.shape
+    # a camera file: an APP1 block holding a complete thumbnail JPEG (with its own end marker)
+    # before the scan; cut mid-scan it is still truncated, whole it reads
+    thumb = io.BytesIO()
+    Image.fromarray(img[::10, ::10]).save(thumb, "JPEG")
+    body = _jpeg_bytes(img)
+    app1 = b"Exif\0\0" + thumb.getvalue()
+    cam = body[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + body[2:]
+    (tmp_path / "cam.jpg").write_bytes(cam)
+    assert read_image(tmp_path / "cam.jpg").shape == img.shape
+    (tmp_path / "cam_cut.jpg").write_bytes(cam[: len(cam) - len(body) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        read_image(tmp_path / "cam_cut.jpg")
+
+
+def test_png_named_jpg_and_trailing_bytes_are_accepted(tmp_path):
+    img = _photo()
+    png = tmp_path / "0001.jpg"
+    png.write_bytes(cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes())
+    np.testing.assert_array_equal(read_image(png), img)                 # lossless: exactly the pixels
+    tail = tmp_path / "0002.jpg"
+    tail.write_bytes(_jpeg_bytes(img) + b"\xff\xda trailing bytes of some camera" * 20)
+    ref = tmp_path / "ref.jpg"
+    ref.write_bytes(_jpeg_bytes(img))
+    np.testing.assert_array_equal(read_image(tail), read_image(ref))
+    assert sniff_format(png.read_bytes()) == "png" and sniff_format(tail.read_bytes()) == "jpeg"
+
+
+def test_jpeg_end_known_offsets():
+    data = _jpeg_bytes(_photo(64, 64))
+    arr = np.frombuffer(data, np.uint8)
+    assert jpeg_end(arr) == len(data)
+    assert jpeg_end(np.frombuffer(data + b"\0" * 7, np.uint8)) == len(data)
+    assert jpeg_end(arr[:-1]) is None and jpeg_end(arr[: len(data) // 2]) is None
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_same_for_pixels_and_size(tmp_path, orientation):
+    from PIL import Image
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :20] = 255                                               # a marker in the top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / "rot.jpg"
+    Image.fromarray(img).save(p, "JPEG", exif=exif.tobytes(), quality=95)
+    pixels = read_image(p)
+    assert image_size(p) == (pixels.shape[1], pixels.shape[0])
+    assert pixels.shape[:2] == ((40, 60) if orientation <= 4 else (60, 40))
+    # the same rule as OpenCV's own EXIF handling (cv2.IMREAD_COLOR) and Pillow's exif_transpose
+    from PIL import ImageOps
+    with Image.open(p) as im:
+        viewer = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert np.abs(pixels.astype(int) - viewer).mean() < 3
+    np.testing.assert_array_equal(pixels, cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB))
+
+
+def test_check_fundus_image_accepts_photos_and_refuses_the_rest():
+    fov = check_fundus_image(_photo(), "0001.jpg")
+    assert fov.cx == pytest.approx(200, abs=4) and fov.radius == pytest.approx(144, abs=6)
+    with pytest.raises(ValueError, match=rf"tiny.jpg: image is 10x10 px; fundus photos need at least "
+                                         rf"{MIN_FUNDUS_SIDE} px on the short side"):
+        check_fundus_image(np.zeros((10, 10, 3), np.uint8), "tiny.jpg")
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"noise.png: no circular field of view .*not a fundus photograph\?"):
+        check_fundus_image(noise, "noise.png")
+    noisy_field = _photo()
+    inside = noisy_field.max(axis=2) > 0
+    noisy_field[inside] = noise[inside]
+    with pytest.raises(ValueError, match="field is pixel noise"):
+        check_fundus_image(noisy_field, "x")
+    with pytest.raises(ValueError, match="nearly\\) black"):
+        check_fundus_image(np.zeros((300, 300, 3), np.uint8), "black")
+    with pytest.raises(ValueError, match="not a fundus"):
+        check_fundus_image(np.full((300, 300, 3), 128, np.uint8), "grey")
+
+
+def test_check_fundus_image_passes_real_photos(idrid):
+    for p in sorted((idrid / "images").glob("*.jpg"))[:5]:
+        check_fundus_image(read_image(p), p.name)
+
+
+# --------------------------------------------------------------------------- ground truth by meaning
+def test_gt_id_from_data_column_not_first(tmp_path):
+    p = tmp_path / "gt.xlsx"
+    pd.DataFrame({"No.": [1, 2], "data": ["0002", "0001"], "Fovea_X": [10.0, 20.0],
+                  "Fovea_Y": [1.0, 2.0]}).to_excel(p, index=False)
+    gt = read_fovea_gt(p)
+    assert list(gt.index) == ["0002", "0001"] and gt.loc["0001", "Fovea_X"] == 20.0
+    q = tmp_path / "gt.csv"
+    q.write_text("Fovea_Y,Fovea_X,ID\n5,6,7\n")                      # any order; the one other column is the id
+    assert read_fovea_gt(q).loc["0007"].tolist() == [6.0, 5.0]
+    q.write_text("No.,name,Fovea_X,Fovea_Y\n1,a,1,2\n")
+    with pytest.raises(ValueError, match="no 'data' column, and several other column"):
+        read_fovea_gt(q)
+
+
+@pytest.mark.parametrize("files, gt_ids", [(["1.jpg", "2.jpg"], [1, 2]), (["0001.jpg", "0002.jpg"], [1, 2]),
+                                           (["1.jpg", "2.jpg"], ["0001", "0002"]),
+                                           (["00001.jpg", "00002.jpg"], ["1.jpg", "2.0"])])
+def test_numeric_ids_match_by_value_both_ways(tmp_path, files, gt_ids):
+    images = {Path(f).stem: tmp_path / f for f in files}
+    gt = pd.DataFrame({"Fovea_X": [1.0, 2.0], "Fovea_Y": [3.0, 4.0]},
+                      index=pd.Index(_normalise_ids(pd.Series(gt_ids, dtype=object)), name="data"))
+    out = match_gt_to_images(gt, images, "gt.csv")
+    assert list(out.index) == [Path(f).stem for f in files] and out.iloc[1]["Fovea_X"] == 2.0
+
+
+def test_numeric_ids_ambiguity_and_unlabelled_warning(tmp_path):
+    gt = pd.DataFrame({"Fovea_X": [1.0], "Fovea_Y": [3.0]}, index=pd.Index(["0001"], name="data"))
+    with pytest.raises(ValueError, match="'1' and '0001' are the same number"):
+        match_gt_to_images(gt, {"1": tmp_path / "1.jpg", "0001": tmp_path / "0001.jpg"}, "gt.csv")
+    with pytest.warns(DataWarning, match=r"2 image\(s\) have no row in gt.csv and are left out: \['0002', '0003'\]"):
+        match_gt_to_images(gt, {i: tmp_path / f"{i}.jpg" for i in ("0001", "0002", "0003")}, "gt.csv")
+
+
+def test_training_split_with_short_ids_and_unlabelled_image(tmp_path):
+    root = _layout(tmp_path)
+    t2 = root / "task2_Fovea_localization" / "training"
+    for k in (1, 2, 3):
+        (t2 / IMAGE_DIR / f"{k:04d}.jpg").rename(t2 / IMAGE_DIR / f"{k}.jpg")
+    pd.DataFrame({"No.": [1, 2], "data": [1, 2], "Fovea_X": [30.5, 31.0], "Fovea_Y": [20.0, 21.0]}) \
+        .to_excel(t2 / "fovea_localization_training_GT.xlsx", index=False)
+    with pytest.warns(DataWarning, match=r"1 image\(s\) have no row .*\['3'\]"):
+        split = load_fovea_split(root)
+    assert list(split.gt.index) == ["1", "2"] and split.gt.loc["2", "Fovea_X"] == 31.0
+
+
+# --------------------------------------------------------------------------- layout discovery
+def test_find_fovea_gt_and_mask_dir(tmp_path):
+    task = tmp_path / "task"
+    (task / "training").mkdir(parents=True)
+    (task / "testing_GT" / "Disc_Cup_Masks").mkdir(parents=True)
+    assert find_fovea_gt(task, "training") is None and find_mask_dir(task, "training") is None
+    (task / "training" / "fovea_localization_training_GT.xlsx").write_bytes(b"")
+    (task / "testing_GT" / "fovea_localization_testing_GT.csv").write_text("")
+    assert find_fovea_gt(task, "training").name == "fovea_localization_training_GT.xlsx"
+    assert find_fovea_gt(task, "testing") == task / "testing_GT" / "fovea_localization_testing_GT.csv"
+    assert find_mask_dir(task, "testing") == task / "testing_GT" / "Disc_Cup_Masks"
+    (task / "training" / "old_GT.csv").write_text("")
+    with pytest.raises(ValueError, match=r"several ground-truth tables \(fovea_localization_training_GT.xlsx, old_GT.csv\)"):
+        find_fovea_gt(task, "training")
+    with pytest.raises(FileNotFoundError, match=r"training: no mask folder \(Disc_Cup_Mask or Disc_Cup_Masks"):
+        find_mask_dir(task, "training", required=True)
+
+
+def test_test_split_finds_its_gt_in_testing_gt(tmp_path):
+    root = _layout(tmp_path)
+    t2 = root / "task2_Fovea_localization"
+    (t2 / "testing" / IMAGE_DIR).mkdir(parents=True)
+    write_image(t2 / "testing" / IMAGE_DIR / "0101.jpg", np.zeros((40, 60, 3), np.uint8))
+    (t2 / "testing_GT").mkdir()
+    (t2 / "testing_GT" / "fovea_localization_testing_GT.csv").write_text("data,Fovea_X,Fovea_Y\n101,3,4\n")
+    assert load_fovea_split(root, "testing").gt.loc["0101"].tolist() == [3.0, 4.0]
+
+
+def test_jpeg_mask_is_reported_as_jpeg(tmp_path):
+    root = _layout(tmp_path)
+    masks = root / "task3_disc_cup_segmentation" / "training" / "Disc_Cup_Mask"
+    (masks / "0003.bmp").rename(masks / "0003.jpg")
+    with pytest.raises(ValueError, match=r"Disc_Cup_Mask: mask\(s\) saved as JPEG \(0003.jpg\); .*save masks as .bmp or .png"):
+        load_seg_split(root)
+    with pytest.raises(ValueError, match="saved as JPEG"):
+        read_mask(masks / "0003.jpg")
+
+
+def test_one_message_for_bad_mask_values(tmp_path):
+    from gamma_kit.metrics import seg_image_metrics
+
+    labels = np.full((10, 10), 2, np.uint8)
+    labels[3:6, 3:6] = 1
+    write_image(tmp_path / "m.png", labels)
+    with pytest.raises(ValueError) as from_file:
+        read_mask(tmp_path / "m.png")
+    with pytest.raises(ValueError) as from_array:
+        seg_image_metrics(labels, labels, name="m")
+    tail = "mask values must be in {0, 128, 255} (0 cup, 128 disc, 255 background); found [1, 2] " \
+           "(these look like 0/1/2 training labels, not a GAMMA mask)"
+    assert str(from_file.value) == f"{tmp_path / 'm.png'}: {tail}"
+    assert str(from_array.value) == f"m prediction: {tail}"
+    assert check_mask_values(np.full((3, 3), 255, np.uint8)).shape == (3, 3)
+
+
+# --------------------------------------------------------------------------- writes
+def test_atomic_write_names_the_path_on_a_full_disk(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    (tmp_path / "out.csv").write_text("old\n")
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(tmp_path / "out.csv", "new\n")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text() == "old\n"                # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]    # and no temp file is left

@@ -78,3 +78,56 @@ def test_seg_missing_prediction(tmp_path, capsys):
     write_image(pred / "0101.bmp", _mask(5))
     assert main(["seg", "--pred", str(pred), "--gt", str(gt)]) == 2
     assert "no predicted mask for 1 id(s)" in capsys.readouterr().err
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_fovea_json_is_strict_with_an_infinite_distance(tmp_path):
+    imgs = _fovea_files(tmp_path)
+    (tmp_path / "pred.csv").write_text("data,Fovea_X,Fovea_Y\n0101,1e308,100\n0102,200,52\n")
+    r = subprocess.run([sys.executable, "-m", "gamma_kit.evaluate", "fovea", "--pred", str(tmp_path / "pred.csv"),
+                        "--gt", str(tmp_path / "gt.csv"), "--images", str(imgs), "--json"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == ""
+    assert _strict_json(r.stdout) == {"aed": None, "score": 0.0, "n": 2}
+
+
+def test_to_json_maps_non_finite_to_null():
+    from gamma_kit.scoring import to_json
+
+    assert to_json({"a": float("inf"), "b": [float("nan"), 1.5], "c": 2}) == '{"a": null, "b": [null, 1.5], "c": 2}'
+
+
+def test_fovea_numeric_ids_and_no_column(tmp_path, capsys):
+    imgs = _fovea_files(tmp_path)
+    (imgs / "0101.jpg").rename(imgs / "101.jpg")                      # image 101.jpg, GT id 0101
+    (tmp_path / "gt.csv").write_text("No.,data,Fovea_X,Fovea_Y\n1,0101,50,100\n2,0102,200,50\n")
+    (tmp_path / "pred.csv").write_text("data,Fovea_X,Fovea_Y\n102,200,52\n101,53,100\n")
+    assert main(["fovea", "--pred", str(tmp_path / "pred.csv"), "--gt", str(tmp_path / "gt.csv"),
+                 "--images", str(imgs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == pytest.approx({"aed": 0.025, "score": 1 / 0.125, "n": 2})
+
+
+def test_seg_jpeg_mask_and_label_values_are_named(tmp_path, capsys):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir(), pred.mkdir()
+    write_image(gt / "0101.bmp", _mask(5))
+    write_image(pred / "0101.jpg", _mask(5))
+    assert main(["seg", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert capsys.readouterr().err == (f"error: {pred}: mask(s) saved as JPEG (0101.jpg); JPEG's lossy compression "
+                                       "changes the 0/128/255 values: save masks as .bmp or .png\n")
+    (pred / "0101.jpg").unlink()
+    write_image(pred / "101.png", (_mask(5) // 127).astype(np.uint8))        # 0/1/2 labels, short id
+    assert main(["seg", "--pred", str(pred), "--gt", str(gt)]) == 2
+    assert "101.png: mask values must be in {0, 128, 255}" in capsys.readouterr().err
+
+
+def test_bad_weights_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["seg", "--pred", str(tmp_path), "--gt", str(tmp_path), "--weights", "1,x"])
+    assert info.value.code == 2
+    assert "--weights needs three numbers 'disc,cup,vcdr'" in capsys.readouterr().err
