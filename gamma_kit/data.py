@@ -14,16 +14,20 @@ position. A ground-truth id and a file name match when they are equal, or when b
 whole numbers of the same value (GT id ``1`` matches ``1.jpg``, ``0001.jpg`` and
 ``00001.jpg``); ``match_gt_to_images`` applies that one rule and warns about images that
 have no GT row. Test ground truth may sit in ``<split>_GT/`` beside ``<split>/``
-(``find_fovea_gt``, ``find_mask_dir``: the one place that knows where things live). Images are RGB ``uint8`` (H, W, 3); masks are (H, W) ``uint8`` with values in
-{0 = cup, 128 = disc rim, 255 = background}. Points are (x, y) = (column, row).
+(``find_fovea_gt``, ``find_mask_dir``: the one place that knows where things live).
+Images are RGB ``uint8`` (H, W, 3); masks are (H, W) ``uint8`` with values in
+{0 = cup, 128 = disc rim, 255 = background} (``check_mask_values`` is the one check and
+message for them). Points are (x, y) = (column, row).
 
 Every reader raises ``FileNotFoundError`` or ``ValueError`` naming the file and what
 was expected. Files are decoded by their content, not their suffix (a PNG named .jpg is a
 PNG); a JPEG whose stream stops before its end marker, or that libjpeg reports as corrupt,
 is refused; bytes after a complete image are ignored. Pixels and ``image_size`` both follow
 the EXIF orientation (the image as a viewer shows it). ``check_fundus_image`` refuses photos
-below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field. Writers go through a temporary file and ``os.replace``, so a crash never
-leaves a half-written output, and nothing here deletes or modifies input files.
+below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field.
+Writers go through a temporary file, fsync and ``os.replace``, so a crash never leaves a
+half-written output; an ``OSError`` names the file asked for. Nothing here deletes or
+modifies input files.
 """
 from __future__ import annotations
 
@@ -79,7 +83,7 @@ def resolve_data_root(path: str | os.PathLike | None = None) -> Path:
 
 #: Smallest short side (px) of a photo the kit works on. Below it the optic disc is under
 #: ~20 px tall (it spans about a sixth of the field) and neither method has anything to find;
-#: the kit's own test fixtures (160 px) sit just above it.
+#: the kit's smallest test fixtures (160x128 px) just meet it.
 MIN_FUNDUS_SIDE = 128
 #: ``check_fundus_image``: a pixel of the surround is "dark" below this (max over RGB, 0-255),
 #: at least this share of the surround outside the circular field must be dark, and the mean
@@ -143,39 +147,68 @@ def jpeg_end(data: np.ndarray) -> int | None:
 
 @contextlib.contextmanager
 def _captured_stderr(sink: list[str]) -> Iterator[None]:
-    """Collect what C code writes to file descriptor 2 in the block (libjpeg's warnings);
-    text that is not a libjpeg warning (another thread's output) is written back."""
-    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+    """Collect libjpeg's warnings, which C code writes to file descriptor 2, during the block
+    into ``sink``; other text that arrives meanwhile (another thread's output) is written back.
+    Without a usable stderr or temporary folder it listens to nothing (decoding still works)."""
+    with _STDERR_LOCK:
         try:
-            sys.stderr.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
-        saved = os.dup(2)
+            tmp = tempfile.TemporaryFile()
+        except OSError:
+            yield
+            return
         try:
-            os.dup2(tmp.fileno(), 2)
+            saved = os.dup(2)
+        except OSError:
+            tmp.close()
+            yield
+            return
+        with tmp:
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                sys.stderr.flush()
             try:
-                yield
+                os.dup2(tmp.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    os.dup2(saved, 2)
             finally:
-                os.dup2(saved, 2)
-        finally:
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode("utf-8", "replace")
-    ours = [ln for ln in text.splitlines() if ln.startswith(_LIBJPEG_WARNINGS)]
+                os.close(saved)
+            tmp.seek(0)
+            lines = tmp.read().decode("utf-8", "replace").splitlines()
+    ours = [ln for ln in lines if ln.startswith(_LIBJPEG_WARNINGS)]
     sink.extend(ours)
-    rest = "".join(ln + "\n" for ln in text.splitlines() if ln not in ours)
+    rest = "".join(ln + "\n" for ln in lines if ln not in ours)
     if rest:
         os.write(2, rest.encode())
 
 
-def _exif_orientation(data: bytes) -> int:
-    """EXIF orientation tag (1-8) of an encoded image, 1 when absent or unreadable."""
+def _exif_orientation(data: bytes, fmt: str | None) -> int:
+    """EXIF orientation tag (1-8) of an encoded image, 1 when absent or unreadable.
+
+    PNG: the ``eXIf`` chunk before the image data, found by walking the chunk headers
+    (Pillow's ``getexif`` would decode the whole picture to look for it).
+    """
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            value = int(im.getexif().get(0x0112, 1))
-    except Exception:  # no EXIF, or an EXIF block Pillow cannot parse: shown as stored
+        if fmt == "png":
+            pos, exif = 8, None
+            while pos + 8 <= len(data):
+                length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+                if kind == b"eXIf":
+                    exif = Image.Exif()
+                    exif.load(bytes(data[pos + 8:pos + 8 + length]))
+                    break
+                if kind in (b"IDAT", b"IEND"):
+                    break
+                pos += 12 + length
+            value = int(exif.get(0x0112, 1)) if exif is not None else 1
+        elif fmt in ("jpeg", "tiff"):
+            with Image.open(io.BytesIO(data)) as im:
+                value = int(im.getexif().get(0x0112, 1))
+        else:
+            return 1
+    except Exception:  # an EXIF block Pillow cannot parse: shown as stored
         return 1
     return value if value in _ORIENTATION else 1
 
@@ -217,7 +250,8 @@ def _decode(path: Path, flags: int) -> np.ndarray:
         raise ValueError(f"{path}: cannot be decoded as an image (corrupt, truncated or not an image file)")
     if warnings_seen:
         raise ValueError(f"{path}: JPEG data is corrupt (libjpeg: {warnings_seen[0].strip()})")
-    return _orient(img, _exif_orientation(data.tobytes()) if fmt in ("jpeg", "png", "tiff") else 1)
+    head = data.tobytes() if fmt == "tiff" else data[:1 << 20].tobytes()   # EXIF sits near the start
+    return _orient(img, _exif_orientation(head, fmt))
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -239,12 +273,12 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = int(im.size[0]), int(im.size[1])
-            try:
-                orientation = int(im.getexif().get(0x0112, 1))
-            except Exception:  # an EXIF block Pillow cannot parse: read_image ignores it too
-                orientation = 1
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"{path}: cannot be read as an image ({exc})") from exc
+    with open(path, "rb") as f:
+        head = f.read(1 << 20)      # EXIF sits near the start (JPEG APP1, PNG eXIf before the data)
+    fmt = sniff_format(head)
+    orientation = _exif_orientation(head if fmt != "tiff" else path.read_bytes(), fmt)
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 

@@ -253,6 +253,21 @@ def test_jpeg_end_known_offsets():
     assert jpeg_end(arr[:-1]) is None and jpeg_end(arr[: len(data) // 2]) is None
 
 
+@pytest.mark.parametrize("orientation", [6, 8])
+def test_png_exif_orientation_same_for_pixels_and_size(tmp_path, orientation):
+    from PIL import Image
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:10, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / "rot.png"
+    Image.fromarray(img).save(p, "PNG", exif=exif.tobytes())
+    pixels = read_image(p)
+    assert pixels.shape[:2] == (60, 40) and image_size(p) == (40, 60)
+    np.testing.assert_array_equal(pixels, np.rot90(img, -1 if orientation == 6 else 1))
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_same_for_pixels_and_size(tmp_path, orientation):
     from PIL import Image
