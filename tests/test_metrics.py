@@ -97,3 +97,21 @@ def test_evaluate_seg_bad_weights_and_missing():
         evaluate_seg({"a": _mask()}, {"a": _mask()}, {"disc": 1})
     with pytest.raises(ValueError, match="no prediction"):
         evaluate_seg({}, {"a": _mask()})
+
+
+def test_absurd_prediction_is_an_infinite_distance_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # numpy's overflow RuntimeWarning would raise
+        ed = fovea_ed([[1e308, 0.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[100, 100], [100, 100]])
+    assert np.isinf(ed[0]) and ed[1] == pytest.approx(0.05)
+    assert fovea_score(float(ed.mean())) == 0.0
+
+
+def test_mask_value_message_is_the_data_layer_one():
+    m = np.full((4, 4), 255, np.uint8)
+    m[0, 0] = 7
+    with pytest.raises(ValueError, match=r"^0101 ground truth: mask values must be in \{0, 128, 255\} \(0 cup, 128 disc, "
+                                         r"255 background\); found \[7\]$"):
+        seg_image_metrics(np.full((4, 4), 255, np.uint8), m, name="0101")
