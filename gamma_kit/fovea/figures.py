@@ -4,6 +4,8 @@
   and true (green) crosses; points in heatmap pixels (x, y).
 - ``plot_fovea_distribution``: foveae in the full-scale canonical frame with the ROI.
 - ``plot_training_curves``: loss and validation AED per epoch from metrics.json files.
+- ``plot_prediction_figures``: the first two for what gamma_kit.fovea.inference.locate
+  found, ground truth mapped into the crops by the same chain.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_heatmap_examples", "plot_fovea_distribution", "plot_training_curves"]
+__all__ = ["plot_heatmap_examples", "plot_fovea_distribution", "plot_training_curves",
+           "plot_prediction_figures"]
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -81,3 +84,23 @@ def plot_training_curves(path: str | Path, metrics_files: Sequence[str | Path]) 
     a2.set(xlabel="epoch", ylabel="validation AED", yscale="log")
     a2.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_prediction_figures(fig_dir: str | Path, found, frames: Sequence, codec, gt=None) -> list[Path]:
+    """``fig_dir/heatmaps.png`` (crops, mean heatmap over the models, predicted and true points)
+    and ``fig_dir/fovea_canonical.png`` for ``found`` (gamma_kit.fovea.inference.Located);
+    ``frames``: the CanonicalFrame of each image; ``gt``: optional table (index id, columns
+    Fovea_X, Fovea_Y in image pixels), mapped to the crops by the inference chain."""
+    from gamma_kit.fovea.inference import image_to_heatmap
+
+    fig_dir = Path(fig_dir)
+    true_xy, true_canon = None, None
+    if gt is not None:
+        known = [k for k, i in enumerate(found.ids) if i in gt.index]
+        pts = gt.loc[[found.ids[k] for k in known], ["Fovea_X", "Fovea_Y"]].to_numpy(float)
+        in_crop = image_to_heatmap(codec, pts, [frames[k] for k in known])
+        true_xy = {found.ids[k]: p for k, p in zip(known, in_crop)}
+        true_canon = codec.heatmap_to_canonical(in_crop)
+    return [plot_heatmap_examples(fig_dir / "heatmaps.png", found.ids, found.crops, np.mean(found.maps, axis=0),
+                                  found.heatmap_xy, true_xy),
+            plot_fovea_distribution(fig_dir / "fovea_canonical.png", found.canonical_xy, true_canon, codec)]

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
@@ -96,7 +95,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     """
     from tqdm import tqdm
 
-    from gamma_kit.fovea.inference import check_same_geometry, image_to_heatmap, load_checkpoint, locate
+    from gamma_kit.fovea.inference import check_same_geometry, load_checkpoint, locate
     from gamma_kit.runtime import select_device
 
     if ensemble not in ENSEMBLES:
@@ -153,17 +152,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             {"aed": scores["aed"], "score": scores["score"], "n": scores["n"],
              "per_image": scores["per_image"]["ed"].to_dict()}, indent=1))
     if figures_dir is not None:
-        from gamma_kit.fovea.figures import plot_fovea_distribution, plot_heatmap_examples
+        from gamma_kit.fovea.figures import plot_prediction_figures
 
-        fig_dir = Path(figures_dir)
-        true_xy, true_canon = None, None
-        if gt_df is not None:
-            known = [i for i in ids if i in gt_df.index]
-            gt_img = gt_df.loc[known, ["Fovea_X", "Fovea_Y"]].to_numpy(float)
-            true_xy = dict(zip(known, image_to_heatmap(ref, gt_img, [canon[i].frame for i in known])))
-            true_canon = np.stack([canon[i].frame.to_canonical(p[None])[0] for i, p in zip(known, gt_img)]) \
-                if known else np.zeros((0, 2))
-        plot_heatmap_examples(fig_dir / "heatmaps.png", ids, found.crops, np.mean(found.maps, axis=0),
-                              found.heatmap_xy, true_xy)
-        plot_fovea_distribution(fig_dir / "fovea_canonical.png", found.canonical_xy, true_canon, ref)
+        plot_prediction_figures(figures_dir, found, [canon[i].frame for i in ids], ref, gt_df)
     return out
