@@ -1,6 +1,6 @@
 """Command line for fovea localisation (arguments only; the work is in train/predict/demo).
 
-    python -m gamma_kit.fovea --fold 3                  # = train fold 3, default config
+    python -m gamma_kit.fovea --fold 3                  # shortcut: = train --fold 3, the original recipe
     python -m gamma_kit.fovea train --fold 1 --config configs/fovea/unet_heatmap_cpu.yml
     python -m gamma_kit.fovea cv --config ... [--folds 1,2]
     python -m gamma_kit.fovea predict --checkpoints runs/unet_heatmap --out submission.csv
@@ -12,13 +12,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 
 import gamma_kit  # noqa: F401  (threads before paddle)
+from gamma_kit.resources import config_path
+from gamma_kit.runtime import positive_float, positive_int
 
 COMMANDS = ("train", "cv", "predict", "demo")
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fovea" / "unet_heatmap.yml"
+DEFAULT_CONFIG = config_path("fovea/unet_heatmap.yml")
+EPILOG = """shortcut:
+  python -m gamma_kit.fovea --fold K [train options]
+                        = train --fold K: one fold of the original recipe (configs/fovea/unet_heatmap.yml,
+                          88 M parameters, 200 epochs; meant for a GPU). On a CPU add
+                          --config configs/fovea/unet_heatmap_cpu.yml (~14 s per epoch of 80 images).
+  python -m paddle.distributed.launch --gpus 0,1,2,3 -m gamma_kit.fovea train --fold 3
+                        one fold data-parallel on 4 GPUs (global batch and lr as one process;
+                        rank 0 writes; tested with 2 CPU processes, untested on GPUs)
+  python -m paddle.distributed.launch --gpus 0,1,2,3 -m gamma_kit.fovea cv --parallel-folds
+                        one fold per GPU (add --ips host1,host2 for several machines)
+"""
+
+
+def fold_list(text: str) -> list[int]:
+    """argparse type: comma-separated 1-based folds, e.g. ``1,2``."""
+    parts = [t.strip() for t in text.split(",")]
+    try:
+        folds = [int(t) for t in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers such as 1,2, got {text!r}") from None
+    if not folds or min(folds) < 1:
+        raise argparse.ArgumentTypeError(f"fold numbers start at 1, got {text!r}")
+    if len(set(folds)) != len(folds):
+        raise argparse.ArgumentTypeError(f"a fold is listed twice in {text!r}")
+    return folds
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -35,23 +64,35 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: the original recipe)")
     p.add_argument("--run-dir", help="run folder (default: runs/<config name>)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
     p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
     p.add_argument("--resume", action="store_true", help="continue from fold<k>/last.* in the run folder")
+    p.add_argument("--set-aside-old-run", action="store_true",
+                   help="a fold folder that already holds a run is renamed to fold<k>.old-<time> (never deleted)")
+    p.add_argument("--val-every", type=positive_int, help="validate every N epochs (default 1; always the last)")
+    p.add_argument("--checkpoint-every", type=positive_int,
+                   help="write last.pdparams/.pdopt every N epochs (default 1; always the last)")
+    p.add_argument("--use-vdl", action="store_true", help="VisualDL logs (loss, validation AED, lr) in the fold folder")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m gamma_kit.fovea", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train one fold")
-    t.add_argument("--fold", type=int, required=True, help="1-based fold")
-    t.add_argument("--init-from", help="checkpoint to fine-tune from (same model config)")
+    prog = "python -m gamma_kit.fovea"
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], epilog=EPILOG,
+                                 usage=f"{prog} [-h] {{train,cv,predict,demo}} ...\n       {prog} --fold K "
+                                       "[train options]   (= train --fold K)",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,cv,predict,demo}")
+    t = sub.add_parser("train", help="train one fold (also: python -m gamma_kit.fovea --fold K)")
+    t.add_argument("--fold", type=positive_int, required=True, help="1-based fold")
+    t.add_argument("--init-from", help="checkpoint to fine-tune from (same model config; not with --resume)")
     _train_args(t)
     c = sub.add_parser("cv", help="train all folds")
-    c.add_argument("--folds", help="comma-separated subset, e.g. 1,2")
+    c.add_argument("--folds", type=fold_list, help="comma-separated subset, e.g. 1,2")
+    c.add_argument("--parallel-folds", action="store_true",
+                   help="under paddle.distributed.launch: one fold per process/GPU instead of data-parallel folds")
     _train_args(c)
     p = sub.add_parser("predict", help="predict a folder of images and write the submission CSV")
     _data_args(p)
@@ -64,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="short CPU train + predict + score on a (synthetic) dataset")
     d.add_argument("--data-root", required=True)
     d.add_argument("--work-dir", required=True)
-    d.add_argument("--epochs", type=int, default=None)
+    d.add_argument("--epochs", type=positive_int, default=None)
     return ap
 
 
@@ -90,24 +131,50 @@ def main(argv: list[str] | None = None) -> int:
     from gamma_kit.runtime import run_cli
 
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: _run(args))
+    return run_cli(lambda: _run(args, argv))
 
 
-def _run(args: argparse.Namespace) -> int:
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same arguments without --resume,
+    --set-aside-old-run and --init-from (the caller appends --resume)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--resume", "--set-aside-old-run"):
+            continue
+        if a == "--init-from":
+            skip = True
+            continue
+        if a.startswith("--init-from="):
+            continue
+        out.append(a)
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "gamma_kit.fovea", *out])
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if args.command in ("train", "cv"):
         from gamma_kit.fovea.train import cross_validate, load_training_data, train_fold
 
+        if args.resume and getattr(args, "init_from", None):
+            raise ValueError("--resume continues a run from its own last.pdparams; it cannot be combined with "
+                             "--init-from (fine-tune into a new --run-dir instead)")
         cfg = _config(args)
         data = load_training_data(args.data_root, args.images, args.gt)
         run_dir = Path(args.run_dir or Path("runs") / cfg["name"])
+        kw = {"set_aside_old_run": args.set_aside_old_run, "val_every": args.val_every,
+              "checkpoint_every": args.checkpoint_every, "use_vdl": True if args.use_vdl else None,
+              "resume_command": resume_command(list(argv or []))}
         if args.command == "train":
-            m = train_fold(cfg, args.fold, data, run_dir, resume=args.resume, init_from=args.init_from,
-                           progress=not args.no_progress)
-            print(json.dumps({k: v for k, v in m.items() if k != "history"}, indent=1))
+            out = train_fold(cfg, args.fold, data, run_dir, resume=args.resume, init_from=args.init_from,
+                             progress=not args.no_progress, **kw)
+            out = {k: v for k, v in out.items() if k != "history"}
         else:
-            folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-            print(json.dumps(cross_validate(cfg, data, run_dir, folds, resume=args.resume,
-                                            progress=not args.no_progress), indent=1))
+            out = cross_validate(cfg, data, run_dir, args.folds, resume=args.resume, progress=not args.no_progress,
+                                 parallel_folds=args.parallel_folds, **kw)
+        if os.environ.get("PADDLE_TRAINER_ID", "0") == "0":      # under paddle.distributed.launch: rank 0 reports
+            print(json.dumps(out, indent=1))
     elif args.command == "predict":
         from gamma_kit.fovea.predict import predict
 

@@ -23,10 +23,11 @@ from gamma_kit.data import load_fovea_split, read_fovea_gt, write_fovea_csv
 from gamma_kit.fovea.config import load_config
 from gamma_kit.fovea.dataset import CanonicalCache, make_items
 from gamma_kit.metrics import evaluate_fovea
+from gamma_kit.resources import config_path
 
 __all__ = ["run_demo", "mean_position_baseline", "CPU_CONFIG"]
 
-CPU_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fovea" / "unet_heatmap_cpu.yml"
+CPU_CONFIG = config_path("fovea/unet_heatmap_cpu.yml")
 
 
 def _test_gt_path(root: Path) -> Path | None:
@@ -58,7 +59,8 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
     data = load_training_data(data_root)
     cache = CanonicalCache(cfg["codec"]["scale"])
     run_dir = work_dir / "run"
-    metrics = train_fold(cfg, fold, data, run_dir, progress=progress, cache=cache)
+    # a rerun into the same work dir sets the earlier demo run aside (renamed, never deleted)
+    metrics = train_fold(cfg, fold, data, run_dir, progress=progress, cache=cache, set_aside_old_run=True)
 
     test = load_fovea_split(data_root, "testing")
     gt_path = _test_gt_path(test.root.parent / "testing_GT") if (test.root.parent / "testing_GT").is_dir() \

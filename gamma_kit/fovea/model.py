@@ -92,18 +92,21 @@ class ReflectConv2D(nn.Conv2D):
         return super().forward(reflect_pad(x, self._reflect))
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2D:
-    return ReflectConv2D(cin, cout, k, stride)
+def _conv(cin: int, cout: int, k: int, stride: int = 1, fast: bool = True) -> nn.Conv2D:
+    if fast:
+        return ReflectConv2D(cin, cout, k, stride)
+    return nn.Conv2D(cin, cout, kernel_size=k, stride=stride, padding=(k - 1) // 2, padding_mode="reflect",
+                     bias_attr=False)
 
 
 class ConvBlock(nn.Layer):
     """Two [conv k x k (reflect, no bias), BN, Dropout2D, ReLU]."""
 
-    def __init__(self, cin: int, cout: int, k: int, dropout: float) -> None:
+    def __init__(self, cin: int, cout: int, k: int, dropout: float, fast: bool = True) -> None:
         super().__init__()
         self.layer = nn.Sequential(
-            _conv(cin, cout, k), nn.BatchNorm2D(cout), nn.Dropout2D(p=dropout), nn.ReLU(),
-            _conv(cout, cout, k), nn.BatchNorm2D(cout), nn.Dropout2D(p=dropout), nn.ReLU())
+            _conv(cin, cout, k, fast=fast), nn.BatchNorm2D(cout), nn.Dropout2D(p=dropout), nn.ReLU(),
+            _conv(cout, cout, k, fast=fast), nn.BatchNorm2D(cout), nn.Dropout2D(p=dropout), nn.ReLU())
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.layer(x)
@@ -112,9 +115,9 @@ class ConvBlock(nn.Layer):
 class DownSample(nn.Layer):
     """Stride-2 k x k conv (reflect, no bias) + BN + ReLU, channels unchanged."""
 
-    def __init__(self, ch: int, k: int) -> None:
+    def __init__(self, ch: int, k: int, fast: bool = True) -> None:
         super().__init__()
-        self.layer = nn.Sequential(_conv(ch, ch, k, stride=2), nn.BatchNorm2D(ch), nn.ReLU())
+        self.layer = nn.Sequential(_conv(ch, ch, k, stride=2, fast=fast), nn.BatchNorm2D(ch), nn.ReLU())
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.layer(x)
@@ -125,36 +128,43 @@ class UpSample(nn.Layer):
     The 1x1 conv runs before the up-sampling (same result: pointwise ops commute with
     nearest interpolation; a quarter of the work)."""
 
-    def __init__(self, ch: int) -> None:
+    def __init__(self, ch: int, conv_first: bool = True) -> None:
         super().__init__()
         self.layer = nn.Conv2D(ch, ch // 2, kernel_size=1)
+        self.conv_first = conv_first
 
     def forward(self, x: paddle.Tensor, skip: paddle.Tensor) -> paddle.Tensor:
         # nearest x2; sized to the skip so odd sizes (100 -> 50 -> 25 -> 13) work too
-        x = F.interpolate(self.layer(x), size=skip.shape[2:], mode="nearest")
+        if self.conv_first:
+            x = F.interpolate(self.layer(x), size=skip.shape[2:], mode="nearest")
+        else:
+            x = self.layer(F.interpolate(x, size=skip.shape[2:], mode="nearest"))
         return paddle.concat([x, skip], axis=1)
 
 
 class FoveaUNet(nn.Layer):
     """The original U-Net. ``width`` = channels of the first level (original 64),
-    ``kernel_size`` of every non-1x1 conv (original 5), ``levels`` (original 5)."""
+    ``kernel_size`` of every non-1x1 conv (original 5), ``levels`` (original 5).
+    ``fast_layers=False`` builds it from Paddle's own reflect-padded conv with the 1x1 conv
+    after the up-sampling (the reference the fast layers are tested and benchmarked against)."""
 
     def __init__(self, width: int = 64, kernel_size: int = 5, levels: int = 5,
-                 dropout: float = 0.2, in_channels: int = 3) -> None:
+                 dropout: float = 0.2, in_channels: int = 3, fast_layers: bool = True) -> None:
         super().__init__()
         if width < 2 or kernel_size < 1 or kernel_size % 2 == 0 or levels < 2:
             raise ValueError(f"need width >= 2, odd kernel_size and levels >= 2; got width={width}, "
                              f"kernel_size={kernel_size}, levels={levels}")
         self.levels = levels
         chans = [width * 2 ** i for i in range(levels)]
-        self.enc = nn.LayerList([ConvBlock(in_channels, chans[0], kernel_size, dropout)] +
-                                [ConvBlock(chans[i - 1], chans[i], kernel_size, dropout)
+        f = bool(fast_layers)
+        self.enc = nn.LayerList([ConvBlock(in_channels, chans[0], kernel_size, dropout, f)] +
+                                [ConvBlock(chans[i - 1], chans[i], kernel_size, dropout, f)
                                  for i in range(1, levels)])
-        self.down = nn.LayerList([DownSample(chans[i], kernel_size) for i in range(levels - 1)])
-        self.up = nn.LayerList([UpSample(chans[i]) for i in range(levels - 1, 0, -1)])
-        self.dec = nn.LayerList([ConvBlock(chans[i], chans[i - 1], kernel_size, dropout)
+        self.down = nn.LayerList([DownSample(chans[i], kernel_size, f) for i in range(levels - 1)])
+        self.up = nn.LayerList([UpSample(chans[i], conv_first=f) for i in range(levels - 1, 0, -1)])
+        self.dec = nn.LayerList([ConvBlock(chans[i], chans[i - 1], kernel_size, dropout, f)
                                  for i in range(levels - 1, 0, -1)])
-        self.head = _conv(chans[0], 1, kernel_size)
+        self.head = _conv(chans[0], 1, kernel_size, fast=f)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         skips = []
