@@ -5,6 +5,7 @@ Data sets are tiny (small --sizes, a handful of images) so the file runs in seco
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 from gamma_kit import data
 from gamma_kit.synth import generate, parse_sizes, render_fundus, sample_layout, split_ids, vertical_cdr
 from gamma_kit.synth.__main__ import main
-from gamma_kit.synth.render import DISC_DIAMETER, FOVEA_MEAN, FOVEA_SPAN
+from gamma_kit.synth.render import (DISC_DIAMETER, DISC_HEIGHT_512, FOVEA_MEAN, FOVEA_SPAN, LAYERS,
+                                    _path_out_of_cup, camera_magnification, cup_rim_contrast)
 from gamma_kit.synth.writer import balanced_assignment
 
 SMALL = ((748, 500), (489, 484))           # the two GAMMA cameras at 1/4
@@ -87,7 +89,7 @@ def test_masks_pair_with_images(dataset, meta):
             rows, cols = np.nonzero(mask < 255)
             assert np.hypot(cols.mean() + 0.5 - row.disc_x, rows.mean() + 0.5 - row.disc_y) < 0.5
             assert vertical_cdr(mask) == pytest.approx(row.vcdr, abs=1e-4)
-            assert 0.25 < row.vcdr < 0.85
+            assert 0.2 < row.vcdr < 0.9
 
 
 def _ring_mean(image: np.ndarray, centre, r0: float, r1: float) -> float:
@@ -107,8 +109,6 @@ def test_disc_is_bright_where_the_mask_says_and_fovea_is_dark(dataset, meta):
         inside = grey[mask < 255].mean()
         around = _ring_mean(image, (row.disc_x, row.disc_y), 1.3 * r, 2.0 * r)
         assert inside > around + 20, row.id
-        # the cup is paler than the rim (upper quartiles: vessel trunks cross both)
-        assert np.percentile(grey[mask == 0], 75) > np.percentile(grey[mask == 128], 75), row.id
         fovea = _ring_mean(image, (row.fovea_x, row.fovea_y), 0, 0.25 * row.disc_diameter)
         macula_edge = _ring_mean(image, (row.fovea_x, row.fovea_y), row.disc_diameter, 1.6 * row.disc_diameter)
         assert fovea < macula_edge, row.id
@@ -121,9 +121,9 @@ def test_both_sides_and_sizes_in_each_split(meta):
     left = meta["disc_side"] == "left"
     assert (meta["disc_x"][left] < meta["width"][left] / 2).all()
     assert (meta["disc_x"][~left] > meta["width"][~left] / 2).all()
-    # the fovea lies about 2.5 disc diameters temporal of the disc
+    # the fovea lies about 2.5 nominal disc diameters temporal of the disc (the painted disc varies apart)
     dd = np.hypot(meta["fovea_x"] - meta["disc_x"], meta["fovea_y"] - meta["disc_y"]) / meta["disc_diameter"]
-    assert dd.between(1.9, 3.1).all()
+    assert dd.between(1.3, 4.3).all()
 
 
 def test_same_seed_same_bytes_other_seed_other_images(tmp_path):
@@ -139,7 +139,7 @@ def test_mirrored_eye_mirrors_the_points():
     left = render_fundus(np.random.default_rng(5), 489, 484, "left", fov_radius_factor=1.0)
     right = render_fundus(np.random.default_rng(5), 489, 484, "right", fov_radius_factor=1.0)
     assert right.fovea_xy == pytest.approx((489 - left.fovea_xy[0], left.fovea_xy[1]))
-    assert right.disc_xy == pytest.approx((489 - left.disc_xy[0], left.disc_xy[1]), abs=0.05)
+    assert right.disc_xy == pytest.approx((489 - left.disc_xy[0], left.disc_xy[1]), abs=0.1)
     differ = right.mask != left.mask[:, ::-1]          # OpenCV's polygon fill is not exactly mirror-symmetric
     assert differ.sum() < 0.01 * (left.mask < 255).sum()
 
@@ -158,7 +158,7 @@ def test_layout_statistics_match_the_original_frame():
     layouts = [sample_layout(rng, 967.0) for _ in range(400)]
     fovea = np.array([lay.fovea for lay in layouts])
     disc = np.array([lay.disc for lay in layouts])
-    diam = np.array([lay.disc_diameter for lay in layouts])
+    diam = np.array([lay.scale for lay in layouts])                 # the nominal diameter places the disc
     assert np.abs(fovea.mean(axis=0) - FOVEA_MEAN).max() < 40
     span = fovea.max(axis=0) - fovea.min(axis=0)
     assert (span > 0.75 * np.array(FOVEA_SPAN)).all() and (span <= np.array(FOVEA_SPAN) + 1).all()
@@ -227,3 +227,100 @@ def test_parse_sizes_and_ids():
             parse_sizes(bad)
     assert split_ids(2, 1) == {"training": ["0001", "0002"], "testing": ["0003"]}
     assert split_ids(9999, 1)["testing"] == ["10000"]
+
+
+# ---- realism of the disc region (issue 9, deliverable 7) ------------------------------------
+
+@pytest.fixture(scope="module")
+def renders() -> list:
+    """24 small photos (both cameras at 1/4, both eyes) with their painted layers."""
+    return [render_fundus(np.random.default_rng([11, k]), *SMALL[k % 2], ("left", "right")[k // 2 % 2], layers=True)
+            for k in range(24)]
+
+
+def test_layers_are_full_size_opacities(renders):
+    for s in renders:
+        assert set(s.layers) == set(LAYERS)
+        for layer in s.layers.values():
+            assert layer.shape == s.mask.shape and layer.dtype == np.float32
+            assert layer.min() >= 0 and layer.max() <= 1 + 1e-6
+    plain = render_fundus(np.random.default_rng([11, 0]), *SMALL[0], "left")
+    assert plain.layers is None and np.array_equal(plain.image, renders[0].image)   # layers change nothing
+
+
+def _inner(mask: np.ndarray, margin: int) -> np.ndarray:
+    """Disc pixels at least ``margin`` px inside the disc edge."""
+    import cv2
+    return cv2.erode((mask < 255).astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)).astype(bool)
+
+
+def test_atrophy_lesions_and_reflexes_lie_outside_the_disc(renders):
+    seen = {name: 0 for name in ("ppa", "bright_lesions", "reflexes")}
+    for s in renders:
+        inner = _inner(s.mask, 2)                      # the canvas is 1 px here; its upscaling blurs ~1 px
+        for name in seen:
+            layer = s.layers[name]
+            seen[name] += layer.max() > 0.1
+            assert layer[inner].max(initial=0) < 0.02, name
+        ppa = s.layers["ppa"] > 0.1
+        if ppa.any():                                  # atrophy hugs the disc: within one disc radius of its edge
+            rows, cols = np.nonzero(ppa)
+            d = np.hypot(cols + 0.5 - s.disc_xy[0], rows + 0.5 - s.disc_xy[1])
+            assert d.min() > 0.4 * s.disc_diameter / 2 and d.max() < 1.7 * s.disc_diameter
+    assert all(n >= 3 for n in seen.values()), seen    # each appears in some photos, not in all
+    assert seen["ppa"] < len(renders)
+
+
+def test_cup_is_faint_blurred_and_its_contrast_varies(renders):
+    contrast = np.array([cup_rim_contrast(s.image, s.mask) for s in renders])
+    assert np.isfinite(contrast).all()
+    # the first renderer drew cups 0.08-0.5 paler than the rim (median 0.33 on 30 photos)
+    assert np.median(contrast) < 0.15 and (contrast < 0.05).sum() >= 4
+    assert contrast.max() - contrast.min() > 0.1 and contrast.max() < 0.7
+    pallor = np.array([s.layers["cup_pallor"].max() for s in renders])
+    assert pallor.min() < 0.03 and pallor.max() > 0.15            # from nearly none to a clear pallor
+    for s in renders:                                  # the pallor edge is soft: no jump at the cup outline
+        p = s.layers["cup_pallor"]
+        if p.max() > 0.05:
+            edge = (s.mask == 0) & ~_inner(np.where(s.mask == 0, 0, 255).astype(np.uint8), 1)
+            assert np.median(p[edge]) < 0.85 * p.max()
+
+
+def test_disc_sizes_follow_real_photos():
+    rng = np.random.default_rng(1)
+    per_512 = 1934 / 512
+    layouts = [sample_layout(rng, 967.0) for _ in range(600)]
+    heights = np.array([lay.disc_height for lay in layouts]) / per_512
+    median, _, lo, hi = DISC_HEIGHT_512
+    assert heights.min() >= lo - 0.5 and heights.max() <= hi + 0.5
+    assert abs(np.median(heights) - median) < 4 and np.percentile(heights, 95) - np.percentile(heights, 5) > 20
+    cups = np.array([lay.cup_scale for lay in layouts])
+    assert 0.4 < np.median(cups) < 0.52 and cups.min() >= 0.2 and cups.max() <= 0.9
+    tilt = np.degrees(np.abs([lay.disc_tilt for lay in layouts]))
+    oval = np.array([max(lay.disc_radii) / min(lay.disc_radii) for lay in layouts])
+    assert (tilt > 15).mean() > 0.05 and (oval > 1.2).mean() > 0.05
+    # rendered masks: the disc height on the photo resized to 512 rows, both cameras
+    for k, (w, h) in enumerate(SMALL * 3):
+        s = render_fundus(np.random.default_rng([5, k]), w, h, "left")
+        tall = (s.mask < 255).any(axis=1).sum() * 512 / h
+        assert 0.9 * lo * 0.94 < tall < 1.1 * hi * 1.06
+    assert camera_magnification(2992, 2000) == camera_magnification(748, 500) != camera_magnification(1956, 1934)
+
+
+def test_trunk_leaves_the_cup_with_a_kink_on_its_edge():
+    theta = np.linspace(0, 2 * np.pi, 180, endpoint=False)
+    cup = 10 * np.stack([np.cos(theta), np.sin(theta)], axis=1)
+    for seed in range(10):
+        course, heading = _path_out_of_cup(np.random.default_rng(seed), np.zeros(2), 0.3, cup)
+        assert np.array_equal(course[0], [0, 0])
+        np.testing.assert_allclose(np.hypot(*course[1:].T), 10)            # along the cup wall
+        assert abs(math.atan2(course[-1, 1], course[-1, 0]) - 0.3) <= np.pi / 180 + 1e-9   # leaves at its heading
+        bend = abs(math.atan2(course[1, 1], course[1, 0]) - 0.3)
+        assert np.radians(1.5) < bend < np.radians(17)                     # reached the edge off its heading
+
+
+def test_fovea_ground_truth_does_not_depend_on_the_disc_look():
+    # the fovea and disc centre come from the first draws, the disc's size and look from later ones
+    a = sample_layout(np.random.default_rng(3), 967.0)
+    b = sample_layout(np.random.default_rng(3), 967.0, disc_px_per_512=2.0, magnification=1.05)
+    assert a.fovea == b.fovea and a.disc == b.disc and a.scale == b.scale and a.disc_radii != b.disc_radii
