@@ -62,7 +62,7 @@ CUP_SCALE = (0.46, 0.12, 0.22, 0.86)  # cup / disc vertical semi-axis: mean, sd,
 TILTED_DISC = 0.15                    # share of strongly tilted, oval (myopic-looking) discs
 CUP_CONTRAST = (0.01, 0.3)            # cup pallor over the rim colour, drawn log-uniform (0: no pallor)
 PPA_PROBABILITY = 0.55                # peripapillary atrophy: a pale crescent or ring outside the disc
-LESION_PROBABILITY = {"exudates": 0.35, "drusen": 0.2, "cotton_wool": 0.15}
+LESION_PROBABILITY = {"exudates": 0.25, "drusen": 0.2, "cotton_wool": 0.12}
 YOUNG_EYE = 0.35                      # share of photos with vessel sheen and a macular ring reflex
 FIELD_RIM_REFLEX = 0.3                # share of photos with a bright crescent at the rim of the field
 HAZE = 0.3                            # share of photos with a cataract-like veil
@@ -552,11 +552,11 @@ def _paint_disc(rng: np.random.Generator, img: np.ndarray, shade: np.ndarray, ca
     k = np.float32(rng.uniform(0.35, 0.7))
     rim_col = retina / retina.max() * 255 * (1 - k) + warm * k
     # as bright as a drawn disc/surround contrast asks (real photos: about 0.2-0.7 in luminance)
-    target = float(retina @ LUMA) * (1 + float(np.clip(math.exp(rng.normal(math.log(0.4), 0.35)), 0.15, 1.0)))
+    target = float(retina @ LUMA) * (1 + float(np.clip(math.exp(rng.normal(math.log(0.38), 0.3)), 0.2, 0.9)))
     rim_col *= np.float32(min(target / float(rim_col @ LUMA), 300 / float(rim_col.max())))
     cup_col = (rim_col + np.float32(contrast) * (np.float32([255, 248, 228]) - rim_col)) * np.float32(1 + 0.3 * contrast)
     colour = rim_col + cup_soft[..., None] * (cup_col - rim_col)
-    glow = ((1.0 + 0.05 * np.clip(1.0 - rho ** 2, 0, 1)) * rng.uniform(1.0, 1.25))[..., None] * shade
+    glow = ((1.0 + 0.05 * np.clip(1.0 - rho ** 2, 0, 1)) * rng.uniform(1.0, 1.15))[..., None] * shade
     texture = 1 + np.float32(rng.uniform(0.02, 0.06)) * _smooth_noise(rng, disc_c.shape,
                                                                       max(3, int(4 * disc_c.shape[1] / r_c)))
     _blend(sub, disc_a, glow * colour * texture[..., None])
@@ -590,7 +590,7 @@ def _bright_lesions(rng: np.random.Generator, canvas: _Canvas, frame: CanonicalF
         if rng.uniform() >= LESION_PROBABILITY[name]:
             continue
         if name == "exudates":               # clusters (circinate-like) around the macula
-            n_clusters = int(rng.integers(1, 5))
+            n_clusters = int(rng.integers(1, 4))
             a = rng.uniform(0, 2 * np.pi, n_clusters)
             dist = rng.uniform(0.3, 2.0, n_clusters) * dd
             hubs = fovea + np.stack([dist * np.cos(a), dist * np.sin(a)], axis=1)
@@ -670,9 +670,9 @@ def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: 
 
     # retina: colour, illumination falling off towards the rim (off-centre: vignetting), texture
     canvas = _Canvas.for_image(width, height)
-    light = np.array([fov.cx, fov.cy]) + rng.uniform(-0.2, 0.2, 2) * fov.radius
+    light = np.array([fov.cx, fov.cy]) + rng.uniform(-0.15, 0.15, 2) * fov.radius
     r_norm = np.sqrt(canvas.sq_dist(light)) / np.float32(fov.radius)
-    rim = rng.uniform(0.25, 0.75)
+    rim = rng.uniform(0.35, 0.75)
     illum = 1.0 - (1.0 - rim) * np.minimum(r_norm, 1.3) ** rng.uniform(1.5, 3.5)
     texture = 1.0 + sum(a * _smooth_noise(rng, canvas.shape, c) for a, c in
                         ((rng.uniform(0.03, 0.07), 6), (rng.uniform(0.02, 0.05), 24), (rng.uniform(0.01, 0.03), 90)))
@@ -689,11 +689,12 @@ def render_fundus(rng: np.random.Generator, width: int, height: int, disc_side: 
     paint = _paint_disc(rng, img, shade, canvas, mask, disc_img, d_img, 1.0 if disc_side == "left" else -1.0, base)
     roi = paint.roi
 
-    # vessels: veins darker and wider than arteries, strongest contrast in green; paler inside the cup
+    # vessels: veins darker and wider than arteries, strongest contrast in green; paler on the disc, more in the cup
     segs, widths, veins = _grow_vessels(rng, layout, fov_c, cup_outline, cup_centre)
     segs_c = canvas.to_canvas(frame.to_image(segs.reshape(-1, 2))).reshape(-1, 2, 2)
     widths_c = widths * px / canvas.sx
-    cup_fade = 1.0 - np.float32(rng.uniform(0.3, 0.7)) * cv2.GaussianBlur(paint.cup, (0, 0), 1.0)
+    cup_fade = 1.0 - np.float32(rng.uniform(0.3, 0.7)) * cv2.GaussianBlur(paint.cup, (0, 0), 1.0) \
+        - np.float32(rng.uniform(0.0, 0.35)) * cv2.GaussianBlur(paint.disc - paint.cup, (0, 0), 1.0)
     depth = rng.uniform(0.7, 1.3)
     for sel, strength in ((veins, np.float32([0.16, 0.36, 0.32])), (~veins, np.float32([0.07, 0.22, 0.2]))):
         cover = _draw_segments(canvas.shape, segs_c[sel], widths_c[sel])
