@@ -1,0 +1,76 @@
+"""Predict images with a trained model, as PaddleSeg's ``tools/predict.py`` (same flags and defaults).
+
+    python tools/predict.py --config configs/seg/liteunet_gamma_cpu.yml \
+        --model_path output/seg_cpu/best_model/model.pdparams \
+        --image_path data/seg_prepared/JPEGImages --save_dir output/result --device cpu
+
+Writes PaddleSeg's ``pseudo_color_prediction/`` (label maps 0/1/2 as a palette PNG) and
+``added_prediction/`` (overlays) under ``--save_dir``. For GAMMA submissions (0/128/255 BMPs at
+the original size, zipped) use ``python -m gamma_kit.seg predict``.
+"""
+import argparse
+from pathlib import Path
+
+import _kit
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Model prediction")
+    # Common params
+    parser.add_argument("--config", help="The path of config file.", type=str)
+    parser.add_argument("--model_path", help="The path of trained weights for prediction.", type=str)
+    parser.add_argument("--image_path", type=str,
+                        help="The image to predict: an image, a file list of image paths, or a folder of images")
+    parser.add_argument("--save_dir", help="The directory for saving the predicted results.", type=str,
+                        default="./output/result")
+    parser.add_argument("--device", help="Set the device place for predicting model.", default="gpu",
+                        choices=["cpu", "gpu", "xpu", "npu", "mlu"], type=str)
+    _kit.add_aug_slide_args(parser, "aug_pred", "prediction")
+    # Custom color map
+    parser.add_argument("--custom_color", nargs="+", type=int,
+                        help="Save images with a custom color map. Default: None, PaddleSeg's color map.")
+    parser.add_argument("--opts", help="Update the key-value pairs of all options.", default=None, nargs="+")
+    return parser.parse_args(argv)
+
+
+def merge_test_config(cfg, args):
+    test_config = cfg.test_config
+    for key in ("aug_eval", "auc_roc"):     # evaluation-only keys that predict does not take
+        test_config.pop(key, None)
+    test_config = _kit.merge_aug_slide(test_config, args, "aug_pred")
+    if args.custom_color:
+        test_config["custom_color"] = args.custom_color
+    return test_config
+
+
+def main(args):
+    from paddleseg.core import predict
+    from paddleseg.cvlibs import SegBuilder
+    from paddleseg.transforms import Compose
+    from paddleseg.utils import get_image_list, logger, utils
+
+    cfg = _kit.load_config(args.config, opts=args.opts)
+    _kit.check_weights(args.model_path, required=True)
+    if args.image_path is None or not Path(args.image_path).exists():
+        raise FileNotFoundError(f"--image_path {args.image_path} does not exist (an image, a list file or a folder)")
+    _kit.prepare()
+    builder = SegBuilder(cfg)
+    test_config = merge_test_config(cfg, args)
+
+    utils.show_env_info()
+    utils.show_cfg_info(cfg)
+    utils.set_device(args.device)
+
+    model = builder.model
+    transforms = Compose(builder.val_transforms)
+    image_list, image_dir = get_image_list(args.image_path)
+    if not image_list:
+        raise ValueError(f"--image_path {args.image_path}: no images found")
+    logger.info("The number of images: {}".format(len(image_list)))
+
+    predict(model, model_path=args.model_path, transforms=transforms, image_list=image_list,
+            image_dir=image_dir, save_dir=args.save_dir, **test_config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_kit.run(main, parse_args()))
