@@ -12,7 +12,10 @@
    zips the BMPs and scores them (``gamma_kit.seg.demo``);
 5. prints a table and writes ``OUT/results.json``.
 
-Everything is written under ``OUT``; nothing else is touched.
+Everything is written under ``OUT``; nothing else is touched. The console shows progress
+bars and the summary table; what the libraries print (PaddleSeg's config dumps, training
+and evaluation logs, FLOPs tables) goes to ``OUT/logs/fovea.log`` and ``OUT/logs/seg_train.log``
+(``--verbose``: on the console instead).
 """
 from __future__ import annotations
 
@@ -60,13 +63,21 @@ def seg_empty_baseline(data_dir: Path) -> dict:
 def run_demo(out_dir: str | Path = "demo_out", n_train: int = 40, n_test: int = 10, seed: int = 0,
              device: str = "auto", tasks: tuple[str, ...] = TASKS, progress: bool = True,
              sizes: tuple[tuple[int, int], ...] | None = None, fovea_epochs: int = 12,
-             seg_iters: int = 120) -> dict:
+             seg_iters: int = 120, verbose: bool = False) -> dict:
     """Run the whole demo; returns the results written to ``OUT/results.json``.
 
     The defaults are sized for about 5 minutes on 2 CPU cores; tests shrink ``sizes``,
-    ``fovea_epochs`` and ``seg_iters``.
+    ``fovea_epochs`` and ``seg_iters``. ``verbose``: library logs on the console instead of
+    ``OUT/logs/``.
     """
+    from gamma_kit.seg.training import capture_console, console_defaults
+
     out = Path(out_dir)
+    logs = None if verbose else out / "logs"
+
+    def log_to(name: str):
+        return capture_console(None if logs is None else logs / name)
+
     t0 = time.perf_counter()
     data_dir = ensure_synthetic(out / "data", n_train, n_test, seed, sizes)
     results: dict = {"baselines": {}, "seconds": {}}
@@ -74,7 +85,9 @@ def run_demo(out_dir: str | Path = "demo_out", n_train: int = 40, n_test: int = 
         from gamma_kit.fovea.demo import run_demo as fovea_demo
 
         t = time.perf_counter()
-        fovea = fovea_demo(data_dir, out / "fovea", epochs=fovea_epochs, overrides=(f"train.device={device}",), progress=progress)
+        with log_to("fovea.log"):
+            fovea = fovea_demo(data_dir, out / "fovea", epochs=fovea_epochs, overrides=(f"train.device={device}",),
+                               progress=progress)
         results["baselines"]["fovea_mean_position"] = {"aed": fovea.pop("baseline_aed"),
                                                        "score": fovea.pop("baseline_score")}
         results["fovea"] = fovea
@@ -84,12 +97,14 @@ def run_demo(out_dir: str | Path = "demo_out", n_train: int = 40, n_test: int = 
 
         t = time.perf_counter()
         results["baselines"]["seg_empty_mask"] = seg_empty_baseline(data_dir)
-        results["seg"] = seg_demo(data_dir, out / "seg", iters=seg_iters, device=device, progress=progress)
+        # stdout (PaddleSeg's logger, config dumps, FLOPs table) to the log; a bar over the iterations instead
+        with log_to("seg_train.log"), console_defaults(None, progress=progress and logs is not None):
+            results["seg"] = seg_demo(data_dir, out / "seg", iters=seg_iters, device=device, progress=progress)
         results["seconds"]["seg"] = round(time.perf_counter() - t, 1)
     results["seconds"]["total"] = round(time.perf_counter() - t0, 1)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=_jsonable))
     print(summary_table(results))
-    print(f"results: {out / 'results.json'}")
+    print(f"results: {out / 'results.json'}" + (f"; logs: {logs}" if logs is not None else ""))
     return results
 
 
@@ -133,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=None, help="synthetic camera sizes, e.g. 748x500,489x484 "
                                                  "(default: the two GAMMA cameras)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--verbose", action="store_true",
+                    help="show the libraries' logs (PaddleSeg config dumps, training logs) on the console "
+                         "instead of OUT/logs/*.log")
     args = ap.parse_args(argv)
     tasks = tuple(t for t in args.tasks.split(",") if t)
     bad = [t for t in tasks if t not in TASKS]
@@ -144,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(lambda: run_demo(
         args.out, args.train, args.test, args.seed, args.device, tasks, progress=not args.quiet,
         sizes=parse_sizes(args.sizes) if args.sizes else None, fovea_epochs=args.fovea_epochs,
-        seg_iters=args.seg_iters))
+        seg_iters=args.seg_iters, verbose=args.verbose))
 
 
 if __name__ == "__main__":

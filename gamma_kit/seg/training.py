@@ -20,7 +20,9 @@ Paths in configs are relative to the working directory (run from the repo root).
 
 ``log_file`` sends PaddleSeg's console output (its logger, the config dumps of
 ``SegBuilder``, the FLOPs table, the evaluation progress) to a file instead; ``progress``
-then shows one progress bar over the iterations.
+then shows one progress bar over the iterations. ``console_defaults(log_file, progress)``
+sets both for every training run inside a block that does not pass its own (the demo uses
+it around other modules' calls).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import shutil
 import sys
 import time
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 
 import cv2
@@ -44,7 +47,8 @@ from gamma_kit.data import atomic_write_text
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
-           "sync_schedule_to_iters", "read_crop_roi", "capture_console",
+           "sync_schedule_to_iters", "read_crop_roi", "write_model_dirs", "capture_console",
+           "console_defaults",
            "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "ROI_NAME"]
 
 MODEL_CONFIG_NAME = "model.yml"
@@ -154,7 +158,7 @@ def _copy_atomic(src: Path, dst: Path) -> None:
             tmp.unlink()
 
 
-def _write_model_dirs(cfg, save_dir: Path, iters: int, roi: dict | None = None) -> list[Path]:
+def write_model_dirs(cfg, save_dir: Path, iters: int, roi: dict | None = None) -> list[Path]:
     """``model.yml`` (and ``roi.json``) in ``save_dir``, ``last_model/`` and ``best_model/``; returns the model dirs."""
     text = str(cfg)
     roi_text = json.dumps(roi, indent=1) if roi is not None else None
@@ -230,6 +234,19 @@ def _train_module_hooks(iters: int, start_iter: int, progress: bool):
             bar.close()
 
 
+_CONSOLE_DEFAULTS: ContextVar[tuple[Path | None, bool] | None] = ContextVar("gamma_kit_seg_console", default=None)
+
+
+@contextlib.contextmanager
+def console_defaults(log_file: str | os.PathLike | None, progress: bool = True):
+    """Within the block, ``run_training`` calls that pass no ``log_file``/``progress`` use these."""
+    token = _CONSOLE_DEFAULTS.set((Path(log_file) if log_file is not None else None, bool(progress)))
+    try:
+        yield
+    finally:
+        _CONSOLE_DEFAULTS.reset(token)
+
+
 @contextlib.contextmanager
 def capture_console(log_file: str | os.PathLike | None):
     """Send ``sys.stdout`` (PaddleSeg's logger, ``SegBuilder``'s config dumps, ``paddle.flops``'
@@ -282,13 +299,14 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                  save_interval: int | None = None, log_iters: int = 10, keep_checkpoint_max: int = 5,
                  use_vdl: bool = False, seed: int | None = None, resume_model: str | None = None,
                  num_workers: int = 0, check_labels: bool = True, optimizer=None, model=None,
-                 log_file: str | os.PathLike | None = None, progress: bool = False) -> Path:
+                 log_file: str | os.PathLike | None = None, progress: bool | None = None) -> Path:
     """Train a loaded ``Config`` with ``SegBuilder`` + ``paddleseg.core.train`` (tools/train.py's calls).
 
     ``optimizer``/``model`` override the builder's (used by the PaddleX-style API).
     Writes ``model.yml`` and ``last_model/`` (see the module docstring); returns ``save_dir``.
     ``log_file``: PaddleSeg's console output goes there (appended) instead of stdout;
-    ``progress``: a tqdm bar over the iterations (on stderr).
+    ``progress``: a tqdm bar over the iterations (on stderr). Unset, both come from an enclosing
+    ``console_defaults`` block (default: PaddleSeg's output on stdout, no bar).
     """
     from paddleseg.core import train as seg_train
     from paddleseg.utils import utils as seg_utils
@@ -296,6 +314,11 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     from gamma_kit.runtime import select_device
     from gamma_kit.seg.compat import apply_compat
 
+    defaults = _CONSOLE_DEFAULTS.get()
+    if log_file is None and defaults is not None:
+        log_file = defaults[0]
+    if progress is None:
+        progress = defaults[1] if defaults is not None else False
     if cfg.iters is None or int(cfg.iters) <= 0:
         raise ValueError(f"iters must be a positive number of iterations, got {cfg.iters}")
     if int(cfg.batch_size) <= 0:
@@ -340,7 +363,7 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                   save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
                   use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
                   test_config=cfg.test_config, to_static_training=cfg.to_static_training)
-    _write_model_dirs(cfg, save_dir, cfg.iters, roi)
+    write_model_dirs(cfg, save_dir, cfg.iters, roi)
     return save_dir
 
 
