@@ -17,8 +17,50 @@ Why each pin (all checked together on Python 3.11):
   scipy after ``import paddle``.
 - openpyxl: the GAMMA ground truth comes as .xlsx.
 constraints.txt holds the exact versions CI installs (pip install -c constraints.txt ...).
+- wheel==0.45.1 (test extra): .ci/run builds the wheel offline (pip wheel --no-build-isolation);
+  setuptools 65 needs the wheel package for bdist_wheel, and wheel >= 0.46 needs setuptools >= 70.1.
+
+The YAML configs stay in <repo>/configs (PaddleSeg users type configs/seg/... from the repo
+root). A built wheel carries a copy as package data in gamma_kit/_configs (BuildPyWithConfigs),
+where gamma_kit.resources.config_path finds it from any working directory. Editable installs
+use <repo>/configs directly and get no copy.
 """
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildPyWithConfigs(build_py):
+    """build_py that also copies <repo>/configs into the build's gamma_kit/_configs.
+
+    The tree is copied as is (fovea/, seg/, seg/_base_/), so the ``_base_`` paths, which are
+    relative to each YAML file, resolve in the copy too. Skipped for editable installs, which
+    would otherwise put a stale copy into the source tree that shadows configs/.
+    """
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        src = HERE / "configs"
+        if not (src / "seg").is_dir() or not (src / "fovea").is_dir():
+            raise FileNotFoundError(f"{src}: the configs to ship are missing (is this a full checkout?)")
+        dst = Path(self.build_lib) / "gamma_kit" / "_configs"
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+
+    def get_outputs(self, include_bytecode=1):
+        outputs = list(super().get_outputs(include_bytecode))
+        dst = Path(self.build_lib) / "gamma_kit" / "_configs"
+        if not getattr(self, "editable_mode", False):
+            outputs += [str(dst / f.relative_to(HERE / "configs")) for f in sorted((HERE / "configs").rglob("*.y*ml"))]
+        return outputs
+
 
 setup(
     name="gamma_kit",
@@ -29,6 +71,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["gamma_kit", "gamma_kit.*"]),
     include_package_data=True,
+    cmdclass={"build_py": BuildPyWithConfigs},
     install_requires=[
         "paddleseg==2.8.0",
         "numpy>=1.23,<2",
@@ -50,6 +93,7 @@ setup(
             "nbformat==5.11.1",
             "ipykernel==7.4.0",
             "psutil==7.2.2",
+            "wheel==0.45.1",       # .ci/run's offline wheel build (see above)
         ],
         "bench": ["psutil==7.2.2"],   # peak RSS sampling in bench/ (python bench/run_all.py)
     },
