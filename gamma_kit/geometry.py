@@ -19,8 +19,10 @@ that sends the detected circular field of view (FOV) to the canonical one: centr
 ``x' = s * (x - ox)``, ``y' = s * (y - oy)``, then the optional mirror, so
 ``CanonicalFrame.to_image`` inverts ``to_canonical`` exactly.
 
-The eye side is detected from the image (the optic disc is the brightest large blob)
-instead of the original's hand-typed lists; an override file can settle any image.
+The eye side is detected from the image instead of the original's hand-typed lists (an
+override file can settle any image): ``find_disc`` is the one classical optic-disc detector
+(a disc-sized bright, pale blob crossed by vertical vessels, refined to its outline), behind
+both ``detect_disc_side`` and stage 1 of the disc pipeline (``gamma_kit.disc.locate_disc``).
 """
 from __future__ import annotations
 
