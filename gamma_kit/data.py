@@ -290,7 +290,7 @@ def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",
     when there is no circular field of view: the surround outside the field found by
     ``geometry.detect_fov`` is not mostly dark (``FOV_DARK_SHARE`` below ``FOV_DARK_LEVEL``)
     or the field is pixel noise (mean neighbour step above ``NOISE_STEP_LIMIT``). Returns the
-    ``FieldOfView``. Runs on a copy at most 256 px wide (a few ms for a 6 MP photo).
+    ``FieldOfView``. Runs on a copy at most 256 px wide (32 ms for a 2992x2000 photo, half its decode).
     """
     from gamma_kit.geometry import detect_fov
 
