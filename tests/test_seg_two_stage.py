@@ -99,13 +99,32 @@ def test_two_stage_paste_is_background_outside_the_window(two_stage):
     np.testing.assert_allclose(res["score_map"].sum(-1), 1.0, atol=1e-4)
 
 
-def test_black_photo_falls_back_to_the_whole_image_model(two_stage, capsys):
+class _BlindWholeImageModel:
+    """A whole-image model that finds no disc anywhere (all background)."""
+
+    calls = 0
+
+    def predict_labels(self, image, upsample="nearest"):
+        type(self).calls += 1
+        return np.full(image.shape[:2], 2, np.uint8)
+
+
+def test_no_disc_falls_back_to_the_whole_image_model(two_stage, capsys):
+    from gamma_kit.data import read_image
+    from gamma_kit.seg.inference import load_model
+
+    m = load_model(two_stage / "roi_run", stage1=_BlindWholeImageModel())
+    photo = m.predict_photo(read_image(two_stage / "images" / "black.jpg"), name="black.jpg")
+    assert photo.location.source == "image-centre" and photo.fallback == "whole-image model"
+    assert photo.crop is None and (photo.labels == 2).all()
+    # through the CLI with a trained whole-image model: every photo predicted, the black one reported
     out = two_stage / "pred_stage1"
     assert main(["predict", "--model", str(two_stage / "roi_run"), "--stage1-model", str(two_stage / "whole_run"),
                  "--images", str(two_stage / "images"), "--out", str(out)]) == 0
     assert "black.jpg" in capsys.readouterr().out
     report = json.loads((out / "stage1_report.json").read_text())
-    assert next(p for p in report["photos"] if p["id"] == "black")["fallback"] == "whole-image model"
+    assert "black" in [p["id"] for p in report["photos"]]
+    assert len(list((out / "Disc_Cup_Segmentations").glob("*.bmp"))) == 4
     assert main(["predict", "--model", str(two_stage / "roi_run"), "--stage1-model", str(two_stage / "roi_run"),
                  "--images", str(two_stage / "images"), "--out", str(two_stage / "x")]) == 2
     assert "whole-image model" in capsys.readouterr().err

@@ -6,8 +6,8 @@ soft-max), served by the dynamic model (``SegPredictor``) and the static export
 
 - whole image: the network on the resized photo, labels brought back to the source size;
 - two-stage (a model directory holding ``roi.json``, i.e. trained on ``prepare --roi`` crops):
-  stage 1 locates the disc (``gamma_kit.disc.locate_disc``, or ``geometry.detect_disc_side``
-  until that exists), ``gamma_kit.crop.DiscCrop`` cuts the window (``roi.json``: side = factor x
+  stage 1 locates the disc (``gamma_kit.disc.locate_disc``, with the whole-image model as its
+  learned part when given), ``gamma_kit.crop.DiscCrop`` cuts the window (``roi.json``: side = factor x
   the estimated diameter, or a fixed side), the network segments it, and the label map is
   pasted back at the source size by exact nearest sampling (background outside the window).
   A photo where stage 1 is unsure is reported; where it finds no disc, the whole-image model
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import time
 import zipfile
@@ -39,11 +38,12 @@ from tqdm import tqdm
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text, find_task_dir,
                             list_images, read_image, read_mask, write_image)
+from gamma_kit.disc import locate_disc
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["labels_at_size", "UPSAMPLE_MODES", "PredictorCore", "SegPredictor", "PhotoPrediction", "load_model",
-           "resolve_model_dir", "read_roi", "check_state_dict", "locate", "postprocess_labels", "parse_postprocess",
+           "resolve_model_dir", "read_roi", "check_state_dict", "postprocess_labels", "parse_postprocess",
            "POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "predict_folder", "write_submission_zip", "overlay",
            "find_gt_mask_dir", "PredictionRun", "SUBMISSION_DIR", "ROI_NAME", "MANIFEST_NAME", "STAGE1_REPORT"]
 
@@ -83,66 +83,6 @@ def labels_at_size(logits: np.ndarray, size: tuple[int, int], upsample: str = "n
         up = cv2.resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), size, interpolation=cv2.INTER_LINEAR)
         return up.reshape(size[1], size[0], -1).argmax(axis=-1).astype(np.uint8)
     raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-
-
-# --------------------------------------------------------------------------- stage 1
-@dataclass(frozen=True)
-class _Location:
-    """Stage-1 answer in the shape of ``gamma_kit.disc.DiscLocation`` (used until that module exists)."""
-
-    xy: tuple[float, float]
-    diameter: float
-    confidence: float
-    source: str
-    unsure: bool
-    note: str = ""
-
-
-DISC_DIAMETER_PER_FOV_RADIUS = 0.33   # fallback diameter estimate (GAMMA: ~300 px for a 980 px radius)
-
-
-def _disc_from_labels(labels: np.ndarray) -> tuple[tuple[float, float], float] | None:
-    from gamma_kit.crop import disc_box_from_mask
-
-    disc = _largest_component(labels <= RIM)
-    return disc_box_from_mask(np.where(disc, 0, 255).astype(np.uint8)) if disc.any() else None
-
-
-def _locate_fallback(image: np.ndarray, model=None, name: str = "image") -> _Location:
-    """``geometry.detect_disc_side`` as stage 1 (diameter 0.33 x the FOV radius); with a whole-image
-    ``model``, its largest disc component wins when the two agree within a disc diameter."""
-    from gamma_kit.geometry import MIN_SIDE_CONFIDENCE, detect_disc_side, detect_fov
-
-    h, w = image.shape[:2]
-    try:
-        fov = detect_fov(image)
-    except ValueError as exc:
-        return _Location((w / 2, h / 2), DISC_DIAMETER_PER_FOV_RADIUS * min(w, h) / 2, 0.0, "image-centre", True,
-                         f"{name}: {exc}")
-    det = detect_disc_side(image, fov)
-    diameter = DISC_DIAMETER_PER_FOV_RADIUS * fov.radius
-    unsure = det.confidence < MIN_SIDE_CONFIDENCE
-    note = (f"{name}: disc found only {det.confidence:.2f} FOV radii from the centre (below {MIN_SIDE_CONFIDENCE})"
-            if unsure else "")
-    if model is not None:
-        found = _disc_from_labels(model.predict_labels(image))
-        if found is not None:
-            (x, y), d = found
-            agree = math.hypot(x - det.disc_xy[0], y - det.disc_xy[1]) <= max(d, diameter)
-            if 0.3 * diameter <= d <= 3 * diameter:
-                return _Location((x, y), d, 1.0 if agree else 0.5, "model", not agree,
-                                 "" if agree else f"{name}: whole-image model and classical detector disagree")
-    return _Location(det.disc_xy, diameter, det.confidence, "classical", unsure, note)
-
-
-def locate(image: np.ndarray, model=None, name: str = "image"):
-    """Stage 1: ``gamma_kit.disc.locate_disc`` when that module is there, else the classical fallback.
-    Returns an object with ``xy``, ``diameter``, ``confidence``, ``source``, ``unsure``, ``note``."""
-    try:
-        from gamma_kit.disc import locate_disc
-    except ImportError:
-        return _locate_fallback(image, model, name)
-    return locate_disc(image, model=model, name=name)
 
 
 # --------------------------------------------------------------------------- predictors
@@ -237,7 +177,7 @@ class PredictorCore:
             return PhotoPrediction(labels_at_size(self.probabilities(image, tta), (w, h), upsample))
         from gamma_kit.crop import DiscCrop
 
-        loc = locate(image, self.stage1, name)
+        loc = locate_disc(image, model=self.stage1, name=name)
         fallback, centre, diameter = "", loc.xy, loc.diameter
         if loc.source == "image-centre":
             if self.stage1 is not None:
