@@ -213,13 +213,18 @@ def test_ctrl_c_during_a_step_names_the_epoch_and_the_resume_command(synth, tmp_
 
 
 def test_long_run_hint_after_the_first_steps(synth, tmp_path, monkeypatch, capsys):
-    ticks = iter(range(0, 10 ** 9, 5000))               # every step "takes" 5000 s
+    ticks = iter(range(0, 10 ** 9, 5000))               # every step "takes" 5000 s: over 4 h, under 40 h
     monkeypatch.setattr(train_mod, "_clock", lambda: next(ticks))
     train_fold(_cfg("train.epochs=2"), 1, load_training_data(synth), tmp_path / "r", progress=False)
     err = capsys.readouterr().err
     hint = [ln for ln in err.splitlines() if ln.startswith("note:")]
     assert len(hint) == 1 and "configs/fovea/unet_heatmap_cpu.yml" in hint[0]
     assert "one epoch of this config takes ~2.8 h" in hint[0] and "2 epochs take ~5.6 h" in hint[0]
+    ticks = iter(range(0, 10 ** 12, 10 ** 6))           # far over: said after the very first step
+    monkeypatch.setattr(train_mod, "_clock", lambda: next(ticks))
+    train_fold(_cfg("train.epochs=2"), 1, load_training_data(synth), tmp_path / "s", progress=False)
+    hint = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note:")]
+    assert len(hint) == 1 and "one epoch of this config takes ~23.1 days" in hint[0]
     monkeypatch.setattr(train_mod, "_clock", time.perf_counter)   # a quick run: no hint
     train_fold(_cfg("train.epochs=1"), 1, load_training_data(synth), tmp_path / "q", progress=False)
     assert "note:" not in capsys.readouterr().err

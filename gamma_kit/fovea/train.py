@@ -437,6 +437,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     bar = tqdm(range(start, epochs), desc=f"fold {fold}", unit="epoch", disable=not progress,
                initial=start, total=epochs)
     step_times: list[float] = []
+    warned = False
     epoch = start
     try:
         with _SignalGuard() as guard:
@@ -467,8 +468,10 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
                         lr.step()
                     losses.append(float(loss))
                     step_times.append(_clock() - ts)
-                    if main and len(step_times) == min(3, steps):
-                        _warn_if_long(step_times, steps, epochs - epoch, device, progress)
+                    if main and not warned and len(step_times) in (1, min(3, steps)):
+                        # after the first step only when far over (it includes the warm-up)
+                        margin = 10.0 if len(step_times) < min(3, steps) else 1.0
+                        warned = _warn_if_long(step_times, steps, epochs - epoch, device, margin)
                 last = epoch == epochs - 1
                 aed = None
                 if main and (last or (epoch + 1) % val_every == 0):
@@ -525,18 +528,20 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     return metrics
 
 
-def _warn_if_long(step_times: list[float], steps: int, epochs_left: int, device: str, progress: bool) -> None:
-    """One line when the first steps say this run will take more than LONG_RUN_HOURS here."""
+def _warn_if_long(step_times: list[float], steps: int, epochs_left: int, device: str, margin: float = 1.0) -> bool:
+    """One line (stderr) when the first steps say this run will take more than ``margin`` x
+    LONG_RUN_HOURS here; returns whether it was printed."""
     from tqdm import tqdm
 
     per_step = float(np.mean(step_times[1:] if len(step_times) > 1 else step_times))   # first step warms up
     epoch_s = per_step * steps
     total = epoch_s * epochs_left
-    if total > LONG_RUN_HOURS * 3600:
-        line = (f"note: on {device} one epoch of this config takes ~{_fmt_duration(epoch_s)}, so {epochs_left} "
-                f"epochs take ~{_fmt_duration(total)}; on a CPU use --config {CPU_CONFIG_HINT} "
-                "(a 1/4-scale version of the method, ~14 s per epoch of 80 images on 2 cores)")
-        tqdm.write(line, file=sys.stderr)
+    if total <= margin * LONG_RUN_HOURS * 3600:
+        return False
+    tqdm.write(f"note: on {device} one epoch of this config takes ~{_fmt_duration(epoch_s)}, so {epochs_left} "
+               f"epochs take ~{_fmt_duration(total)}; on a CPU use --config {CPU_CONFIG_HINT} "
+               "(a 1/4-scale version of the method, ~14 s per epoch of 80 images on 2 cores)", file=sys.stderr)
+    return True
 
 
 def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[int] | None = None,
