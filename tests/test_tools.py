@@ -202,3 +202,21 @@ def test_flags_and_defaults_are_paddleseg_s():
     assert exp.output_op == "argmax"
     val = _load_tool("val").parse_args(["--config", "x.yml", "--model_path", "m.pdparams"])
     assert val.model_path == "m.pdparams" and val.num_workers == 0
+
+
+def test_train_under_paddle_distributed_launch(tmp_path):
+    """PaddleSeg's multi-device path, `python -m paddle.distributed.launch tools/train.py ...`, here with
+    2 CPU processes: core.train initialises fleet (data parallel, degree 2); only rank 0 logs and saves."""
+    make_prepared(tmp_path, n_train=4, n_test=1, size=(48, 40))
+    res = subprocess.run(
+        [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", "launch_log",
+         str(TOOLS / "train.py"), "--config", str(CONFIGS / "liteunet_gamma_cpu.yml"), "--iters", "2",
+         "--batch_size", "1", "--log_iters", "1", "--device", "cpu", "--save_dir", "out", "--opts", SMALL[0]],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    logs = [(tmp_path / "launch_log" / f"workerlog.{r}").read_text() for r in (0, 1)]
+    assert res.returncode == 0, res.stdout[-2000:] + logs[0][-2000:] + logs[1][-2000:]
+    for rank, log in enumerate(logs):
+        assert f"rank_id: {rank}" in log and "dp_degree: 2" in log and "Traceback" not in log
+    assert re.search(r"\[TRAIN\] epoch: \d+, iter: 2/2", logs[0]) and "[TRAIN]" not in logs[1]
+    assert (tmp_path / "out" / "iter_2" / "model.pdparams").is_file()
+    assert (tmp_path / "out" / "last_model" / "model.yml").is_file()
