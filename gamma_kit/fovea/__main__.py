@@ -28,10 +28,12 @@ EPILOG = """shortcut:
                         = train --fold K: one fold of the original recipe (configs/fovea/unet_heatmap.yml,
                           88 M parameters, 200 epochs; meant for a GPU). On a CPU add
                           --config configs/fovea/unet_heatmap_cpu.yml (~14 s per epoch of 80 images).
-  python -m paddle.distributed.launch --gpus 0,1,2,3 -m gamma_kit.fovea train --fold 3
+  python -m paddle.distributed.launch --gpus 0,1,2,3 gamma-kit-fovea train --fold 3
                         one fold data-parallel on 4 GPUs (global batch and lr as one process;
-                        rank 0 writes; tested with 2 CPU processes, untested on GPUs)
-  python -m paddle.distributed.launch --gpus 0,1,2,3 -m gamma_kit.fovea cv --parallel-folds
+                        rank 0 writes; tested with 2 CPU processes, untested on GPUs). The
+                        launcher takes a script or a command, not -m: gamma-kit-fovea is this CLI
+                        (or give the path of gamma_kit/fovea/__main__.py).
+  python -m paddle.distributed.launch --gpus 0,1,2,3 gamma-kit-fovea cv --parallel-folds
                         one fold per GPU (add --ips host1,host2 for several machines)
 """
 
