@@ -247,3 +247,15 @@ def test_vdl_and_csv_logs_hold_the_same_numbers(synth, tmp_path):
     aed = [(r.id, r.value) for r in reader.get_data("scalar", "Evaluate/AED")]
     np.testing.assert_allclose(loss, [h["train_loss"] for h in m["history"]], rtol=1e-6)
     assert [s for s, _ in aed] == [2, 3]
+
+
+def test_top_level_help_shows_the_fold_shortcut(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "python -m gamma_kit.fovea --fold K" in out and "configs/fovea/unet_heatmap_cpu.yml" in out
+    from gamma_kit.fovea.__main__ import build_parser
+
+    args = build_parser().parse_args(["train", "--fold", "3"])    # what `--fold 3` becomes
+    assert args.fold == 3 and args.config.endswith("unet_heatmap.yml")
