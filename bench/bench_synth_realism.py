@@ -42,6 +42,7 @@ import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from gamma_kit.geometry import detect_disc_side  # noqa: E402
+from gamma_kit.metrics import dice  # noqa: E402
 from gamma_kit.synth import render as current  # noqa: E402
 from gamma_kit.synth.render import cup_rim_contrast  # noqa: E402
 
@@ -111,11 +112,6 @@ def radial_stats(img: np.ndarray, centre: tuple[float, float]) -> dict:
     return {"diam512": 2.0 * R, "disc_contrast": rim / max(out, 1e-6) - 1, "pallor": centre_ / max(rim, 1e-6) - 1,
             "edge_width": edge, "red": float(chroma[0]), "green": float(chroma[1]),
             "dark_share": float((win[disc] < 0.8 * np.median(win[disc])).mean())}
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / s) if s else 1.0
 
 
 def naive_probes(img: np.ndarray, mask: np.ndarray) -> dict:

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from gamma_kit.geometry import CANONICAL_FOV_CENTRE, CanonicalFrame, FieldOfView
+from gamma_kit.metrics import vcdr
 
 __all__ = ["SynthSample", "FundusLayout", "render_fundus", "sample_layout", "fov_for_size", "vertical_cdr",
            "camera_magnification", "cup_rim_contrast", "CANVAS_MAX", "SIDES", "DISC_HEIGHT_512", "LAYERS"]
@@ -245,9 +246,7 @@ def _cv_points(points: np.ndarray) -> np.ndarray:
 
 def vertical_cdr(mask: np.ndarray) -> float:
     """Vertical cup-to-disc ratio of a 0/128/255 mask: largest per-column pixel counts (SPEC 5)."""
-    disc = (mask < 255).sum(axis=0).max()
-    cup = (mask == 0).sum(axis=0).max()
-    return float(cup / disc) if disc else 0.0
+    return float(vcdr(mask))
 
 
 # ---- vessels --------------------------------------------------------------------------------
