@@ -12,6 +12,10 @@
     OUT/task3_disc_cup_segmentation/testing_GT/Disc_Cup_Mask/0101.bmp ...
     OUT/synth_meta.csv    # id, split, width, height, disc_side, disc_x, disc_y, fovea_x, fovea_y, disc_diameter, vcdr
 
+In ``synth_meta.csv``, ``disc_x, disc_y`` is the centroid of the mask's disc,
+``disc_diameter`` the geometric-mean diameter of the painted disc and ``vcdr`` the
+vertical cup-to-disc ratio of the mask, all in px of the photo.
+
 Test ground truth sits outside ``testing/`` (in ``testing_GT/``) so the test folders
 look like the challenge's while local scoring stays possible. Points are (x, y) =
 (column, row) in continuous pixel coordinates, as everywhere in the kit.
