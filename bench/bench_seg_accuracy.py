@@ -1,9 +1,10 @@
-"""Segmentation accuracy beside speed: the CPU config (LiteUNet at 160) against the original
+"""Segmentation accuracy beside speed: the CPU config (LiteUNet at 160), the two-stage CPU config
+(LiteUNet at 192 on disc-centred crops, predicted on the full photos through stage 1) and the original
 recipe (PaddleSeg UNet at 512) on EQUAL wall-clock training budgets, trained, predicted
 and scored with the seg helper's own functions (prepare, split, train_from_config,
 predict_folder; challenge-style per-image Dice / vCDR from gamma_kit.metrics).
 
-    python bench/bench_seg_accuracy.py --data DIR [--budget 150] [--json FILE]
+    python bench/bench_seg_accuracy.py --data DIR [--budget 150] [--arms cpu,roi,orig] [--json FILE]
 
 Each arm's iteration count = budget / seconds per iteration, measured by a short probe
 training run just before (LiteUNet: 5 iterations; UNet 512: 1 iteration; when the budget
@@ -22,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, emit, row  # noqa: E402
 
 ARMS = {"cpu": ("CPU config: LiteUNet 160 (0.49 M)", REPO / "configs" / "seg" / "liteunet_gamma_cpu.yml", 5),
+        "roi": ("two-stage CPU config: LiteUNet 192 on disc crops (0.49 M)",
+                REPO / "configs" / "seg" / "roi_liteunet_cpu.yml", 5),
         "orig": ("original recipe: UNet 512 (13.4 M), DiceLoss", REPO / "configs" / "seg" / "unet_gamma_512.yml", 1)}
 
 
@@ -29,24 +32,34 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--budget", type=float, default=150.0)
-    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--arms", default="cpu,orig", help=f"comma list of {', '.join(ARMS)} (roi: the two-stage arm)")
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     from gamma_kit.seg.inference import find_gt_mask_dir, predict_folder, test_images
-    from gamma_kit.seg.prepare import prepare_dataset, split_dataset
+    from gamma_kit.seg.prepare import RoiSettings, prepare_dataset, split_dataset
     from gamma_kit.seg.training import train_from_config
 
     work = Path(args.work or tempfile.mkdtemp(prefix="gk_segacc_"))
-    prepared = work / "seg_prepared"
-    prepare_dataset(args.data, prepared, overwrite=True, progress=False)
-    lists = split_dataset(prepared, val_value=0.1, seed=0)
     gt_dir = find_gt_mask_dir(args.data, "testing")
-    opts = [f"train_dataset.dataset_root={prepared}", f"train_dataset.train_path={lists['train_list.txt']}",
-            f"val_dataset.dataset_root={prepared}", f"val_dataset.val_path={lists['val_list.txt']}"]
+    data_opts = {}
+
+    def opts_for(two_stage: bool) -> list[str]:
+        if two_stage not in data_opts:
+            prepared = work / ("seg_roi_prepared" if two_stage else "seg_prepared")
+            prepare_dataset(args.data, prepared, overwrite=True, progress=False,
+                            roi=RoiSettings(copies=2) if two_stage else None)
+            lists = split_dataset(prepared, val_value=0.1, seed=0)
+            data_opts[two_stage] = [f"train_dataset.dataset_root={prepared}",
+                                    f"train_dataset.train_path={lists['train_list.txt']}",
+                                    f"val_dataset.dataset_root={prepared}",
+                                    f"val_dataset.val_path={lists['val_list.txt']}"]
+        return data_opts[two_stage]
+
     rows, arms = [], []
     for name in args.arms.split(","):
         label, cfg, probe = ARMS[name]
+        opts = opts_for(name == "roi")
         t0 = time.perf_counter()
         run_dir = train_from_config(cfg, work / f"{name}_probe", iters=probe, opts=opts, device="cpu", seed=0,
                                     do_eval=False, log_iters=probe)
