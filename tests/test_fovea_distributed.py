@@ -16,6 +16,7 @@ import pytest
 
 import gamma_kit  # noqa: F401
 from gamma_kit.fovea.demo import CPU_CONFIG
+from fovea_fixtures import tiny_synth
 
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "gamma_kit" / "fovea" / "__main__.py"
@@ -23,10 +24,8 @@ MAIN = REPO / "gamma_kit" / "fovea" / "__main__.py"
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from gamma_kit.synth import generate
-
     root = tmp_path_factory.mktemp("fovea_dp")
-    generate(root / "data", 10, 2, seed=3, sizes=[(748, 500), (489, 484)], progress=False)
+    tiny_synth(root / "data", 10, 2, seed=3)
     (root / "tiny.yml").write_text(f"_base_: {CPU_CONFIG}\nname: tiny\nmodel: {{width: 4}}\n"
                                    "train: {epochs: 2, batch_size: 4, device: cpu}\n")
     return root

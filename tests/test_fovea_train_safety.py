@@ -25,6 +25,7 @@ from gamma_kit.fovea.config import load_config
 from gamma_kit.fovea.demo import CPU_CONFIG
 from gamma_kit.fovea.train import load_training_data, train_fold
 from gamma_kit.safety import Interrupted
+from fovea_fixtures import tiny_synth
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.width=4", "train.batch_size=4", "train.device=cpu"]
@@ -32,11 +33,7 @@ TINY = ["model.width=4", "train.batch_size=4", "train.device=cpu"]
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from gamma_kit.synth import generate
-
-    root = tmp_path_factory.mktemp("fovea_safety") / "data"
-    generate(root, 10, 2, seed=11, sizes=[(748, 500), (489, 484)], progress=False)
-    return root
+    return tiny_synth(tmp_path_factory.mktemp("fovea_safety") / "data", 10, 2, seed=11)
 
 
 @pytest.fixture(scope="module")
