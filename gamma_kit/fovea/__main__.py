@@ -21,7 +21,7 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.resources import config_path
 from gamma_kit.runtime import positive_float, positive_int
 
-COMMANDS = ("train", "cv", "predict", "demo")
+COMMANDS = ("train", "cv", "predict", "export", "demo")
 DEFAULT_CONFIG = config_path("fovea/unet_heatmap.yml")
 EPILOG = """shortcut:
   python -m gamma_kit.fovea --fold K [train options]
@@ -83,10 +83,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     prog = "python -m gamma_kit.fovea"
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], epilog=EPILOG,
-                                 usage=f"{prog} [-h] {{train,cv,predict,demo}} ...\n       {prog} --fold K "
+                                 usage=f"{prog} [-h] {{train,cv,predict,export,demo}} ...\n       {prog} --fold K "
                                        "[train options]   (= train --fold K)",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,cv,predict,demo}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,cv,predict,export,demo}", prog=prog)
     t = sub.add_parser("train", help="train one fold (also: python -m gamma_kit.fovea --fold K)")
     t.add_argument("--fold", type=positive_int, required=True, help="1-based fold")
     t.add_argument("--init-from", help="checkpoint to fine-tune from (same model config; not with --resume)")
@@ -98,12 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     _train_args(c)
     p = sub.add_parser("predict", help="predict a folder of images and write the submission CSV")
     _data_args(p)
-    p.add_argument("--checkpoints", nargs="+", required=True, help="run folder(s), fold folder(s) or .pdparams")
+    models = p.add_mutually_exclusive_group(required=True)
+    models.add_argument("--checkpoints", nargs="+", help="run folder(s), fold folder(s) or .pdparams")
+    models.add_argument("--exported", help="folder written by the export command (runs Paddle Inference)")
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--ensemble", choices=("coords", "heatmap"), default="coords")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
     p.add_argument("--figures", help="folder for heatmap / distribution figures")
     p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
+    from gamma_kit.fovea.export import add_export_cli
+
+    add_export_cli(sub)
     d = sub.add_parser("demo", help="short CPU train + predict + score on a (synthetic) dataset")
     d.add_argument("--data-root", required=True)
     d.add_argument("--work-dir", required=True)
@@ -156,6 +161,8 @@ def resume_command(argv: list[str]) -> str:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    if getattr(args, "run", None) is not None:      # commands that bring their own runner (export)
+        return args.run(args)
     if args.command in ("train", "cv"):
         from gamma_kit.fovea.train import cross_validate, load_training_data, train_fold
 
@@ -189,7 +196,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             images = split.images
         out = predict(args.checkpoints, images, args.out, ensemble=args.ensemble, flip=args.flip,
                       side_overrides=args.side_overrides, gt=gt, device=args.device or "auto",
-                      figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress)
+                      figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress,
+                      exported=args.exported)
         print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
         if out["empty"]:
             print(f"warning: empty heatmaps (fallback position used) for {out['empty']}")
