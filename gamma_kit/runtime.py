@@ -192,3 +192,59 @@ def run_cli(call: Callable[[], object]) -> int:
         print("interrupted (Ctrl-C or SIGTERM)", file=sys.stderr)
         return 130
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
+
+
+class InferenceModel:
+    """A static model (``PREFIX.json`` or ``.pdmodel`` + ``PREFIX.pdiparams``) run by ``paddle.inference``,
+    shared by the fovea and segmentation exports.
+
+    On the CPU oneDNN is disabled: Paddle 3.3.1's CPU inference raises NotImplementedError with
+    it (SPEC 4). ``run(x)`` feeds the first input and returns the first output as NumPy.
+    A missing, empty or unloadable file is a one-line error naming it.
+    """
+
+    def __init__(self, prefix: "str | os.PathLike", device: str = "cpu", cpu_threads: int | None = None):
+        from pathlib import Path
+
+        import paddle.inference as paddle_infer
+
+        prefix = Path(prefix)
+        params = prefix.with_name(prefix.name + ".pdiparams")
+        graph = next((prefix.with_name(prefix.name + s) for s in (".json", ".pdmodel")
+                      if prefix.with_name(prefix.name + s).is_file()), None)
+        if graph is None or not params.is_file():
+            raise FileNotFoundError(f"{prefix.parent}: no exported model ({prefix.name}.json or .pdmodel, "
+                                    f"plus {prefix.name}.pdiparams)")
+        for f in (graph, params):
+            if f.stat().st_size == 0:
+                raise ValueError(f"{f}: empty file (0 bytes; an interrupted export?): export again")
+        config = paddle_infer.Config(str(graph), str(params))
+        if device.startswith("gpu"):
+            config.enable_use_gpu(256, int(device.split(":")[1]) if ":" in device else 0)
+        else:
+            config.disable_gpu()
+            config.disable_mkldnn()
+            config.set_cpu_math_library_num_threads(cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
+        config.disable_glog_info()
+        try:
+            self.predictor = paddle_infer.create_predictor(config)
+        except Exception as exc:  # paddle raises RuntimeError/ValueError/OSError for broken files
+            raise ValueError(f"{graph} / {params.name}: cannot be loaded as an exported model (truncated or "
+                             f"corrupt: {type(exc).__name__})") from None
+        self.graph = graph
+
+    def run(self, x):
+        """(N, ...) float32 input -> the first output as a NumPy array."""
+        import numpy as np
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(x)
+        try:
+            self.predictor.run()
+        except Exception as exc:  # a graph that loads but does not run (another model's params)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ValueError(f"{self.graph}: the exported model failed to run ({type(exc).__name__}: "
+                             f"{first[:200]})") from None
+        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()

@@ -106,35 +106,14 @@ class ExportedModel:
     """
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", cpu_threads: int | None = None) -> None:
-        import paddle.inference as paddle_infer
+        from gamma_kit.runtime import InferenceModel
 
         d = Path(model_dir)
-        params = d / f"{MODEL_PREFIX}.pdiparams"
-        graph = next((d / f"{MODEL_PREFIX}{s}" for s in (".json", ".pdmodel") if (d / f"{MODEL_PREFIX}{s}").is_file()),
-                     None)
-        if graph is None or not params.is_file():
-            raise FileNotFoundError(f"{d}: no exported model ({MODEL_PREFIX}.json or .pdmodel, plus .pdiparams)")
-        config = paddle_infer.Config(str(graph), str(params))
-        if device.startswith("gpu"):
-            config.enable_use_gpu(256, int(device.split(":")[1]) if ":" in device else 0)
-        else:
-            config.disable_gpu()
-            config.disable_mkldnn()
-            config.set_cpu_math_library_num_threads(cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
-        config.disable_glog_info()
-        try:
-            self.predictor = paddle_infer.create_predictor(config)
-        except Exception as err:
-            raise ValueError(f"{graph}: Paddle Inference cannot load this exported model "
-                             f"({type(err).__name__}: {str(err).strip().splitlines()[-1][:200]})") from None
+        self.model = InferenceModel(d / MODEL_PREFIX, device, cpu_threads)
         self.path = d
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        handle.reshape(list(x.shape))
-        handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
-        self.predictor.run()
-        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()[:, 0]
+        return self.model.run(x)[:, 0]
 
     def predict_heatmaps(self, crops: np.ndarray, batch_size: int = 8, flip: bool = False) -> np.ndarray:
         """Heatmaps (N, h, w) float32; ``flip`` averages with the mirrored map of the mirrored crop."""

@@ -23,6 +23,7 @@ import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.data import atomic_write_text
+from gamma_kit.runtime import InferenceModel
 from gamma_kit.seg.inference import ROI_NAME, PredictorCore
 
 __all__ = ["export_static", "StaticPredictor", "DEPLOY_NAME"]
@@ -103,7 +104,6 @@ class StaticPredictor(PredictorCore):
     """
 
     def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None):
-        import paddle.inference as paddle_infer
         from paddleseg.cvlibs import manager
 
         import gamma_kit.seg.models  # noqa: F401
@@ -122,24 +122,7 @@ class StaticPredictor(PredictorCore):
         except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{deploy_path}: not a deploy file written by export ({type(exc).__name__}: {exc})") \
                 from exc
-        prefix = d / deploy.get("model", MODEL_PREFIX)
-        params = prefix.with_suffix(".pdiparams")
-        graph = next((prefix.with_suffix(s) for s in (".json", ".pdmodel") if prefix.with_suffix(s).is_file()), None)
-        if graph is None or not params.is_file():
-            raise FileNotFoundError(f"{d}: no exported model ({prefix.name}.json or .pdmodel, plus .pdiparams)")
-        for f in (graph, params):
-            if f.stat().st_size == 0:
-                raise ValueError(f"{f}: empty file (0 bytes; an interrupted export?): export again")
-        config = paddle_infer.Config(str(graph), str(params))
-        config.disable_gpu()
-        config.disable_mkldnn()
-        config.set_cpu_math_library_num_threads(cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
-        config.disable_glog_info()
-        try:
-            self.predictor = paddle_infer.create_predictor(config)
-        except Exception as exc:  # paddle raises RuntimeError/ValueError/OSError for broken files
-            raise ValueError(f"{graph} / {params.name}: cannot be loaded as an exported model (truncated or "
-                             f"corrupt: {type(exc).__name__})") from exc
+        self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), cpu_threads=cpu_threads)
         ops = []
         for t in transforms:
             ops.append(manager.TRANSFORMS[t.pop("type")](**t))
@@ -147,13 +130,4 @@ class StaticPredictor(PredictorCore):
         self.export_dir = d
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        handle.reshape(x.shape)
-        handle.copy_from_cpu(x)
-        try:
-            self.predictor.run()
-        except Exception as exc:  # a graph that loads but does not run (another model's params)
-            raise ValueError(f"{self.export_dir}: the exported model failed to run ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-        out = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-        return out.copy_to_cpu()
+        return self.model.run(x)
