@@ -7,7 +7,12 @@ Conventions used everywhere in the kit:
   integer values fall on pixel corners (pixel ``i`` spans [i, i+1));
 - GAMMA mask values: 0 = cup, 128 = disc outside the cup, 255 = background.
 """
+import warnings as _warnings
+
 from gamma_kit.runtime import configure_threads as _configure_threads
+
+# Paddle warns at import that ccache (for compiling custom C++ ops) is missing; the kit compiles none
+_warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 _configure_threads()
 
