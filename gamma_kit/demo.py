@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gamma_kit.data import atomic_write_text, find_task_dir, list_images, read_mask
+from gamma_kit.data import atomic_write_text, find_mask_dir, find_task_dir, list_masks, read_mask
 from gamma_kit.metrics import evaluate_seg
 
 __all__ = ["run_demo", "ensure_synthetic", "seg_empty_baseline", "main"]
@@ -55,7 +55,7 @@ def ensure_synthetic(data_dir: Path, n_train: int, n_test: int, seed: int,
 def seg_empty_baseline(data_dir: Path) -> dict:
     """Task 3 scores of an all-background prediction on the test split."""
     task = find_task_dir(data_dir, "seg")
-    gt = {i: read_mask(p) for i, p in list_images(task / "testing_GT" / "Disc_Cup_Mask").items()}
+    gt = {i: read_mask(p) for i, p in list_masks(find_mask_dir(task, "testing", required=True)).items()}
     res = evaluate_seg({i: np.full(m.shape, 255, np.uint8) for i, m in gt.items()}, gt)
     return {k: res[k] for k in ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")}
 

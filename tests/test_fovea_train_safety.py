@@ -65,8 +65,9 @@ BAD_FLAGS = [
     (["train", "--fold", "1", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
     (["train", "--fold", "0"], "--fold: must be at least 1, got 0"),
     (["train", "--fold", "1", "--epochs", "two"], "expected a whole number >= 1, got 'two'"),
-    (["cv", "--folds", "1,x"], "expected comma-separated fold numbers such as 1,2, got '1,x'"),
-    (["cv", "--folds", "0,1"], "fold numbers start at 1"),
+    (["cv", "--folds", "1,x"], "--folds: folds: 'x' is not a whole number (expected comma-separated whole numbers"),
+    (["cv", "--folds", "0,1"], "folds: 0 is out of range (each value must be >= 1"),
+    (["cv", "--folds", "1,1"], "folds: [1] given more than once"),
     (["train", "--fold", "1", "--lr", "-1"], "--lr: must be a finite number > 0"),
 ]
 

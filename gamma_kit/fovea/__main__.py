@@ -39,17 +39,10 @@ EPILOG = """shortcut:
 
 
 def fold_list(text: str) -> list[int]:
-    """argparse type: comma-separated 1-based folds, e.g. ``1,2``."""
-    parts = [t.strip() for t in text.split(",")]
-    try:
-        folds = [int(t) for t in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers such as 1,2, got {text!r}") from None
-    if not folds or min(folds) < 1:
-        raise argparse.ArgumentTypeError(f"fold numbers start at 1, got {text!r}")
-    if len(set(folds)) != len(folds):
-        raise argparse.ArgumentTypeError(f"a fold is listed twice in {text!r}")
-    return folds
+    """argparse type: comma-separated 1-based folds, e.g. ``1,2`` (``runtime.parse_int_list``)."""
+    from gamma_kit.runtime import parse_int_list
+
+    return parse_int_list(text, "folds", low=1)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

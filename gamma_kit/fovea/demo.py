@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import load_fovea_split, read_fovea_gt, write_fovea_csv
+from gamma_kit.data import find_fovea_gt, load_fovea_split, read_fovea_gt, write_fovea_csv
 from gamma_kit.fovea.config import load_config
 from gamma_kit.fovea.dataset import CanonicalCache, make_items
 from gamma_kit.metrics import evaluate_fovea
@@ -28,11 +28,6 @@ from gamma_kit.resources import config_path
 __all__ = ["run_demo", "mean_position_baseline", "CPU_CONFIG"]
 
 CPU_CONFIG = config_path("fovea/unet_heatmap_cpu.yml")
-
-
-def _test_gt_path(root: Path) -> Path | None:
-    found = sorted(root.glob("*GT*.xlsx")) + sorted(root.glob("*GT*.csv"))
-    return found[0] if found else None
 
 
 def decode_with_synthetic_sides(cache: CanonicalCache, images: dict, data_root: str | Path,
@@ -91,8 +86,7 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
     # a rerun into the same work dir sets the earlier demo run aside (renamed, never deleted)
     metrics = train_fold(cfg, fold, data, run_dir, progress=progress, cache=cache, set_aside_old_run=True)
 
-    gt_path = _test_gt_path(test.root.parent / "testing_GT") if (test.root.parent / "testing_GT").is_dir() \
-        else _test_gt_path(test.root)
+    gt_path = find_fovea_gt(test.root.parent, "testing")
     sub = work_dir / "submission_fovea.csv"
     out = predict([run_dir / f"fold{fold}"], test.images, sub, gt=gt_path, device="cpu", progress=progress,
                   figures_dir=work_dir / "figures", cache=cache)   # the baseline below reuses the decoded images

@@ -36,8 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text, find_task_dir,
-                            list_images, read_image, read_mask, write_image)
+from gamma_kit.data import (IMAGE_DIR, atomic_write_bytes, atomic_write_text, find_mask_dir, find_task_dir,
+                            list_images, list_masks, read_image, read_mask, write_image)
 from gamma_kit.disc import locate_disc
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
@@ -454,12 +454,7 @@ def overlay(image: np.ndarray, pred_mask: np.ndarray, gt_mask: np.ndarray | None
 # --------------------------------------------------------------------------- folders
 def find_gt_mask_dir(data_root: str | os.PathLike | None, split: str = "testing") -> Path | None:
     """GT masks of ``split`` if present: ``<task>/<split>/Disc_Cup_Mask`` or ``<task>/<split>_GT/...``."""
-    task = find_task_dir(data_root, "seg")
-    for folder in (split, f"{split}_GT"):
-        for m in MASK_DIRS:
-            if (task / folder / m).is_dir():
-                return task / folder / m
-    return None
+    return find_mask_dir(find_task_dir(data_root, "seg"), split)
 
 
 def write_submission_zip(pred_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None,
@@ -555,7 +550,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     predictor = model if hasattr(model, "predict_labels") else load_model(model)
     files = images if isinstance(images, dict) else list_images(images)
     pred_dir = out_dir / SUBMISSION_DIR
-    gt_files = list_images(gt_dir, MASK_EXTS) if gt_dir is not None else {}
+    gt_files = list_masks(gt_dir) if gt_dir is not None else {}
     missing = sorted(set(gt_files) - set(files))
     if missing:
         raise ValueError(f"{gt_dir}: ground truth for id(s) {missing[:10]} that have no image to predict")

@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gamma_kit.data import (IMAGE_DIR, MASK_DIRS, MASK_EXTS, atomic_write_bytes, atomic_write_text,
-                            find_task_dir, list_images, present_values, read_image, read_mask,
+from gamma_kit.data import (IMAGE_DIR, atomic_write_bytes, atomic_write_text, find_mask_dir,
+                            find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
                             unexpected_mask_values, write_image)
 
 __all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",
@@ -279,15 +279,9 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
     """
     task = find_task_dir(data_root, "seg")
     image_dir = task / split / IMAGE_DIR
-    if mask_dir is None:
-        found = [task / split / m for m in MASK_DIRS if (task / split / m).is_dir()]
-        if not found:
-            raise FileNotFoundError(f"{task / split}: no mask folder ({' or '.join(MASK_DIRS)}); "
-                                    "prepare needs the training masks")
-        mask_dir = found[0]
-    mask_dir = Path(mask_dir)
+    mask_dir = Path(mask_dir) if mask_dir is not None else find_mask_dir(task, split, required=True)
     images = list_images(image_dir)
-    masks = list_images(mask_dir, MASK_EXTS)
+    masks = list_masks(mask_dir)
     bad_names = _unlistable(sorted(set(images) | set(masks)))
     if bad_names:
         files = [str((images.get(i) or masks.get(i)).name) for i in bad_names]
