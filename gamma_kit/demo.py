@@ -60,7 +60,7 @@ def seg_empty_baseline(data_dir: Path) -> dict:
     return {k: res[k] for k in ("dice_disc", "dice_cup", "vcdr_mae", "score", "n")}
 
 
-def run_demo(out_dir: str | Path = "demo_out", n_train: int = 40, n_test: int = 10, seed: int = 0,
+def run_demo(out_dir: str | Path = "demo_out", n_train: int = 60, n_test: int = 20, seed: int = 0,
              device: str = "auto", tasks: tuple[str, ...] = TASKS, progress: bool = True,
              sizes: tuple[tuple[int, int], ...] | None = None, fovea_epochs: int = 12,
              seg_iters: int = 120, verbose: bool = False) -> dict:
@@ -138,8 +138,8 @@ def summary_table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gamma_kit.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    ap.add_argument("--train", type=int, default=40, help="synthetic training images (default 40)")
-    ap.add_argument("--test", type=int, default=10, help="synthetic test images (default 10)")
+    ap.add_argument("--train", type=int, default=60, help="synthetic training images (default 60)")
+    ap.add_argument("--test", type=int, default=20, help="synthetic test images (default 20)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     ap.add_argument("--tasks", default="fovea,seg", help="comma-separated subset of fovea,seg")
