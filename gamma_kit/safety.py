@@ -28,6 +28,9 @@ __all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_pa
            "deferred_interrupts", "with_path", "make_parent"]
 
 
+_held: list[list[int]] = []   # signals received by the outermost deferred_interrupts block in force
+
+
 class Interrupted(Exception):
     """A long command stopped by SIGINT/SIGTERM; ``str(exc)`` is the one line for the user."""
 
@@ -133,8 +136,11 @@ def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for the duration of the block, then raise ``KeyboardInterrupt``
-    if one arrived. Outside the main thread (where handlers cannot be set) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    if one arrived. Blocks nest: an inner block (e.g. one ``atomic_save_paddle`` of a checkpoint
+    set written inside an outer block) leaves the signal to the outermost one, so the whole set
+    is written before it is raised. Outside the main thread (where handlers cannot be set) it
+    does nothing."""
+    if threading.current_thread() is not threading.main_thread() or _held:
         yield
         return
     received: list[int] = []
@@ -143,9 +149,11 @@ def deferred_interrupts() -> Iterator[None]:
         received.append(signum)
 
     old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    _held.append(received)
     try:
         yield
     finally:
+        _held.pop()
         for s, h in old.items():
             signal.signal(s, signal.SIG_DFL if h is None else h)   # None: a handler set outside Python
     if received:

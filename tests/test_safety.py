@@ -89,6 +89,19 @@ def test_deferred_interrupts_finish_the_block_then_raise():
         pass
 
 
+def test_nested_deferred_interrupts_raise_only_after_the_outer_block(tmp_path):
+    """A signal during one atomic save of a set waits until the whole set is written."""
+    written = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGTERM)
+                written.append("first file")
+            written.append("second file")      # the inner block did not raise
+    assert written == ["first file", "second file"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigterm_during_a_cli_is_one_line_and_130(tmp_path):
     script = textwrap.dedent("""
         import sys, time

@@ -20,7 +20,6 @@ validation image is decoded by the shared codec, mapped back to the original ima
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -42,7 +41,7 @@ from gamma_kit.fovea.config import build_codec, build_model, dump_config, model_
 from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_batches, make_items
 from gamma_kit.fovea.folds import get_fold, make_splits, read_splits, write_splits
 from gamma_kit.geometry import read_side_overrides
-from gamma_kit.safety import Interrupted, atomic_save_paddle
+from gamma_kit.safety import Interrupted, atomic_save_paddle, deferred_interrupts
 
 __all__ = ["FoveaData", "load_training_data", "train_fold", "cross_validate", "RUN_FILES", "LONG_RUN_HOURS"]
 
@@ -139,12 +138,11 @@ CSV_COLUMNS = ("epoch", "train_loss", "val_aed", "lr", "seconds")
 
 class _SignalGuard:
     """SIGINT / SIGTERM while training raise ``KeyboardInterrupt`` at once; inside
-    ``writing()`` they are held until the whole checkpoint set (best, last, optimizer,
-    last_state.json) is on disk, then raised. Outside the main thread it does nothing."""
+    ``writing()`` (``safety.deferred_interrupts``) they are held until the whole checkpoint set
+    (best, last, optimizer, last_state.json) is on disk, then raised. Outside the main thread
+    it does nothing."""
 
     def __init__(self) -> None:
-        self.pending: int | None = None
-        self._writing = False
         self._old: dict = {}
 
     def __enter__(self) -> "_SignalGuard":
@@ -157,28 +155,19 @@ class _SignalGuard:
             signal.signal(s, h)
         return False
 
-    def _on_signal(self, signum, _frame) -> None:
-        self.pending = signum
-        if not self._writing:
-            raise KeyboardInterrupt(f"signal {signum}")
+    @staticmethod
+    def _on_signal(signum, _frame) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
 
-    @contextlib.contextmanager
-    def writing(self):
-        self._writing = True
-        try:
-            yield
-        finally:
-            self._writing = False
-        if self.pending is not None:
-            raise KeyboardInterrupt(f"signal {self.pending}")
+    @staticmethod
+    def writing():
+        return deferred_interrupts()
 
-    def save(self, obj, path: Path) -> str:
-        """``atomic_save_paddle`` that lets a signal arriving during the write wait for the
-        rest of the set; returns the CRC-32 of the file written (for last_state.json)."""
-        try:
-            atomic_save_paddle(obj, path)
-        except KeyboardInterrupt:          # the write itself completed (safety defers signals)
-            self.pending = self.pending or signal.SIGINT
+    @staticmethod
+    def save(obj, path: Path) -> str:
+        """``atomic_save_paddle`` (inside ``writing()`` a signal waits for the rest of the set);
+        returns the CRC-32 of the file written (for last_state.json)."""
+        atomic_save_paddle(obj, path)
         return _crc(path)
 
 
