@@ -32,7 +32,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               # VisualDL logs (train loss, validation AED, lr) in the fold folder
               "use_vdl": False,
               # last.pdparams / last.pdopt every this many epochs (and always after the last one)
-              "checkpoint_every": 1},
+              "checkpoint_every": 1,
+              # weights-only snapshots/epochNNN.pdparams every this many epochs (0: none); for
+              # snapshot ensembles and weight averaging (gamma_kit.fovea.inference.average_weights)
+              "snapshot_every": 0},
 }
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -108,6 +111,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         v = cfg["train"][key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"train.{key} must be a positive integer, got {v!r}")
+    snap = cfg["train"]["snapshot_every"]
+    if isinstance(snap, bool) or not isinstance(snap, int) or snap < 0:
+        raise ValueError(f"train.snapshot_every must be 0 (off) or a positive integer, got {snap!r}")
     if not isinstance(cfg["train"]["use_vdl"], bool):
         raise ValueError(f"train.use_vdl must be true or false, got {cfg['train']['use_vdl']!r}")
     build_codec(cfg)   # validates the codec section

@@ -325,6 +325,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
 
     ``val_every`` / ``checkpoint_every`` (default: ``cfg['train']`` keys, else 1):
     validation AED and last.* every that many epochs and always after the last one.
+    ``cfg['train']['snapshot_every']`` (0: off): weights-only ``snapshots/epochNNN.pdparams``
+    every that many epochs (1-based epoch numbers), for snapshot ensembles and weight averaging.
     ``use_vdl``: VisualDL scalars in the fold folder. A NaN validation AED never blocks
     best.pdparams: the first validated epoch is always saved as best.
 
@@ -349,6 +351,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     val_every = int(val_every or tcfg.get("val_every", 1))
     checkpoint_every = int(checkpoint_every or tcfg.get("checkpoint_every", 1))
     use_vdl = bool(tcfg.get("use_vdl", False) if use_vdl is None else use_vdl)
+    snapshot_every = int(tcfg.get("snapshot_every", 0))
     bs, epochs = int(tcfg["batch_size"]), int(tcfg["epochs"])
     for name, v in (("epochs", epochs), ("batch size", bs), ("val_every", val_every),
                     ("checkpoint_every", checkpoint_every), ("fold", fold)):
@@ -488,6 +491,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
                         atomic_write_text(fold_dir / "last_state.json", json.dumps(
                             {"epoch": epoch, "best_aed": _finite(best_aed), "best_epoch": best_epoch,
                              "history": history, "files": files}))
+                    if snapshot_every and (epoch + 1) % snapshot_every == 0:
+                        guard.save(model.state_dict(), fold_dir / "snapshots" / f"epoch{epoch + 1:03d}.pdparams")
                     _write_csv(fold_dir / "metrics.csv", history)
                     if vdl is not None:
                         vdl.add(rec)
