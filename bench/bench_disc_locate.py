@@ -3,7 +3,7 @@
 
     flock /tmp/gamma_cpu.lock python bench/bench_disc_locate.py [--data ../shared/data/idrid_fovea]
         [--out bench/results/disc_locate.md] [--overlays /tmp/disc]
-        [--figure bench/results/disc_locate_cases.png]
+        [--figure bench/results/disc_locate_cases.png] [--limit N] [--json FILE]
 
 Ground truth: ``optic_disc_center_GT.csv`` (expert disc centres, source px of 4288 x 2848
 photos); eye side from ``fovea_GT.csv`` (disc left of the fovea = "left").
@@ -16,7 +16,9 @@ A miss is a centre more than one disc radius from the truth. Two radii are used:
 - half of the kit's own estimated diameter for that photo (the radius a disc-centred crop
   would be built from; the old detector has no diameter, so only the nominal one applies).
 Times are per photo for the detector alone (from the decoded full-size RGB array, downscale
-included); JPEG decoding is reported on its own line.
+included); JPEG decoding is reported on its own line. Memory: tracemalloc peak of each detector
+on the first photo (an extra, untimed call). ``--json`` writes the RESULTS.md row
+(``{"rows": [...], "notes": [...]}``, see bench/common.py) for bench/run_all.py.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import pandas as pd
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, load_avg, machine_info  # noqa: E402
+from common import REPO, emit, fmt_mb, load_avg, machine_info, numpy_peak, row  # noqa: E402
 
 from gamma_kit.data import atomic_write_bytes, atomic_write_text, read_image  # noqa: E402
 from gamma_kit.disc import locate_disc  # noqa: E402
@@ -126,24 +128,19 @@ def summarise(df: pd.DataFrame, label: str, width: int, est_radius: pd.Series | 
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT, help="IDRiD folder with images/ and the GT CSVs")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "disc_locate.md")
-    ap.add_argument("--overlays", type=Path, default=None, help="write PNG overlays of the worst photos here")
-    ap.add_argument("--figure", type=Path, default=None,
-                    help="write a PNG montage of the old detector's 5 worst photos and the kit's worst here")
-    ap.add_argument("--limit", type=int, default=0, help="only the first N photos (a quick look)")
-    args = ap.parse_args()
-    if not (args.data / "optic_disc_center_GT.csv").is_file():
-        raise SystemExit(f"error: {args.data}: no optic_disc_center_GT.csv (give --data the IDRiD folder)")
-    od = pd.read_csv(args.data / "optic_disc_center_GT.csv", dtype={"data": str}).set_index("data")
-    fv = pd.read_csv(args.data / "fovea_GT.csv", dtype={"data": str}).set_index("data")
-    ids = list(od.index[: args.limit] if args.limit else od.index)
+def measure(data: Path, limit: int = 0) -> dict:
+    """Both detectors on the photos of ``data`` (the first ``limit`` when > 0): per-photo frames
+    ``old`` and ``new`` (err, t, side, truth, xy; the kit's also diameter, rel, conf, unsure, gt,
+    note), the row lists behind them, JPEG decode seconds, the source width and the tracemalloc
+    peak MiB of each detector on the first photo."""
+    od = pd.read_csv(data / "optic_disc_center_GT.csv", dtype={"data": str}).set_index("data")
+    fv = pd.read_csv(data / "fovea_GT.csv", dtype={"data": str}).set_index("data")
+    ids = list(od.index[:limit] if limit else od.index)
     old_rows, new_rows, decode = [], [], []
     width = None
+    memory = {}
     for i in tqdm(ids, desc="disc locate"):
-        img, t_dec = _timed(lambda: read_image(args.data / "images" / f"{i}.jpg"))
+        img, t_dec = _timed(lambda: read_image(data / "images" / f"{i}.jpg"))
         decode.append(t_dec)
         width = img.shape[1]
         gt = (float(od.loc[i, "OD_X"]), float(od.loc[i, "OD_Y"]))
@@ -153,6 +150,11 @@ def main() -> None:
             fov = detect_fov(img)
             return fov, old_disc_xy(img, fov)
 
+        if not memory:                                              # untimed: tracemalloc slows the call
+            for name, fn in (("old", old), ("new", lambda: locate_disc(img, name=i))):
+                with numpy_peak() as mem:
+                    fn()
+                memory[name] = mem["mb"]
         (fov, old_xy), t_old = _timed(old)
         loc, t_loc = _timed(lambda: locate_disc(img, name=i))      # FOV detection included, as before
         side = "left" if loc.xy[0] < fov.cx else "right"           # = detect_disc_side: the same detector
@@ -162,16 +164,68 @@ def main() -> None:
                              side=side, truth=truth, xy=loc.xy, diameter=loc.diameter,
                              rel=loc.diameter / (2 * fov.radius), conf=loc.confidence, unsure=loc.unsure,
                              gt=gt, note=loc.note))
-    old_df, new_df = pd.DataFrame(old_rows), pd.DataFrame(new_rows)
+    return {"old": pd.DataFrame(old_rows), "new": pd.DataFrame(new_rows), "old_rows": old_rows,
+            "new_rows": new_rows, "decode": decode, "width": width, "memory_mb": memory}
+
+
+def result_rows(m: dict, details: Path | None = None) -> list[dict]:
+    """The RESULTS.md row of a ``measure`` result: time per photo as the ratio (before / kit),
+    misses (> the nominal radius) against the target of none; ``details``: the Markdown file."""
+    old_df, new_df, width = m["old"], m["new"], m["width"]
+    n = len(new_df)
+
+    def cell(df: pd.DataFrame) -> str:
+        err = df["err"]
+        return (f"{df['t'].median():.3f} s; {(err > NOMINAL_RADIUS_PX).sum()} / {n} off by more than a disc radius, "
+                f"median / max error {err.median():.0f} / {err.max():.0f} px; eye side "
+                f"{(df['side'] == df['truth']).sum()} / {n}")
+
+    return [row(f"Stage 1 disc location per IDRiD photo ({n} photos, {width} px wide): before (detect_disc_side at "
+                "d7fb6b9, re-stated) vs locate_disc",
+                cell(old_df), cell(new_df), old_df["t"].median() / new_df["t"].median(),
+                f"0 of {n} off by more than a disc radius", bool((new_df["err"] > NOMINAL_RADIUS_PX).sum() == 0),
+                f"before {fmt_mb(m['memory_mb']['old'], 'tracemalloc')}; kit "
+                f"{fmt_mb(m['memory_mb']['new'], 'tracemalloc')} (first photo)",
+                f"median time per photo, detector alone (FOV included; JPEG decode {np.median(m['decode']):.3f} s "
+                f"not included); disc radius = nominal {NOMINAL_RADIUS_PX:.0f} source px; errors in source px"
+                + (f"; details: {_shown(details)}" if details else ""))]
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT, help="IDRiD folder with images/ and the GT CSVs")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "disc_locate.md")
+    ap.add_argument("--overlays", type=Path, default=None, help="write PNG overlays of the worst photos here")
+    ap.add_argument("--figure", type=Path, default=None,
+                    help="write a PNG montage of the old detector's 5 worst photos and the kit's worst here")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N photos (a quick look)")
+    ap.add_argument("--json", default=None, help="also write the RESULTS.md row as JSON (bench/run_all.py)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not (args.data / "optic_disc_center_GT.csv").is_file():
+        raise SystemExit(f"error: {args.data}: no optic_disc_center_GT.csv (give --data the IDRiD folder)")
+    meas = measure(args.data, args.limit)
+    old_df, new_df, width = meas["old"], meas["new"], meas["width"]
+    old_rows, new_rows, decode = meas["old_rows"], meas["new_rows"], meas["decode"]
     table = pd.DataFrame([summarise(old_df, "before (re-stated, detect_disc_side at d7fb6b9)", width, None),
                           summarise(new_df, "kit: locate_disc, classical", width, new_df["diameter"] / 2)])
     d = new_df["diameter"]
     worst = new_df.sort_values("err", ascending=False).head(5)
     m = machine_info()
+    cli = sys.argv[1:] if argv is None else argv
     lines = [
         "# Stage 1: optic-disc localisation on 103 real IDRiD photos (4288 x 2848)",
         "",
-        f"Command: `flock /tmp/gamma_cpu.lock python bench/bench_disc_locate.py{''.join(' ' + a for a in sys.argv[1:])}` "
+        f"Command: `flock /tmp/gamma_cpu.lock python bench/bench_disc_locate.py{''.join(' ' + a for a in cli)}` "
         f"({time.strftime('%Y-%m-%d %H:%M')}, "
         f"{m['cpu']}, {m['cores']} cores, load {load_avg()[0]:.2f}). Ground truth: optic_disc_center_GT.csv.",
         "",
@@ -220,6 +274,10 @@ def main() -> None:
             print(f"figure: {args.figure}")
         if args.overlays:
             print(f"overlays: {args.overlays}")
+    if args.json:
+        emit({"rows": result_rows(meas, args.out), "notes": []}, args.json)
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,6 +17,9 @@ configs with random weights (the time does not depend on the weights).
 
 With ``--data`` (a GAMMA-like task 3 folder with test masks) and trained models, every
 post-processing variant is scored on the test photos (challenge metrics, per-image mean).
+Memory in the RESULTS.md rows (``--json``): peak RSS minus the RSS before the block, warm-up
+included, per path and photo size (Paddle keeps what it allocated, so a later block that fits
+into it reads near 0).
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, emit, machine_info, row, versions  # noqa: E402
+from common import REPO, RssPeak, emit, fmt_mb, machine_info, row, versions  # noqa: E402
+
+from gamma_kit.data import atomic_write_text  # noqa: E402
 
 SIZES = ((2992, 2000), (1956, 1934))
 VARIANTS = {"none": (), "largest": ("largest",), "cup_in_disc": ("cup_in_disc",), "fill": ("fill",),
@@ -84,9 +89,11 @@ def timing(args) -> tuple[list[dict], list[dict]]:
     for k, size in enumerate(SIZES):
         ims = photos[2 * k:2 * k + 2]
         per = lambda fn: _time(lambda: [fn(im) for im in ims], args.repeat) / len(ims)   # noqa: E731
-        t_whole = per(lambda im: whole.predict_labels(im))
+        with RssPeak() as mem_whole:
+            t_whole = per(lambda im: whole.predict_labels(im))
         t_stage1 = per(lambda im: locate_disc(im, name="bench"))
-        t_two = per(lambda im: roi.predict_photo(im).finished(postprocess_labels))
+        with RssPeak() as mem_two:
+            t_two = per(lambda im: roi.predict_photo(im).finished(postprocess_labels))
         t_tta = per(lambda im: roi.predict_photo(im, tta=True).finished(postprocess_labels)) if args.tta else None
         t_orig = _time(lambda: orig.predict_labels(ims[0]), 1) if orig is not None else None
         label = f"{size[0]}x{size[1]}"
@@ -96,7 +103,10 @@ def timing(args) -> tuple[list[dict], list[dict]]:
                         "post-processing) vs whole image (LiteUNet 160)",
                         f"{t_whole:.3f} s whole image" + (f"; original UNet 512 {t_orig:.2f} s" if t_orig else ""),
                         f"{t_two:.3f} s (stage 1 {t_stage1:.3f} s)" + (f"; with flip TTA {t_tta:.3f} s" if t_tta else ""),
-                        t_whole / t_two, target="two-stage <= 1 s per photo", met=bool(t_two <= 1.0)))
+                        t_whole / t_two, target="two-stage <= 1 s per photo", met=bool(t_two <= 1.0),
+                        memory=f"whole {fmt_mb(mem_whole.peak_mb, 'RSS delta')}; two-stage "
+                               f"{fmt_mb(mem_two.peak_mb, 'RSS delta')}",
+                        note="" if args.roi_model or args.whole_model else "random weights (the time does not depend on them)"))
     return rows, table
 
 
@@ -154,11 +164,10 @@ def write_md(path: Path, table: list[dict], acc: list[dict], args) -> None:
         for a in acc:
             lines.append(f"| {a['path']} | {a['postprocess']} | {a['dice_disc']:.4f} | {a['dice_cup']:.4f} | "
                          f"{a['vcdr_mae']:.4f} | {a['n']} | {a['worse']} / {a['better']} |")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--roi-model", default=None, help="trained two-stage model dir (default: random weights)")
     ap.add_argument("--whole-model", default=None, help="trained whole-image model dir (default: random weights)")
@@ -170,7 +179,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", default=None)
     ap.add_argument("--md", default=str(REPO / "bench" / "results" / "seg_two_stage.md"))
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
     args.work = args.work or tempfile.mkdtemp(prefix="gk_seg2_")
     rows, table = ([], []) if args.no_timing else timing(args)
     acc = accuracy(args) if args.data else []

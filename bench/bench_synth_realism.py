@@ -3,6 +3,7 @@ current synthetic renderer, measured the same way in one run.
 
     python bench/bench_synth_realism.py [--n 40] [--idrid ../shared/data/idrid_fovea] [--old-rev 3747b96]
                                         [--out bench/results/synth_realism.md] [--json FILE]
+                                        [--idrid-limit N]
 
 Three sets: the 103 real IDRiD photos (disc centres from ``optic_disc_center_GT.csv``, no
 masks), ``--n`` photos of the first renderer (``gamma_kit/synth/render.py`` as of
@@ -19,8 +20,10 @@ chromaticity, share of dark (vessel) pixels on the disc, and the classical detec
 cup/rim contrast (``cup_rim_contrast``) and cheap naive probes whose cup Dice should be
 low on data that behaves like real photos: Otsu inside the true disc (brighter class =
 cup), the brightest 20 % of the disc pixels as cup, and the brightest 0.7 % of the field
-as disc. Also render time per full-size photo (CPU s, both generators) and whether the
-fovea ground truth of each seed is unchanged.
+as disc. Also render time per full-size photo (CPU s, both generators), the tracemalloc peak
+of one 2992x2000 render of each (an extra, untimed call) and whether the fovea ground truth of
+each seed is unchanged. ``--json`` writes the medians per set and the RESULTS.md rows
+(``rows``, ``notes``: see bench/common.py) for bench/run_all.py.
 """
 from __future__ import annotations
 
@@ -34,13 +37,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, load_avg, machine_info  # noqa: E402
+from common import REPO, fmt_mb, load_avg, machine_info, numpy_peak, row  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from gamma_kit.data import atomic_write_text  # noqa: E402
 from gamma_kit.geometry import detect_disc_side  # noqa: E402
 from gamma_kit.metrics import dice  # noqa: E402
 from gamma_kit.synth import render as current  # noqa: E402
@@ -154,9 +158,11 @@ def synthetic_set(module, n: int, seed: int) -> tuple[pd.DataFrame, list[tuple[f
     return pd.DataFrame(rows), foveae, cpu / n
 
 
-def idrid_set(root: Path) -> pd.DataFrame:
-    """Mask-free statistics and the detector's error on the real IDRiD photos."""
+def idrid_set(root: Path, limit: int = 0) -> pd.DataFrame:
+    """Mask-free statistics and the detector's error on the real IDRiD photos (the first
+    ``limit`` when > 0)."""
     gt = pd.read_csv(root / "optic_disc_center_GT.csv", dtype={"data": str})
+    gt = gt.head(limit) if limit else gt
     rows = []
     for r in tqdm(gt.itertuples(), total=len(gt), desc="idrid", unit="img"):
         img = cv2.cvtColor(cv2.imread(str(root / "images" / f"{r.data}.jpg")), cv2.COLOR_BGR2RGB)
@@ -194,26 +200,77 @@ def summarise(df: pd.DataFrame | None, col: str, fmt: str) -> str:
     return f"{fmt.format(p50)} ({fmt.format(p10)}-{fmt.format(p90)})"
 
 
-def main(argv: list[str] | None = None) -> int:
+REALISM_ROWS = ("disc_contrast", "pallor", "dark_share")   # RESULTS.md rows with a real reference: closer is better
+PROBE_ROWS = ("otsu_cup_dice",)        # RESULTS.md rows of a naive probe: lower = the disc region flatters less
+
+
+def render_peak_mb(module, seed: int) -> float:
+    """tracemalloc peak (MiB) of one 2992x2000 render by ``module`` (untimed)."""
+    with numpy_peak() as mem:
+        module.render_fundus(np.random.default_rng([seed, 0]), *SIZES[0], "left")
+    return mem["mb"]
+
+
+def _median(df: pd.DataFrame | None, col: str) -> float | None:
+    return None if df is None or col not in df or df[col].isna().all() else float(df[col].median())
+
+
+def result_rows(real: pd.DataFrame | None, old_df: pd.DataFrame, new_df: pd.DataFrame, old_rev: str,
+                render: dict) -> list[dict]:
+    """RESULTS.md rows: the first renderer (``old_rev``) as the original, the current one as the kit.
+    ``render``: ``old_cpu_s``, ``new_cpu_s`` (CPU s per photo), ``old_mb``, ``new_mb`` (tracemalloc
+    peak of one render), ``same_fovea`` (seeds whose fovea is unchanged)."""
+    labels = {col: (label, fmt) for col, label, fmt in STATS}
+    n = len(new_df)
+    out = []
+    for col in REALISM_ROWS + PROBE_ROWS:
+        label, fmt = labels[col]
+        old, new, ref = _median(old_df, col), _median(new_df, col), _median(real, col)
+        if col in REALISM_ROWS:
+            target = f"closer to real IDRiD ({'absent' if ref is None else fmt.format(ref)})"
+            met = None if ref is None else abs(new - ref) < abs(old - ref)
+        else:
+            target, met = "lower than the first renderer", new < old
+        out.append(row(f"Synthetic disc realism: {label}", f"{fmt.format(old)} (first renderer, {old_rev})",
+                       f"{fmt.format(new)} (current renderer)", None, target, met, "",
+                       f"median (10th-90th percentile) of {n} photos per renderer: first {summarise(old_df, col, fmt)}, "
+                       f"current {summarise(new_df, col, fmt)}, real {summarise(real, col, fmt)}"))
+    out.append(row("Synthetic photo render, CPU s per full-size photo (2992x2000 / 1956x1934)",
+                   f"{render['old_cpu_s']:.3f} s (first renderer, {old_rev})",
+                   f"{render['new_cpu_s']:.3f} s (current renderer)", render["old_cpu_s"] / render["new_cpu_s"],
+                   "", None, f"first {fmt_mb(render['old_mb'], 'tracemalloc')}; current "
+                   f"{fmt_mb(render['new_mb'], 'tracemalloc')} (one 2992x2000 render)",
+                   f"{n} photos each, both sizes and eyes, the same seeds; fovea ground truth identical for "
+                   f"{render['same_fovea']}/{n} seeds"))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=40, help="synthetic photos per generator (default 40)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--idrid", type=Path, default=DEFAULT_IDRID, help="IDRiD folder (skipped when absent)")
+    ap.add_argument("--idrid-limit", type=int, default=0, help="only the first N IDRiD photos (a quick look)")
     ap.add_argument("--old-rev", default=OLD_REV, help=f"git revision of the first renderer (default {OLD_REV})")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "synth_realism.md")
-    ap.add_argument("--json", type=Path, help="also write the summary as JSON")
+    ap.add_argument("--json", type=Path, help="also write the summary and the RESULTS.md rows as JSON")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.n < 2:
         ap.error("--n must be at least 2")
 
     t_start = time.perf_counter()
     old = load_old_renderer(args.old_rev)
-    real = idrid_set(args.idrid) if (args.idrid / "optic_disc_center_GT.csv").is_file() else None
+    real = idrid_set(args.idrid, args.idrid_limit) if (args.idrid / "optic_disc_center_GT.csv").is_file() else None
     old_df, old_fovea, old_cpu = synthetic_set(old, args.n, args.seed)
     new_df, new_fovea, new_cpu = synthetic_set(current, args.n, args.seed)
     same_fovea = sum(a == b for a, b in zip(old_fovea, new_fovea))
 
-    sets = (("real IDRiD (103)" if real is not None else "real IDRiD (absent)", real),
+    sets = ((f"real IDRiD ({len(real)})" if real is not None else "real IDRiD (absent)", real),
             (f"first renderer ({args.old_rev}, {args.n})", old_df), (f"current renderer ({args.n})", new_df))
     lines = ["# Synthetic disc region against real photos",
              "",
@@ -237,15 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(f'{x:.2f}' for x in load_avg())}; total {time.perf_counter() - t_start:.0f} s."]
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(args.out)
+    atomic_write_text(args.out, text)
     if args.json:
         summary = {name: (None if df is None else {c: float(df[c].median()) for c, _, _ in STATS if c in df})
                    for name, df in sets}
         summary["render_cpu_s"] = {"first": old_cpu, "current": new_cpu}
-        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        render = {"old_cpu_s": old_cpu, "new_cpu_s": new_cpu, "old_mb": render_peak_mb(old, args.seed),
+                  "new_mb": render_peak_mb(current, args.seed), "same_fovea": same_fovea}
+        summary["rows"] = result_rows(real, old_df, new_df, args.old_rev, render)
+        summary["notes"] = []
+        atomic_write_text(args.json, json.dumps(summary, indent=2, default=float))
     return 0
 
 
