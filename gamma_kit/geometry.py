@@ -349,10 +349,27 @@ class CanonicalFrame:
 
         Raises ``ValueError`` naming ``name`` when the side cannot be decided.
         """
+        return cls.with_disc(image, disc_side, min_confidence, name, detect=disc_side is None)[0]
+
+    @classmethod
+    def with_disc(cls, image: np.ndarray, disc_side: str | None = None,
+                  min_confidence: float = MIN_SIDE_CONFIDENCE, name: str = "image", detect: bool = True
+                  ) -> tuple["CanonicalFrame", DiscSide | None]:
+        """``from_image`` that also returns the disc detection it used (``DiscSide``, image
+        pixels), or None when ``detect`` is False or (with ``disc_side`` given) the
+        detector found no disc. The detection runs once for both; without ``disc_side`` it
+        always runs."""
+        detect = detect or disc_side is None
         h, w = image.shape[:2]
         fov = None if (w, h) in (CANONICAL_SIZE, GAMMA_WIDE_SIZE) else detect_fov(image)
+        det = None
+        if detect:
+            try:
+                det = detect_disc_side(image, fov)
+            except ValueError:
+                if disc_side is None:
+                    raise
         if disc_side is None:
-            det = detect_disc_side(image, fov)
             if det.confidence < min_confidence:
                 raise ValueError(f"{name}: cannot decide the eye side (optic disc found at x={det.disc_xy[0]:.0f}, "
                                  f"too close to the centre; confidence {det.confidence:.2f} < {min_confidence}). "
@@ -360,7 +377,7 @@ class CanonicalFrame:
             disc_side = det.side
         if disc_side not in SIDES:
             raise ValueError(f"{name}: disc_side must be 'left' or 'right', got {disc_side!r}")
-        return cls.for_size((w, h), disc_side == "right", fov)
+        return cls.for_size((w, h), disc_side == "right", fov), det
 
     # ---- points -------------------------------------------------------------------------
     def to_canonical(self, points: np.ndarray) -> np.ndarray:

@@ -203,3 +203,21 @@ def test_predict_shares_the_callers_cache(cv_run, synth, tmp_path):
     with pytest.raises(ValueError, match="scale"):
         predict([run / "fold1"], test.images, tmp_path / "c.csv", device="cpu", progress=False,
                 cache=CanonicalCache(scale * 2))
+
+
+def test_images_gt_layout_matches_ids_by_value_and_warns_unlabelled(synth, tmp_path):
+    import shutil
+
+    from gamma_kit.data import DataWarning
+
+    src = load_fovea_split(synth, "training")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, p in list(src.images.items())[:3]:
+        shutil.copy(p, imgs / f"{int(i)}{p.suffix}")          # 0001.jpg -> 1.jpg
+    gt = src.gt.iloc[:2]                                      # ids "0001", "0002": the third image has no row
+    gt.reset_index().to_csv(tmp_path / "gt.csv", index=False)
+    with pytest.warns(DataWarning, match="1 image"):
+        data = load_training_data(images=str(imgs), gt=str(tmp_path / "gt.csv"))
+    assert sorted(data.images) == ["1", "2"] and sorted(data.gt.index) == ["1", "2"]
+    np.testing.assert_allclose(data.gt.loc["1"].to_numpy(), src.gt.loc["0001"].to_numpy())

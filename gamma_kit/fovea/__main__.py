@@ -194,6 +194,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
         if out["empty"]:
             print(f"warning: empty heatmaps (fallback position used) for {out['empty']}")
+        if out["roi_fallback"]:
+            print(f"note: no usable optic disc to anchor the ROI, fixed window used for {len(out['roi_fallback'])} "
+                  f"image(s): {out['roi_fallback'][:10]}")
         if out["scores"]:
             print(json.dumps({k: out["scores"][k] for k in ("aed", "score", "n")}))
     else:

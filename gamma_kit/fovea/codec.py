@@ -188,13 +188,25 @@ class HeatmapCodec:
         """Top-left (x, y) of the fixed-ROI crop in pixels of the scaled canonical image."""
         return (int(round(self.roi_origin[0] * self.scale)), int(round(self.roi_origin[1] * self.scale)))
 
-    def heatmap_to_canonical(self, xy: np.ndarray) -> np.ndarray:
-        """(N, 2) heatmap pixels of a fixed-ROI crop -> (N, 2) full-scale canonical."""
-        return (np.asarray(xy, dtype=np.float64) + np.asarray(self.roi_origin_px)) / self.scale
+    def origins_px(self, centres: np.ndarray | None = None, n: int | None = None) -> np.ndarray:
+        """(N, 2) int top-left corners, in pixels of the scaled canonical image, of ROI crops
+        centred at ``centres`` (N, 2) full-scale canonical (rounded as ``roi_origin_px``, so
+        the fixed centre gives exactly the fixed ROI); None: the fixed ROI, ``n`` times."""
+        if centres is None:
+            return np.tile(np.asarray(self.roi_origin_px, np.int64), (int(n or 0), 1))
+        c = np.asarray(centres, dtype=np.float64).reshape(-1, 2) - np.asarray(self.roi_size_full) / 2
+        return np.round(c * self.scale).astype(np.int64)
 
-    def canonical_to_heatmap(self, xy: np.ndarray) -> np.ndarray:
-        """(N, 2) full-scale canonical -> (N, 2) heatmap pixels of the fixed-ROI crop."""
-        return np.asarray(xy, dtype=np.float64) * self.scale - np.asarray(self.roi_origin_px)
+    def heatmap_to_canonical(self, xy: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        """(N, 2) heatmap pixels of ROI crops -> (N, 2) full-scale canonical. ``origins``:
+        (N, 2) crop corners from ``origins_px`` (default: the fixed ROI)."""
+        o = np.asarray(self.roi_origin_px if origins is None else origins, dtype=np.float64)
+        return (np.asarray(xy, dtype=np.float64) + o) / self.scale
+
+    def canonical_to_heatmap(self, xy: np.ndarray, origins: np.ndarray | None = None) -> np.ndarray:
+        """(N, 2) full-scale canonical -> (N, 2) heatmap pixels of the ROI crops (the inverse)."""
+        o = np.asarray(self.roi_origin_px if origins is None else origins, dtype=np.float64)
+        return np.asarray(xy, dtype=np.float64) * self.scale - o
 
     # ------------------------------------------------------------------ encode
     def encode(self, xy: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ merged over ``DEFAULTS`` and overridden by ``section.key=value`` strings (CLI fl
 
 Sections: ``codec`` (HeatmapCodec arguments; sizes in full-scale canonical pixels; the defaults are
 gamma_kit.fovea.codec.ORIGINAL_CODEC, the one copy of the original constants),
+``roi`` (where the ROI sits: the fixed window or anchored on the detected disc, gamma_kit.fovea.roi),
 ``model`` (FoveaUNet arguments), ``loss``, ``data`` (crop shift, caches), ``train``.
 Unknown keys raise ``ValueError`` naming the key and the allowed ones.
 """
@@ -15,12 +16,14 @@ from typing import Any, Iterable
 import yaml
 
 from gamma_kit.fovea.codec import ORIGINAL_CODEC
+from gamma_kit.fovea.roi import DEFAULT_ROI, RoiPolicy
 
 __all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config", "build_codec", "build_model",
            "model_signature"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "codec": copy.deepcopy(ORIGINAL_CODEC),      # the original constants live in codec.py only
+    "roi": copy.deepcopy(DEFAULT_ROI),           # where the ROI sits in each image (gamma_kit.fovea.roi)
     "model": {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2},
     "loss": {"variance_reward": 0.0005},
     "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024},
@@ -117,6 +120,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if not isinstance(cfg["train"]["use_vdl"], bool):
         raise ValueError(f"train.use_vdl must be true or false, got {cfg['train']['use_vdl']!r}")
     build_codec(cfg)   # validates the codec section
+    RoiPolicy.from_config(cfg)   # ... and the roi section
     return cfg
 
 

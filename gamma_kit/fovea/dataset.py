@@ -11,7 +11,8 @@ Conventions
   U[-180, 180] full-scale pixels; the crop origin is an integer pixel of the scaled
   canonical image and the target is the fovea's exact position inside the crop.
   Pixels outside the canonical image are 0.
-- Validation / prediction crop: the fixed ROI (codec.roi_origin_px, heatmap size).
+- Validation / prediction crop: the fixed ROI (codec.roi_origin_px, heatmap size), or where
+  a gamma_kit.fovea.roi policy puts it (anchored on the detected disc; gamma_kit.fovea.inference).
 
 Every image is decoded once per process (``CanonicalCache``, in memory) and, with
 ``cache_dir``, stored as .npy plus a JSON sidecar keyed by the file's size and mtime,
@@ -29,7 +30,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from gamma_kit.data import atomic_write_bytes, atomic_write_text, read_image
+from gamma_kit.data import atomic_write_bytes, atomic_write_text, check_fundus_image, read_image
 from gamma_kit.fovea.codec import HeatmapCodec
 from gamma_kit.geometry import CanonicalFrame
 
@@ -43,7 +44,10 @@ SIDE_OVERRIDE_HINT = ("give its side in an override file (CSV with columns data,
 @dataclass
 class CanonicalImage:
     """One source image in the canonical frame: ``image`` (h, w, 3) uint8 at ``scale``,
-    the ``frame`` to map points back, the source ``size`` (w, h)."""
+    the ``frame`` to map points back, the source ``size`` (w, h), and the optic disc the
+    eye-side detector found (``disc``: (x, y) full-scale canonical, None if not found;
+    ``disc_confidence``: its distance from the field centre in field radii, see
+    geometry.DiscSide), which can anchor the fovea ROI (gamma_kit.fovea.roi)."""
 
     id: str
     path: Path
@@ -51,6 +55,8 @@ class CanonicalImage:
     frame: CanonicalFrame
     scale: float
     image: np.ndarray
+    disc: tuple[float, float] | None = None
+    disc_confidence: float = 0.0
 
 
 class CanonicalCache:
@@ -72,7 +78,7 @@ class CanonicalCache:
     def _disk_key(self, image_id: str, path: Path) -> str:
         st = path.stat()
         side = self.side_overrides.get(image_id, "auto")
-        raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.scale}|{side}"
+        raw = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.scale}|{side}|disc"   # |disc: v2 sidecar
         return f"{image_id}_{hashlib.sha1(raw.encode()).hexdigest()[:12]}"
 
     def get(self, image_id: str, path: str | os.PathLike) -> CanonicalImage:
@@ -87,16 +93,19 @@ class CanonicalCache:
         item = self._load_disk(image_id, path) if self.cache_dir else None
         if item is None:
             image = read_image(path)
+            check_fundus_image(image, path)
             try:
-                frame = CanonicalFrame.from_image(image, disc_side=self.side_overrides.get(image_id),
-                                                  name=str(path))
+                frame, det = CanonicalFrame.with_disc(image, disc_side=self.side_overrides.get(image_id),
+                                                      name=str(path))
             except ValueError as err:
                 msg = str(err) if str(path) in str(err) else f"{path}: {err}"
                 if "side" in msg and "override" not in msg:
                     msg = f"{msg}; {SIDE_OVERRIDE_HINT}"
                 raise ValueError(msg) from err
             canon = frame.warp_image(image, scale=self.scale)
-            item = CanonicalImage(image_id, path, (image.shape[1], image.shape[0]), frame, self.scale, canon)
+            disc = None if det is None else tuple(float(v) for v in frame.to_canonical([det.disc_xy])[0])
+            item = CanonicalImage(image_id, path, (image.shape[1], image.shape[0]), frame, self.scale, canon,
+                                  disc, 0.0 if det is None else float(det.confidence))
             if self.cache_dir:
                 self._save_disk(item)
         self._mem[key] = item
@@ -114,7 +123,10 @@ class CanonicalCache:
             return None   # a damaged cache entry is rebuilt
         frame = CanonicalFrame(tuple(meta["image_size"]), meta["frame_scale"], tuple(meta["offset"]),
                                meta["flipped"])
-        return CanonicalImage(image_id, path, tuple(meta["image_size"]), frame, self.scale, canon)
+        disc = meta.get("disc")
+        return CanonicalImage(image_id, path, tuple(meta["image_size"]), frame, self.scale, canon,
+                              None if disc is None else (float(disc[0]), float(disc[1])),
+                              float(meta.get("disc_confidence", 0.0)))
 
     def _save_disk(self, item: CanonicalImage) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +139,8 @@ class CanonicalCache:
         f = item.frame
         atomic_write_text(stem.with_suffix(".json"), json.dumps({
             "image_size": list(f.image_size), "frame_scale": f.scale, "offset": list(f.offset),
-            "flipped": f.flipped, "source": str(item.path)}))
+            "flipped": f.flipped, "source": str(item.path),
+            "disc": None if item.disc is None else list(item.disc), "disc_confidence": item.disc_confidence}))
 
     def load_all(self, images: Mapping[str, Path], progress: bool = True) -> dict[str, CanonicalImage]:
         """Decode all ``images`` (id -> path) with a progress bar."""

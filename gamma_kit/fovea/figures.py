@@ -54,7 +54,8 @@ def plot_heatmap_examples(path: str | Path, ids: Sequence[str], crops: np.ndarra
 
 def plot_fovea_distribution(path: str | Path, pred_canon: np.ndarray, true_canon: np.ndarray | None,
                             codec) -> Path:
-    """Foveae (N, 2) in the full-scale canonical frame, with the codec's ROI."""
+    """Foveae (N, 2) in the full-scale canonical frame, with the codec's fixed ROI (a
+    disc-anchored ROI moves per image; the rectangle is the original window)."""
     from gamma_kit.geometry import CANONICAL_SIZE
 
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -98,9 +99,10 @@ def plot_prediction_figures(fig_dir: str | Path, found, frames: Sequence, codec,
     if gt is not None:
         known = [k for k, i in enumerate(found.ids) if i in gt.index]
         pts = gt.loc[[found.ids[k] for k in known], ["Fovea_X", "Fovea_Y"]].to_numpy(float)
-        in_crop = image_to_heatmap(codec, pts, [frames[k] for k in known])
+        origins = None if found.origins is None else found.origins[known]
+        in_crop = image_to_heatmap(codec, pts, [frames[k] for k in known], origins)
         true_xy = {found.ids[k]: p for k, p in zip(known, in_crop)}
-        true_canon = codec.heatmap_to_canonical(in_crop)
+        true_canon = codec.heatmap_to_canonical(in_crop, origins)
     return [plot_heatmap_examples(fig_dir / "heatmaps.png", found.ids, found.crops, np.mean(found.maps, axis=0),
                                   found.heatmap_xy, true_xy),
             plot_fovea_distribution(fig_dir / "fovea_canonical.png", found.canonical_xy, true_canon, codec)]

@@ -4,13 +4,15 @@ and the benchmarks all go through it, so the way back to the image exists once.
 
 The chain, for a canonical image (gamma_kit.fovea.dataset.CanonicalImage)::
 
-    roi_crops:        canonical image at the codec's scale -> fixed-ROI crop (3, h, w) float32
+    roi_crops:        canonical image at the codec's scale -> ROI crop (3, h, w) float32, at the
+                      fixed window or where a RoiPolicy puts it (gamma_kit.fovea.roi)
     predict_heatmaps: crops (N, 3, h, w) -> heatmaps (N, h, w) float32 (batched, AMP, flip TTA)
     combine:          one heatmap batch per model -> (N, 2) heatmap pixels (decode, ensemble)
     heatmap_to_image: heatmap pixels -> full-scale canonical (codec) -> image (CanonicalFrame)
 
-Points are (x, y) = (column, row). Heatmap pixels are those of the ROI crop at the codec's
-scale; canonical points are full-scale ("disc on the left, 1956 x 1934"); image points are
+Points are (x, y) = (column, row). Heatmap pixels are those of each image's ROI crop at the
+codec's scale (crop corners ``origins`` (N, 2), pixels of the scaled canonical image; None =
+the fixed ROI); canonical points are full-scale ("disc on the left, 1956 x 1934"); image points are
 pixels of the original photo.
 
 ``predict_heatmaps`` takes a dynamic model (a ``paddle.nn.Layer``) or any object with its
@@ -29,8 +31,10 @@ import pandas as pd
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea.codec import ORIGINAL_EMPTY_FALLBACK, HeatmapCodec
 from gamma_kit.fovea.config import build_model, model_signature
+from gamma_kit.fovea.roi import RoiPolicy
 
-__all__ = ["ENSEMBLES", "Located", "load_checkpoint", "check_same_geometry", "predict_heatmaps", "roi_crops",
+__all__ = ["ENSEMBLES", "Located", "load_checkpoint", "average_weights", "check_same_geometry", "predict_heatmaps", "roi_origins",
+           "roi_crops",
            "heatmap_to_image", "image_to_heatmap", "combine", "locate", "evaluate_items"]
 
 #: ``coords``: decode each model, average the positions (the original);
@@ -91,6 +95,28 @@ def load_checkpoint(path: str | Path, cfg: dict | None = None):
     return model, ck_cfg
 
 
+def average_weights(paths: Sequence[str | Path]) -> dict:
+    """The element-wise mean of the state dicts in ``paths`` (checkpoints of one model, e.g.
+    the last snapshots of a run: stochastic weight averaging without a BatchNorm refit; the
+    BatchNorm running statistics are averaged too). Integer tensors come from the last file.
+    ValueError naming the file that does not match the first."""
+    import paddle
+
+    if not len(paths):
+        raise ValueError("no checkpoints to average")
+    states = [_read_state(Path(p)) for p in paths]
+    ref = states[0]
+    for p, st in zip(paths, states):
+        if set(st) != set(ref) or any(list(st[k].shape) != list(ref[k].shape) for k in ref):
+            raise ValueError(f"checkpoint {p} does not match {paths[0]}: average checkpoints of one model")
+    out = {}
+    for k, v in ref.items():
+        arrs = [np.asarray(st[k].numpy() if hasattr(st[k], "numpy") else st[k]) for st in states]
+        mean = np.mean(arrs, axis=0).astype(arrs[0].dtype) if np.issubdtype(arrs[0].dtype, np.floating) else arrs[-1]
+        out[k] = paddle.to_tensor(mean)
+    return out
+
+
 def check_same_geometry(names: Sequence[str | Path], codecs: Sequence[HeatmapCodec]) -> HeatmapCodec:
     """The first codec, after checking every model of an ensemble works on the same ROI crop
     (scale, heatmap size, ROI origin): ValueError naming the odd one otherwise."""
@@ -129,31 +155,47 @@ def predict_heatmaps(model, crops: np.ndarray, batch_size: int = 8, amp: bool = 
     return np.concatenate(out) if out else np.zeros((0,) + crops.shape[2:], np.float32)
 
 
-def roi_crops(canons: Sequence, codec: HeatmapCodec) -> np.ndarray:
-    """Fixed-ROI crops (N, 3, h, w) float32 of canonical images (CanonicalImage, at the codec's scale)."""
-    from gamma_kit.fovea.dataset import roi_crop
+def roi_origins(canons: Sequence, codec: HeatmapCodec, roi: RoiPolicy | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Crop corners (N, 2) int (pixels of the scaled canonical image) of each image's ROI and
+    ``anchored`` (N,) bool, as ``roi`` places them (None or anchor "fixed": the fixed ROI)."""
+    centres, anchored = (roi or RoiPolicy()).centres(canons, codec.roi_centre)
+    return codec.origins_px(centres), anchored
+
+
+def roi_crops(canons: Sequence, codec: HeatmapCodec, origins: np.ndarray | None = None) -> np.ndarray:
+    """ROI crops (N, 3, h, w) float32 of canonical images (CanonicalImage, at the codec's scale)
+    at crop corners ``origins`` (N, 2) (None: the fixed ROI); pixels outside the image are 0."""
+    from gamma_kit.fovea.dataset import crop, roi_crop
 
     if not len(canons):
         return np.zeros((0, 3, codec.height, codec.width), np.float32)
-    return np.stack([roi_crop(c, codec) for c in canons])
+    if origins is None:
+        return np.stack([roi_crop(c, codec) for c in canons])
+    for c in canons:
+        if abs(c.scale - codec.scale) > 1e-12:
+            raise ValueError(f"canonical image at scale {c.scale} but the codec works at {codec.scale}")
+    return np.stack([crop(c.image, tuple(o), codec.heatmap_size) for c, o in zip(canons, origins)])
 
 
-def heatmap_to_image(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence) -> np.ndarray:
-    """(N, 2) heatmap pixels of the fixed-ROI crops -> (N, 2) source-image pixels, one
-    CanonicalFrame per point (heatmap -> full-scale canonical -> image)."""
-    canon = codec.heatmap_to_canonical(np.asarray(xy, dtype=np.float64).reshape(-1, 2))
+def heatmap_to_image(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence,
+                     origins: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2) heatmap pixels of the ROI crops (corners ``origins``, None: fixed) -> (N, 2)
+    source-image pixels, one CanonicalFrame per point (heatmap -> full-scale canonical -> image)."""
+    canon = codec.heatmap_to_canonical(np.asarray(xy, dtype=np.float64).reshape(-1, 2), origins)
     if not len(canon):
         return canon
     return np.stack([f.to_image(p[None])[0] for f, p in zip(frames, canon)])
 
 
-def image_to_heatmap(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence) -> np.ndarray:
-    """(N, 2) source-image pixels -> (N, 2) heatmap pixels of the fixed-ROI crops (the inverse)."""
+def image_to_heatmap(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence,
+                     origins: np.ndarray | None = None) -> np.ndarray:
+    """(N, 2) source-image pixels -> (N, 2) heatmap pixels of the ROI crops (the inverse)."""
     pts = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if not len(pts):
         return pts
     canon = np.stack([f.to_canonical(p[None])[0] for f, p in zip(frames, pts)])
-    return codec.canonical_to_heatmap(canon)
+    return codec.canonical_to_heatmap(canon, origins)
 
 
 def combine(maps: Sequence[np.ndarray], codecs: Sequence[HeatmapCodec], ensemble: str = "coords",
@@ -200,7 +242,9 @@ class Located:
 
     ids: N ids; crops: (N, 3, h, w) ROI crops; maps: one (N, h, w) heatmap batch per model;
     heatmap_xy: (N, 2) heatmap pixels; canonical_xy: (N, 2) full-scale canonical;
-    image_xy: (N, 2) source-image pixels; empty: (N,) bool.
+    image_xy: (N, 2) source-image pixels; empty: (N,) bool; origins: (N, 2) crop corners
+    (pixels of the scaled canonical image); anchored: (N,) bool, the ROI was placed by the
+    policy's anchor (False: the fixed window).
     """
 
     ids: list[str]
@@ -210,6 +254,8 @@ class Located:
     canonical_xy: np.ndarray
     image_xy: np.ndarray
     empty: np.ndarray
+    origins: np.ndarray | None = None
+    anchored: np.ndarray | None = None
 
     def frame(self) -> pd.DataFrame:
         """Image positions as a ``data, Fovea_X, Fovea_Y`` table indexed by id."""
@@ -217,33 +263,36 @@ class Located:
 
 
 def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], ensemble: str = "coords",
-           flip: bool = False, amp: bool = False, batch_size: int = 8, fill_empty: bool = False) -> Located:
+           flip: bool = False, amp: bool = False, batch_size: int = 8, fill_empty: bool = False,
+           roi: RoiPolicy | None = None) -> Located:
     """The whole chain for canonical images ``canons`` (CanonicalImage) and one or more models
-    (each with its codec; all on the same ROI geometry): crops -> heatmaps -> ensemble ->
-    canonical -> image positions."""
+    (each with its codec; all on the same ROI geometry): ROI placement (``roi``; None: the
+    fixed window) -> crops -> heatmaps -> ensemble -> canonical -> image positions."""
     if len(models) != len(codecs) or not len(models):
         raise ValueError(f"need one codec per model, got {len(models)} models and {len(codecs)} codecs")
     ref = codecs[0]
-    crops = roi_crops(canons, ref)
+    origins, anchored = roi_origins(canons, ref, roi)
+    crops = roi_crops(canons, ref, origins)
     maps = [predict_heatmaps(m, crops, batch_size=batch_size, amp=amp, flip=flip) for m in models]
     if not len(canons):
         empty = np.zeros((0, 2))
-        return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool))
+        return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool), origins, anchored)
     xy, is_empty = combine(maps, codecs, ensemble, fill_empty)
-    canon_xy = ref.heatmap_to_canonical(xy)
-    image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons])
-    return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty)
+    canon_xy = ref.heatmap_to_canonical(xy, origins)
+    image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons], origins)
+    return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty, origins, anchored)
 
 
-def evaluate_items(model, items: Sequence, codec: HeatmapCodec, amp: bool, batch_size: int
-                   ) -> tuple[float, pd.DataFrame]:
+def evaluate_items(model, items: Sequence, codec: HeatmapCodec, amp: bool, batch_size: int,
+                   roi: RoiPolicy | None = None, flip: bool = False) -> tuple[float, pd.DataFrame]:
     """Validation AED of ``model`` on ``items`` (FoveaItem: canonical image + canonical GT):
-    fixed-ROI crop -> heatmap -> decode (the codec's empty policy, no fill) -> image ->
-    challenge ED normalised by the source size (gamma_kit.metrics). Returns
-    (AED, predictions ``data, Fovea_X, Fovea_Y`` in image pixels)."""
+    ROI crop (``roi``; None: the fixed window) -> heatmap (``flip``: flip TTA) -> decode (the
+    codec's empty policy, no fill) -> image -> challenge ED normalised by the source size
+    (gamma_kit.metrics). Returns (AED, predictions ``data, Fovea_X, Fovea_Y`` in image pixels)."""
     from gamma_kit.metrics import evaluate_fovea
 
-    found = locate([model], [it.canon for it in items], [codec], amp=amp, batch_size=batch_size)
+    found = locate([model], [it.canon for it in items], [codec], amp=amp, batch_size=batch_size, roi=roi,
+                   flip=flip)
     pred_df = found.frame()
     gt = np.stack([it.canon.frame.to_image(it.fovea[None])[0] for it in items])
     gt_df = pd.DataFrame(gt, columns=["Fovea_X", "Fovea_Y"], index=pd.Index(found.ids, name="data"))

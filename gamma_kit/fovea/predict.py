@@ -19,10 +19,11 @@ from typing import Sequence
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import atomic_write_text, list_images, read_fovea_gt, write_fovea_csv
+from gamma_kit.data import atomic_write_text, list_images, match_gt_to_images, read_fovea_gt, write_fovea_csv
 from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
 from gamma_kit.fovea.inference import ENSEMBLES
+from gamma_kit.fovea.roi import policy_of_models
 from gamma_kit.geometry import read_side_overrides
 from gamma_kit.metrics import evaluate_fovea
 
@@ -90,7 +91,11 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     the caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
     Before any work, outputs that are or lie inside an input (images, ``gt``, checkpoints,
     export, side overrides) or cannot be written are refused (ValueError).
-    Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None}``;
+    The ROI sits where the checkpoints' ``roi`` config puts it (gamma_kit.fovea.roi: the fixed
+    window, or anchored on the detected disc; ``roi_fallback`` lists images whose disc could
+    not anchor it and got the fixed window).
+    Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None,
+    "roi_anchor", "roi_fallback": [ids]}``;
     scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
     """
     from tqdm import tqdm
@@ -109,6 +114,8 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     _check_outputs(out_csv, figures_dir, [*image_inputs, gt, side_overrides, exported,
                                           *(checkpoints or []), *files])
     gt_df = read_fovea_gt(gt) if gt is not None else None     # a broken GT fails before the work
+    if gt_df is not None:      # GT ids match file names by value (1 <-> 0001.jpg); every GT id needs an image
+        gt_df = match_gt_to_images(gt_df, paths, gt, warn=False)
     dev = select_device(device)
     amp = bool(amp) and dev.startswith("gpu")   # float16 autocast only helps (and works) on a GPU
     if exported is not None:
@@ -137,12 +144,14 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
         raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
                          f"{SIDE_OVERRIDE_HINT}")
     ids = list(canon)
+    roi = policy_of_models(cfgs)
     found = locate(list(models), [canon[i] for i in ids], codecs, ensemble=ensemble, flip=flip, amp=amp,
-                   batch_size=batch_size, fill_empty=True)
+                   batch_size=batch_size, fill_empty=True, roi=roi)
     pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
     out = {"predictions": pred_df, "n_models": len(models), "device": dev,
-           "empty": [i for i, e in zip(ids, found.empty) if e], "scores": None}
+           "empty": [i for i, e in zip(ids, found.empty) if e], "scores": None, "roi_anchor": roi.anchor,
+           "roi_fallback": [] if roi.anchor == "fixed" else [i for i, a in zip(ids, found.anchored) if not a]}
     if gt_df is not None:
         sizes = {i: canon[i].size for i in ids}
         check_gt_inside(gt_df, sizes, str(gt))

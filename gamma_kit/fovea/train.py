@@ -20,6 +20,7 @@ validation image is decoded by the shared codec, mapped back to the original ima
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -36,10 +37,11 @@ import numpy as np
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import atomic_write_text, list_images, load_fovea_split, read_fovea_gt
+from gamma_kit.data import atomic_write_text, list_images, load_fovea_split, match_gt_to_images, read_fovea_gt
 from gamma_kit.fovea.config import build_codec, build_model, dump_config, model_signature
 from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_batches, make_items
 from gamma_kit.fovea.folds import get_fold, make_splits, read_splits, write_splits
+from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
 from gamma_kit.geometry import read_side_overrides
 from gamma_kit.safety import Interrupted, atomic_save_paddle, deferred_interrupts
 
@@ -63,10 +65,7 @@ def load_training_data(data_root: str | None = None, images: str | None = None,
         if gt is None:
             raise ValueError("--images needs --gt (a csv/xlsx with columns data,Fovea_X,Fovea_Y)")
         imgs = list_images(images)
-        table = read_fovea_gt(gt)
-        missing = [i for i in table.index if i not in imgs]
-        if missing:
-            raise ValueError(f"{gt}: {len(missing)} id(s) have no image in {images}: {missing[:10]}")
+        table = match_gt_to_images(read_fovea_gt(gt), imgs, gt)   # ids by value; unlabelled images warned
         return FoveaData({i: imgs[i] for i in table.index}, table, str(gt))
     split = load_fovea_split(data_root, "training", gt_path=gt)
     if split.gt is None:
@@ -384,15 +383,18 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
         if old != model_signature(cfg):
             raise ValueError(f"--resume: {fold_dir} was trained with another model ({old}); this config has "
                              f"{model_signature(cfg)}")
-    if main:
-        atomic_write_text(fold_dir / "config.yml", dump_config(cfg))
-
     codec = build_codec(cfg)
     overrides = read_side_overrides(cfg["data"]["side_overrides"]) if cfg["data"]["side_overrides"] else {}
     cache = cache or CanonicalCache(codec.scale, cfg["data"]["cache_dir"], overrides)
     canon = cache.load_all({i: data.images[i] for i in split["train"] + split["val"]}, progress)
     train_items = make_items({i: canon[i] for i in split["train"]}, data.gt, data.gt_name)
     val_items = make_items({i: canon[i] for i in split["val"]}, data.gt, data.gt_name)
+    roi = RoiPolicy.from_config(cfg)
+    if roi.anchor == "disc" and roi.disc_offset is None:   # learned from this fold's training images only
+        roi = dataclasses.replace(roi, disc_offset=fit_disc_offset(train_items))
+        cfg = {**cfg, "roi": roi.as_config()}
+    if main:
+        atomic_write_text(fold_dir / "config.yml", dump_config(cfg))
 
     seed = int(tcfg["seed"]) + fold
     _set_seed(seed)
@@ -467,7 +469,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
                 last = epoch == epochs - 1
                 aed = None
                 if main and (last or (epoch + 1) % val_every == 0):
-                    aed, _ = evaluate_items(model, val_items, codec, amp, bs)
+                    aed, _ = evaluate_items(model, val_items, codec, amp, bs, roi)
                 mean_loss = float(np.mean(losses))
                 if world > 1:                           # the epoch's loss over every rank's shards
                     import paddle.distributed as dist

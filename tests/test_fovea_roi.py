@@ -1,0 +1,157 @@
+"""ROI placement (gamma_kit.fovea.roi): the fixed window of the original, or anchored on the
+detected disc with an offset learned from training; known answers through the whole chain."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import gamma_kit  # noqa: F401
+from gamma_kit.fovea.codec import HeatmapCodec
+from gamma_kit.fovea.config import load_config
+from gamma_kit.fovea.dataset import CanonicalImage, FoveaItem
+from gamma_kit.fovea.demo import CPU_CONFIG
+from gamma_kit.fovea.inference import locate, roi_origins
+from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset, policy_of_models
+from gamma_kit.geometry import CanonicalFrame
+
+from fovea_fixtures import tiny_synth
+
+CODEC = HeatmapCodec(scale=0.25, radius=80, kernel_size=80, decoder="dark_kernel_subpixel")
+
+
+def _canon(disc=None, fovea=None, i="x") -> CanonicalImage:
+    """A black 1/4-scale canonical image (GAMMA square camera, left eye) with a bright dot at
+    ``fovea`` (full-scale canonical)."""
+    frame = CanonicalFrame((1956, 1934), 1.0, (0.0, 0.0), False)
+    img = np.zeros((484, 489, 3), np.uint8)
+    if fovea is not None:
+        x, y = (np.asarray(fovea) * 0.25).astype(int)   # canonical multiples of 4: exact pixels
+        img[y, x] = 255
+    return CanonicalImage(i, Path(f"{i}.jpg"), (1956, 1934), frame, 0.25, img, disc, 0.6)
+
+
+class DotModel:
+    """Stands in for a network: the heatmap is the codec's target at the brightest pixel of the crop."""
+
+    def predict_heatmaps(self, crops, batch_size=8, flip=False):
+        out = []
+        for c in crops:
+            y, x = np.unravel_index(np.argmax(c.sum(axis=0)), c.shape[1:])
+            out.append(CODEC.encode(np.array([x, y], float)) if c.max() > 0 else np.zeros(c.shape[1:], np.float32))
+        return np.stack(out).astype(np.float32)
+
+
+def test_fixed_policy_is_the_original_window():
+    canons = [_canon((400.0, 950.0)), _canon(None)]
+    origins, anchored = roi_origins(canons, CODEC, RoiPolicy())
+    assert origins.tolist() == [[209, 210], [209, 210]] == [list(CODEC.roi_origin_px)] * 2
+    assert not anchored.any()
+    # no policy at all is the same window
+    assert roi_origins(canons, CODEC, None)[0].tolist() == origins.tolist()
+
+
+def test_disc_policy_centres_and_falls_back():
+    pol = RoiPolicy("disc", (720.0, 90.0), (360.0, 270.0))
+    canons = [_canon((400.0, 950.0)), _canon(None), _canon((1500.0, 950.0))]
+    centres, ok = pol.centres(canons, CODEC.roi_centre)
+    assert centres[0].tolist() == [1120.0, 1040.0] and ok.tolist() == [True, False, False]
+    # no disc, and a disc that would put the window 1080 px from the fixed centre: the fixed window
+    assert centres[1].tolist() == centres[2].tolist() == [1140.0, 1040.0]
+    origins, _ = roi_origins(canons, CODEC, pol)
+    assert origins[0].tolist() == [round((1120 - 304) / 4), round((1040 - 200) / 4)]
+
+
+def test_disc_policy_needs_an_offset_and_valid_fields():
+    with pytest.raises(ValueError, match="disc_offset"):
+        RoiPolicy("disc").centres([_canon((400.0, 950.0))], CODEC.roi_centre)
+    with pytest.raises(ValueError, match="roi.anchor"):
+        RoiPolicy("fovea")
+    with pytest.raises(ValueError, match="max_shift"):
+        RoiPolicy("disc", (1.0, 2.0), (0.0, 10.0))
+    with pytest.raises(ValueError, match="roi.anchor"):
+        load_config(CPU_CONFIG, ["roi.anchor=centre"])
+
+
+def test_fit_disc_offset_is_the_median_and_skips_missing_discs():
+    items = [FoveaItem(_canon(d), np.array(f, float)) for d, f in
+             [((400.0, 950.0), (1100.0, 1040.0)), ((380.0, 960.0), (1110.0, 1060.0)),
+              ((420.0, 900.0), (1200.0, 1000.0)), (None, (0.0, 0.0))]]
+    assert fit_disc_offset(items) == (730.0, 100.0)   # medians of (700, 730, 780) and (90, 100, 100)
+    with pytest.raises(ValueError, match="no training image"):
+        fit_disc_offset(items[3:])
+
+
+def test_ensemble_policy_averages_offsets_and_refuses_mixed_anchors():
+    a = {"roi": {"anchor": "disc", "disc_offset": [700, 90], "max_shift": [360, 270]}}
+    b = {"roi": {"anchor": "disc", "disc_offset": [740, 110], "max_shift": [360, 270]}}
+    assert policy_of_models([a, b]).disc_offset == (720.0, 100.0)
+    assert policy_of_models([{}]).anchor == "fixed"        # a config.yml from before the roi section
+    with pytest.raises(ValueError, match="mixes ROI anchors"):
+        policy_of_models([a, {"roi": {"anchor": "fixed"}}])
+
+
+def test_chain_finds_a_fovea_outside_the_fixed_window_only_when_anchored():
+    # fovea at x = 1500: 56 px right of the fixed window's edge (x < 1444); disc 720 px to its left
+    fovea = (1500.0, 1100.0)
+    canons = [_canon((780.0, 1010.0), fovea)]
+    fixed = locate([DotModel()], canons, [CODEC], roi=None)
+    anchored = locate([DotModel()], canons, [CODEC], roi=RoiPolicy("disc", (720.0, 90.0)))
+    assert anchored.anchored.tolist() == [True]
+    np.testing.assert_allclose(anchored.image_xy[0], fovea, atol=0.5)
+    assert np.hypot(*(fixed.image_xy[0] - fovea)) > 50                     # the fixed window cannot see it
+    # inside the fixed window both agree
+    inside = [_canon((400.0, 950.0), (1152.0, 1048.0))]
+    a = locate([DotModel()], inside, [CODEC], roi=None).image_xy
+    b = locate([DotModel()], inside, [CODEC], roi=RoiPolicy("disc", (720.0, 90.0))).image_xy
+    np.testing.assert_allclose(a, b, atol=0.5)
+    np.testing.assert_allclose(a[0], (1152.0, 1048.0), atol=0.5)
+
+
+def test_codec_origins_round_trip():
+    centres = np.array([[1140.0, 1040.0], [1003.7, 1211.2]])
+    o = CODEC.origins_px(centres)
+    assert o[0].tolist() == list(CODEC.roi_origin_px)
+    pts = np.array([[1010.0, 1200.0], [990.5, 1190.25]])
+    np.testing.assert_allclose(CODEC.heatmap_to_canonical(CODEC.canonical_to_heatmap(pts, o), o), pts)
+    assert CODEC.origins_px(None, 3).tolist() == [list(CODEC.roi_origin_px)] * 3
+
+
+def test_training_learns_the_offset_and_predict_uses_it(tmp_path):
+    from gamma_kit.fovea.predict import predict
+    from gamma_kit.fovea.train import load_training_data, train_fold
+
+    data = tiny_synth(tmp_path / "data", 6, 2, seed=3)
+    cfg = load_config(CPU_CONFIG, ["model.width=4", "train.epochs=1", "train.batch_size=4", "train.device=cpu",
+                                   "roi.anchor=disc"])
+    train_fold(cfg, 1, load_training_data(data), tmp_path / "run", progress=False)
+    saved = yaml.safe_load((tmp_path / "run" / "fold1" / "config.yml").read_text())["roi"]
+    assert saved["anchor"] == "disc" and len(saved["disc_offset"]) == 2
+    # on the synthetic photos the fovea lies about 2.5 disc diameters temporal to the disc
+    assert 400 < saved["disc_offset"][0] < 1000 and abs(saved["disc_offset"][1]) < 300
+    from gamma_kit.data import load_fovea_split
+
+    out = predict([tmp_path / "run" / "fold1"], load_fovea_split(data, "testing").images, tmp_path / "p.csv",
+                  device="cpu", progress=False)
+    assert out["roi_anchor"] == "disc" and isinstance(out["roi_fallback"], list)
+    assert len(out["predictions"]) == 2
+
+
+def test_side_override_still_detects_the_disc(tmp_path):
+    from gamma_kit.fovea.dataset import CanonicalCache
+    from gamma_kit.synth import generate
+
+    generate(tmp_path / "d", 1, 0, seed=2, sizes=[(489, 484)], progress=False)
+    img = next((tmp_path / "d").rglob("*.jpg"))
+    auto = CanonicalCache(0.25).get("a", img)
+    side = "right" if auto.frame.flipped else "left"
+    forced = CanonicalCache(0.25, side_overrides={"a": side}).get("a", img)
+    assert auto.disc is not None and forced.disc is not None
+    np.testing.assert_allclose(auto.disc, forced.disc)
+    # and the disk cache keeps it
+    CanonicalCache(0.25, tmp_path / "c").get("a", img)
+    again = CanonicalCache(0.25, tmp_path / "c").get("a", img)
+    np.testing.assert_allclose(again.disc, auto.disc)
+    assert again.disc_confidence == pytest.approx(auto.disc_confidence)
