@@ -193,8 +193,13 @@ class Context:
                   flush=True)
         return out
 
+    @property
     def bench_data(self) -> Path:
-        return self.synth("synth", *((15, 5) if self.args.quick else (40, 8)), seed=0)
+        """The set of the dataset and models benchmarks (made by ``make_bench_data``)."""
+        return self.work / "synth"
+
+    def make_bench_data(self) -> Path:
+        return self.synth(self.bench_data.name, *((15, 5) if self.args.quick else (40, 8)), seed=0)
 
     def idrid(self) -> Path:
         """The IDRiD folder (``--idrid``, else the benchmarks' default beside the repository)."""
@@ -277,9 +282,11 @@ PARTS: dict[str, Part] = {
     "heatmap": Part(("heatmap",), "heatmap target and decode vs the original loops", (45, 15),
                     lambda ctx: [Job("heatmap", "bench_heatmap.py", ctx.q)]),
     "dataset": Part(("dataset",), "fovea training samples vs the original reader", (40, 20),
-                    lambda ctx: [Job("dataset", "bench_dataset.py", ["--data", str(ctx.bench_data()), *ctx.q])]),
+                    lambda ctx: [Job("dataset", "bench_dataset.py", ["--data", str(ctx.bench_data), *ctx.q],
+                                     prepare=ctx.make_bench_data)]),
     "models": Part(("models",), "model sizes, forward, train step, ensemble, seg inference", (100, 40),
-                   lambda ctx: [Job("models", "bench_models.py", ["--data", str(ctx.bench_data()), *ctx.q], 3600)]),
+                   lambda ctx: [Job("models", "bench_models.py", ["--data", str(ctx.bench_data), *ctx.q], 3600,
+                                    prepare=ctx.make_bench_data)]),
     "fovea_epoch": Part(("fovea_epoch",), "a whole CPU fovea epoch (train_fold) vs a plain loop", (330, 60),
                         _fovea_epoch_jobs),
     "disc_locate": Part(("disc_locate",), "stage 1 on the IDRiD photos vs the old detector", (40, 8),
