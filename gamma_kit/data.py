@@ -24,7 +24,8 @@ was expected. Files are decoded by their content, not their suffix (a PNG named 
 PNG); a JPEG whose stream stops before its end marker, or that libjpeg reports as corrupt,
 is refused; bytes after a complete image are ignored. Pixels and ``image_size`` both follow
 the EXIF orientation (the image as a viewer shows it). ``check_fundus_image`` refuses photos
-below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field.
+below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field
+(``check_photo_size`` is its size part alone, for a size read from a file header).
 Writers go through a temporary file, fsync and ``os.replace``, so a crash never leaves a
 half-written output; an ``OSError`` names the file asked for. Nothing here deletes or
 modifies input files.
@@ -35,6 +36,7 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -51,10 +53,10 @@ __all__ = [
     "IMAGE_DIR", "MASK_DIRS", "MASK_VALUES", "IMAGE_EXTS", "MASK_EXTS", "GT_COLUMNS", "DATA_ENV",
     "MIN_FUNDUS_SIDE", "DataWarning",
     "resolve_data_root", "read_image", "read_mask", "present_values", "unexpected_mask_values",
-    "check_mask_values", "check_fundus_image", "sniff_format", "jpeg_end",
+    "check_mask_values", "check_fundus_image", "check_photo_size", "sniff_format", "jpeg_end",
     "image_size", "list_images", "list_masks", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images",
     "find_task_dir", "find_fovea_gt", "find_mask_dir", "FoveaSplit", "SegSplit", "load_fovea_split",
-    "load_seg_split", "atomic_write_bytes", "atomic_write_text", "write_image", "write_fovea_csv",
+    "load_seg_split", "atomic_write_bytes", "atomic_write_text", "atomic_copy", "write_image", "write_fovea_csv",
 ]
 
 DATA_ENV = "GAMMA_DATA"
@@ -282,6 +284,16 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def check_photo_size(size: tuple[int, int], name: str | os.PathLike = "image",
+                     min_side: int = MIN_FUNDUS_SIDE) -> None:
+    """Raise ``ValueError`` naming ``name`` when ``size`` = (width, height) px has a short side
+    below ``min_side`` px (the one message for a photo too small for the kit)."""
+    w, h = size
+    if min(w, h) < min_side:
+        raise ValueError(f"{name}: image is {w}x{h} px; fundus photos need at least {min_side} px "
+                         "on the short side")
+
+
 def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",
                        min_side: int = MIN_FUNDUS_SIDE):
     """Refuse an RGB (H, W, 3) ``uint8`` image that cannot be a usable fundus photograph.
@@ -298,9 +310,7 @@ def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"{name}: expected an RGB uint8 image of shape (H, W, 3), got {img.dtype} {img.shape}")
     h, w = img.shape[:2]
-    if min(h, w) < min_side:
-        raise ValueError(f"{name}: image is {w}x{h} px; fundus photos need at least {min_side} px "
-                         "on the short side")
+    check_photo_size((w, h), name, min_side)
     not_fundus = f"{name}: no circular field of view on a dark surround (not a fundus photograph?)"
     try:
         fov = detect_fov(img)
@@ -695,6 +705,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy the file ``src`` onto ``path`` the way ``atomic_write_bytes`` writes (a temporary
+    file in the same folder, fsync, ``os.replace``), without holding it in memory. An
+    ``OSError`` while writing names ``path``; one reading ``src`` names ``src``."""
+    from gamma_kit.safety import fsync_replace, make_parent, with_path
+
+    src, path = Path(src), Path(path)
+    tmp = None
+    try:
+        make_parent(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        shutil.copyfile(src, tmp)
+        fsync_replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(src):
+            raise
+        raise with_path(exc, path) from exc
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, jpeg_quality: int = 95) -> Path:

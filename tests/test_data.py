@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from gamma_kit.data import (IMAGE_DIR, MIN_FUNDUS_SIDE, DataWarning, _normalise_ids, atomic_write_text,
-                            check_fundus_image, check_mask_values, find_fovea_gt, find_mask_dir, find_task_dir,
-                            image_size, jpeg_end, list_images, load_fovea_split, load_seg_split,
+                            check_fundus_image, check_mask_values, check_photo_size, find_fovea_gt, find_mask_dir,
+                            find_task_dir, image_size, jpeg_end, list_images, load_fovea_split, load_seg_split,
                             match_gt_to_images, present_values, read_fovea_gt, read_image, read_mask,
                             resolve_data_root, sniff_format, unexpected_mask_values, write_fovea_csv, write_image)
 
@@ -309,6 +309,15 @@ def test_check_fundus_image_accepts_photos_and_refuses_the_rest():
         check_fundus_image(np.full((300, 300, 3), 128, np.uint8), "grey")
 
 
+def test_check_photo_size_boundary_on_either_side():
+    check_photo_size((MIN_FUNDUS_SIDE, MIN_FUNDUS_SIDE), "square.jpg")
+    check_photo_size((MIN_FUNDUS_SIDE, 4000), "tall.jpg")
+    for size in ((MIN_FUNDUS_SIDE - 1, 4000), (4000, MIN_FUNDUS_SIDE - 1)):
+        w, h = size
+        with pytest.raises(ValueError, match=rf"^a.jpg: image is {w}x{h} px; .* {MIN_FUNDUS_SIDE} px on the short"):
+            check_photo_size(size, "a.jpg")
+
+
 def test_check_fundus_image_passes_real_photos(idrid):
     for p in sorted((idrid / "images").glob("*.jpg"))[:5]:
         check_fundus_image(read_image(p), p.name)
@@ -431,3 +440,30 @@ def test_atomic_write_names_the_path_on_a_full_disk(tmp_path, monkeypatch):
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "out.csv")
     assert (tmp_path / "out.csv").read_text() == "old\n"                # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]    # and no temp file is left
+
+
+def test_atomic_copy_round_trip_and_errors_name_the_right_file(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from gamma_kit.data import atomic_copy
+
+    src = tmp_path / "src.jpg"
+    src.write_bytes(b"\xff\xd8 photo bytes")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.jpg").write_bytes(b"old")
+    assert atomic_copy(src, tmp_path / "out" / "a.jpg").read_bytes() == src.read_bytes()
+    with pytest.raises(FileNotFoundError) as info:                      # reading: names the source
+        atomic_copy(tmp_path / "missing.jpg", tmp_path / "out" / "b.jpg")
+    assert info.value.filename == str(tmp_path / "missing.jpg")
+    real = shutil.copyfile
+
+    def full(a, b, **k):
+        real(a, b, **k)
+        raise OSError(errno.ENOSPC, "No space left on device", b)       # the hidden temporary name
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError) as info:                                # writing: names the target
+        atomic_copy(src, tmp_path / "out" / "a.jpg")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "out" / "a.jpg")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg"]   # no temp file left
