@@ -3,15 +3,31 @@
 Uses ``gamma_kit.synth`` when it is importable; otherwise draws its own images: a red
 fundus disc on black, a bright optic disc ellipse with a brighter cup inside, at a
 random position. Masks follow GAMMA: 0 = cup, 128 = disc rim, 255 = background.
+Photos are at least ``MIN_FUNDUS_SIDE`` (128) px on the short side, the smallest that
+``prepare`` and ``predict`` accept: a smaller size asked for is scaled up to it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 import cv2
 import numpy as np
 
+from gamma_kit.data import MIN_FUNDUS_SIDE
+
 TASK = "task3_disc_cup_segmentation"
+
+
+def fundus_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` = (w, h), scaled up (aspect kept, rounded up) to a short side of ``MIN_FUNDUS_SIDE``
+    px when it is below that; the commands refuse smaller photos."""
+    w, h = size
+    if min(w, h) >= MIN_FUNDUS_SIDE:
+        return w, h
+    f = MIN_FUNDUS_SIDE / min(w, h)
+    return max(MIN_FUNDUS_SIDE, math.ceil(w * f - 1e-9)), max(MIN_FUNDUS_SIDE, math.ceil(h * f - 1e-9))
 
 
 def draw_fundus(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +52,9 @@ def draw_fundus(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.nda
 
 def make_tiny_seg_data(root: Path, n_train: int = 6, n_test: int = 3, size: tuple[int, int] = (160, 128),
                        seed: int = 0) -> Path:
-    """Write ``root/task3_disc_cup_segmentation/{training,testing,testing_GT}``; return the task folder."""
+    """Write ``root/task3_disc_cup_segmentation/{training,testing,testing_GT}``; return the task folder.
+    ``size`` (w, h) is lifted by ``fundus_size``."""
+    size = fundus_size(size)
     rng = np.random.default_rng(seed)
     task = Path(root) / TASK
     for split, ids, mask_split in (("training", range(1, n_train + 1), "training"),
@@ -62,9 +80,10 @@ def make_seg_data(root: Path, n_train: int = 6, n_test: int = 3, seed: int = 0,
     return Path(root) / TASK
 
 
-def make_prepared(workdir: Path, n_train: int = 6, n_test: int = 2, size: tuple[int, int] = (96, 80),
+def make_prepared(workdir: Path, n_train: int = 6, n_test: int = 2, size: tuple[int, int] = (160, 128),
                   seed: int = 0, val_value: float = 0.34) -> Path:
-    """Tiny data prepared and split at ``workdir/data/seg_prepared`` (the configs' default root)."""
+    """Tiny data prepared and split at ``workdir/data/seg_prepared`` (the configs' default root);
+    ``size`` (w, h) is lifted by ``fundus_size``."""
     from gamma_kit.seg.prepare import prepare_dataset, split_dataset
 
     make_tiny_seg_data(Path(workdir) / "gamma", n_train, n_test, size, seed)

@@ -89,7 +89,7 @@ def test_mixed_and_cpu_variants():
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_yaml_trains_and_evaluates_like_tools_train(name, tmp_path, monkeypatch):
     """tools/train.py --config configs/seg/<name>, run from a folder holding data/seg_prepared."""
-    make_prepared(tmp_path, n_train=4, n_test=1, size=(80, 64))
+    make_prepared(tmp_path, n_train=4, n_test=1, size=(160, 128))
     monkeypatch.chdir(tmp_path)
     apply_compat()
     paddle.set_device("cpu")

@@ -19,7 +19,7 @@ def prepared(tmp_path_factory):
     from gamma_kit.seg.prepare import prepare_dataset
 
     tmp = tmp_path_factory.mktemp("pdx")
-    make_tiny_seg_data(tmp / "gamma", n_train=5, n_test=1, size=(72, 64), seed=4)
+    make_tiny_seg_data(tmp / "gamma", n_train=5, n_test=1, size=(144, 128), seed=4)
     prepare_dataset(tmp / "gamma", tmp / "prep", progress=False)
     pdx.split_dataset(str(tmp / "prep"), val_value=0.0001)
     return tmp
@@ -74,8 +74,8 @@ def test_unet_train_imagenet_warning_load_predict(prepared):
     loaded = pdx.load_model(str(prepared / "unet" / "best_model"))
     path = next((prepared / "gamma").rglob("testing/fundus color images/*.jpg"))
     for result in (loaded.predict(str(path)), trained.predict(read_image(path)), model.predict(str(path))):
-        assert result["label_map"].shape == (64, 72) and result["label_map"].dtype == np.uint8
-        assert result["score_map"].shape == (64, 72, 3)
+        assert result["label_map"].shape == (128, 144) and result["label_map"].dtype == np.uint8
+        assert result["score_map"].shape == (128, 144, 3)
     assert isinstance(loaded.net, paddle.nn.Layer)
 
 

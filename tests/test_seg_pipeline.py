@@ -18,7 +18,7 @@ from gamma_kit.seg.inference import load_model, overlay, postprocess_labels, pre
 from seg_fixtures import make_seg_data, small_transforms
 
 CPU_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "seg" / "liteunet_gamma_cpu.yml")
-SIZES = ((144, 96), (96, 95))   # (w, h): both GAMMA aspect ratios, tiny
+SIZES = ((192, 128), (130, 128))   # (w, h): both GAMMA aspect ratios, the smallest the kit takes
 
 
 def _data_opts(prepared: Path, train_list: str = "train_list.txt", val_list: str = "val_list.txt") -> list[str]:

@@ -22,7 +22,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 
 @pytest.fixture
 def seg_root(tmp_path) -> Path:
-    make_tiny_seg_data(tmp_path / "gamma", n_train=6, n_test=2, size=(96, 80), seed=1)
+    make_tiny_seg_data(tmp_path / "gamma", n_train=6, n_test=2, size=(160, 128), seed=1)
     return tmp_path / "gamma"
 
 
@@ -66,7 +66,7 @@ def test_prepare_reports_bad_pairs_and_resizes(seg_root, tmp_path):
     cv2.imwrite(str(masks / "0003.bmp"), bad)                              # mask with a foreign value
     (masks / "0004.bmp").unlink()                                          # image without a mask
     img5 = cv2.imread(str(imgs / "0005.jpg"))
-    cv2.imwrite(str(imgs / "0005.jpg"), cv2.resize(img5, (192, 160)))      # image twice the mask's size
+    cv2.imwrite(str(imgs / "0005.jpg"), cv2.resize(img5, (320, 256)))      # image twice the mask's size
     before = _tree_digest(seg_root)
     report = prepare_dataset(seg_root, tmp_path / "p", progress=False)
     assert _tree_digest(seg_root) == before
@@ -75,8 +75,34 @@ def test_prepare_reports_bad_pairs_and_resizes(seg_root, tmp_path):
     assert "77" in report.bad_pairs["0003"]
     assert "no mask" in report.bad_pairs["0004"]
     assert report.resized == ["0005"]
-    assert cv2.imread(str(tmp_path / "p" / "JPEGImages" / "0005.jpg")).shape[:2] == (80, 96)
+    assert cv2.imread(str(tmp_path / "p" / "JPEGImages" / "0005.jpg")).shape[:2] == (128, 160)
     assert "skipped 0003" in report.summary()
+
+
+def test_prepare_skips_photos_too_small_or_not_fundus(seg_root, tmp_path, capsys):
+    from gamma_kit.data import MIN_FUNDUS_SIDE
+
+    task = seg_root / "task3_disc_cup_segmentation" / "training"
+    imgs, masks = task / "fundus color images", task / "Disc_Cup_Mask"
+    small = cv2.resize(cv2.imread(str(imgs / "0002.jpg")), (150, MIN_FUNDUS_SIDE - 1))
+    cv2.imwrite(str(imgs / "0002.jpg"), small)                            # a thumbnail, with a mask its size
+    cv2.imwrite(str(masks / "0002.bmp"), cv2.resize(cv2.imread(str(masks / "0002.bmp"), cv2.IMREAD_GRAYSCALE),
+                                                    (150, MIN_FUNDUS_SIDE - 1), interpolation=cv2.INTER_NEAREST))
+    noise = np.random.default_rng(0).integers(0, 256, (128, 160, 3), dtype=np.uint8)
+    cv2.imwrite(str(imgs / "0004.png"), noise)                            # not a fundus photograph
+    (imgs / "0004.jpg").unlink()
+    before = _tree_digest(seg_root)
+    out = tmp_path / "p"
+    assert main(["prepare", "--data-root", str(seg_root), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert _tree_digest(seg_root) == before
+    assert f"skipped 0002: {imgs / '0002.jpg'}: image is 150x{MIN_FUNDUS_SIDE - 1} px; fundus photos need at " \
+           f"least {MIN_FUNDUS_SIDE} px on the short side" in stdout
+    assert f"skipped 0004: {imgs / '0004.png'}: no circular field of view on a dark surround " \
+           "(not a fundus photograph?)" in stdout
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == ["0001.jpg", "0003.jpg", "0005.jpg", "0006.jpg"]
+    assert sorted(p.stem for p in (out / "Annotations").iterdir()) == ["0001", "0003", "0005", "0006"]
+    assert sorted(json.loads((out / "prepare_report.json").read_text())["bad_pairs"]) == ["0002", "0004"]
 
 
 def test_prepare_refuses_unsafe_outputs(seg_root, tmp_path):

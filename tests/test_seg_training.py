@@ -19,7 +19,7 @@ def prepared(tmp_path, monkeypatch):
     """Tiny prepared data at tmp/data/seg_prepared (the configs' dataset_root) and the cwd there."""
     from gamma_kit.resources import config_path
 
-    root = make_prepared(tmp_path, n_train=4, n_test=1, size=(80, 64))
+    root = make_prepared(tmp_path, n_train=4, n_test=1, size=(160, 128))
     monkeypatch.chdir(tmp_path)
     return root, config_path("seg/liteunet_gamma_cpu.yml")
 

@@ -8,8 +8,10 @@ touching the user's files: it writes a NEW folder ::
     OUT/prepare_report.json       # what was written and every skipped pair with its reason
 
 GAMMA mask values map 0 -> 0, 128 -> 1, 255 -> 2 (a lookup table, so nothing else can
-appear). A pair whose image or mask is missing or unreadable, or whose mask has other
-values, is skipped and reported (the original deleted such files).
+appear). A pair whose image or mask is missing or unreadable, whose mask has other
+values, or whose photo fails ``data.check_fundus_image`` (short side below
+``MIN_FUNDUS_SIDE`` px, or no circular field of view: not a fundus photograph), is skipped
+and reported with the file and the reason (the original deleted such files).
 
 ``split_dataset`` writes ``train_list.txt``, ``val_list.txt`` (and ``test_list.txt`` when
 asked) and ``labels.txt`` as ``paddlex --split_dataset --format SEG`` did: one line
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,8 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gamma_kit.data import (IMAGE_DIR, atomic_write_bytes, atomic_write_text, find_mask_dir,
-                            find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
+from gamma_kit.data import (IMAGE_DIR, atomic_copy, atomic_write_bytes, atomic_write_text, check_fundus_image,
+                            find_mask_dir, find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
                             unexpected_mask_values, write_image)
 
 __all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",
@@ -222,15 +223,6 @@ def _unlistable(ids) -> list[str]:
     return [i for i in ids if any(c.isspace() for c in i) or not i]
 
 
-def _copy_atomic(src: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_png(path: Path, labels: np.ndarray) -> None:
     ok, png = cv2.imencode(".png", labels)
     if not ok:
@@ -273,6 +265,9 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
     (255 = background outside the photo), and ``out_dir/crops.json`` records
     ``{"roi": settings, "crops": {crop_id: {"source": id, "box": [x0, y0, x1, y1], ...}}}``.
 
+    Pairs that cannot be used (see the module docstring) are skipped and listed in the
+    report's ``bad_pairs`` with the reason; ``ValueError`` when none is left.
+
     ``overwrite`` first removes what an earlier prepare wrote here (also an interrupted one),
     so the folder holds exactly the new set. Ids with whitespace (which list files cannot
     hold) are refused before anything is written.
@@ -307,6 +302,7 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
     for index, i in enumerate(tqdm(sorted(set(images) & set(masks)), desc="prepare", disable=not progress)):
         try:
             image = read_image(images[i])
+            check_fundus_image(image, images[i])     # a thumbnail or a non-fundus picture teaches nothing
             mask = read_mask(masks[i])
         except (ValueError, FileNotFoundError) as exc:
             report.bad_pairs[i] = str(exc)
@@ -335,7 +331,7 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
         suffix = images[i].suffix.lower()
         target = out / IMAGE_SUBDIR / f"{i}{'.jpg' if suffix in ('.jpg', '.jpeg') else '.png'}"
         if not resized and suffix in (".jpg", ".jpeg", ".png"):
-            _copy_atomic(images[i], target)
+            atomic_copy(images[i], target)
         else:
             write_image(target, image)
         _write_png(out / LABEL_SUBDIR / f"{i}.png", mask_to_labels(mask))

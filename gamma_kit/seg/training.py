@@ -31,7 +31,6 @@ import importlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -43,7 +42,7 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import atomic_write_text
+from gamma_kit.data import atomic_copy, atomic_write_text
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
@@ -145,21 +144,10 @@ def read_crop_roi(cfg) -> dict | None:
     return roi if isinstance(roi, dict) else None
 
 
-def _copy_atomic(src: Path, dst: Path) -> None:
-    from gamma_kit.safety import deferred_interrupts, fsync_replace
-
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
-        with deferred_interrupts():
-            shutil.copyfile(src, tmp)
-            fsync_replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_model_dirs(cfg, save_dir: Path, iters: int, roi: dict | None = None) -> list[Path]:
     """``model.yml`` (and ``roi.json``) in ``save_dir``, ``last_model/`` and ``best_model/``; returns the model dirs."""
+    from gamma_kit.safety import deferred_interrupts
+
     text = str(cfg)
     roi_text = json.dumps(roi, indent=1) if roi is not None else None
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, text)
@@ -170,7 +158,8 @@ def write_model_dirs(cfg, save_dir: Path, iters: int, roi: dict | None = None) -
     if (last / WEIGHTS_NAME).is_file():
         dst = save_dir / "last_model"
         dst.mkdir(exist_ok=True)
-        _copy_atomic(last / WEIGHTS_NAME, dst / WEIGHTS_NAME)
+        with deferred_interrupts():     # Ctrl-C here still leaves last_model/ whole
+            atomic_copy(last / WEIGHTS_NAME, dst / WEIGHTS_NAME)
         dirs.append(dst)
     if (save_dir / "best_model" / WEIGHTS_NAME).is_file():
         dirs.append(save_dir / "best_model")
