@@ -4,6 +4,8 @@ Every ``bench/bench_*.py`` script prints and (with ``--json FILE``) writes a dic
 ``{"rows": [row, ...], "notes": [...]}``; a row is one line of the RESULTS.md table:
 ``{"measure", "original", "kit", "ratio", "target", "met", "memory", "note"}``
 (original/kit are human-readable strings with units; ratio = original / kit time).
+bench/run_all.py stores each result in its raw folder with ``seconds`` (wall time of the
+process), ``date`` and ``quick`` added, and shows the rows of one not re-run from there.
 
 Memory: ``numpy_peak`` uses tracemalloc (bytes allocated by Python/NumPy inside the
 block); ``RssPeak`` samples the process RSS every few milliseconds with psutil and

@@ -535,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     ran = set()
     for name in names:
+        print(f"[run_all] == {name} (estimated ~{_fmt_duration(estimate(name, args, durations)[0])})", flush=True)
         out = run_part(name, ctx)
         if out is not None:
             results.update(out)
