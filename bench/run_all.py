@@ -468,6 +468,13 @@ def render(machine: dict, vers: dict, results: dict, demo: dict | None, args, se
               "- Memory: *tracemalloc* = peak Python/NumPy allocation inside the block; *RSS delta* = peak resident "
               "set size (psutil, sampled every 5 ms) minus the RSS before the block, for Paddle, whose allocator "
               "tracemalloc does not see (a delta near 0 means the block fit into memory the process already held).",
+              "- Fovea CPU epoch: `bench/bench_fovea_epoch.py` on fold 1 of 100 synthetic GAMMA-size photos (80 train, "
+              "20 val): `train_fold` as the CLI runs it (validation, checkpoints, logs) against a plain loop over the "
+              "same model, optimiser and batches; first epoch of each arm a warm-up. Stage 1 "
+              "(`bench/bench_disc_locate.py`) runs on the real IDRiD photos (`--idrid`; not run without them); "
+              "synthetic realism (`bench/bench_synth_realism.py`) compares the first and the current renderer with "
+              "them; the two-stage seg rows time models with random weights. Each writes its own Markdown "
+              "next to the raw JSON.",
               "- Originals (`bench/originals.py`, `bench/bench_fovea_decode.py`) are per-pixel / per-window Python "
               "loops on purpose: they restate the original code. The kit has no such loops.",
               "- The original fovea config (87.9 M parameters, 608x400) cannot be trained on this CPU: its batch-10 "
