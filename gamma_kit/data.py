@@ -25,7 +25,8 @@ PNG); a JPEG whose stream stops before its end marker, or that libjpeg reports a
 is refused; bytes after a complete image are ignored. Pixels and ``image_size`` both follow
 the EXIF orientation (the image as a viewer shows it). ``check_fundus_image`` refuses photos
 below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field
-(``check_photo_size`` is its size part alone, for a size read from a file header).
+(``check_photo_size`` is its size part alone, for a size read from a file header;
+``check_photo_sizes`` checks a whole folder's photos from their headers before any work).
 Writers go through a temporary file, fsync and ``os.replace``, so a crash never leaves a
 half-written output; an ``OSError`` names the file asked for. Nothing here deletes or
 modifies input files.
@@ -53,7 +54,8 @@ __all__ = [
     "IMAGE_DIR", "MASK_DIRS", "MASK_VALUES", "IMAGE_EXTS", "MASK_EXTS", "GT_COLUMNS", "DATA_ENV",
     "MIN_FUNDUS_SIDE", "DataWarning",
     "resolve_data_root", "read_image", "read_mask", "present_values", "unexpected_mask_values",
-    "check_mask_values", "check_fundus_image", "check_photo_size", "sniff_format", "jpeg_end",
+    "check_mask_values", "check_fundus_image", "check_photo_size", "check_photo_sizes",
+    "sniff_format", "jpeg_end",
     "image_size", "list_images", "list_masks", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images",
     "find_task_dir", "find_fovea_gt", "find_mask_dir", "FoveaSplit", "SegSplit", "load_fovea_split",
     "load_seg_split", "atomic_write_bytes", "atomic_write_text", "atomic_copy", "write_image", "write_fovea_csv",
@@ -292,6 +294,25 @@ def check_photo_size(size: tuple[int, int], name: str | os.PathLike = "image",
     if min(w, h) < min_side:
         raise ValueError(f"{name}: image is {w}x{h} px; fundus photos need at least {min_side} px "
                          "on the short side")
+
+
+def check_photo_sizes(paths: Iterable[str | os.PathLike], min_side: int = MIN_FUNDUS_SIDE) -> None:
+    """Refuse, before any work, photos whose short side is below ``min_side`` px (sizes from the
+    file headers, ``image_size``): one ``ValueError`` line naming the first such file and the
+    minimum, and how many more there are. A file that cannot be read raises its own error.
+    ``paths`` may be an {id: path} dict (its values are checked)."""
+    if isinstance(paths, dict):
+        paths = paths.values()
+    small = []
+    for path in paths:
+        try:
+            check_photo_size(image_size(path), path, min_side)
+        except ValueError as exc:
+            small.append((Path(path), exc))
+    if small:
+        more = (f" ({len(small) - 1} more photo(s) that small: {[p.name for p, _ in small[1:6]]})"
+                if len(small) > 1 else "")
+        raise ValueError(f"{small[0][1]}{more}")
 
 
 def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from gamma_kit.data import (IMAGE_DIR, MIN_FUNDUS_SIDE, DataWarning, _normalise_ids, atomic_write_text,
-                            check_fundus_image, check_mask_values, check_photo_size, find_fovea_gt, find_mask_dir,
-                            find_task_dir, image_size, jpeg_end, list_images, load_fovea_split, load_seg_split,
-                            match_gt_to_images, present_values, read_fovea_gt, read_image, read_mask,
+                            check_fundus_image, check_mask_values, check_photo_size, check_photo_sizes, find_fovea_gt,
+                            find_mask_dir, find_task_dir, image_size, jpeg_end, list_images, load_fovea_split,
+                            load_seg_split, match_gt_to_images, present_values, read_fovea_gt, read_image, read_mask,
                             resolve_data_root, sniff_format, unexpected_mask_values, write_fovea_csv, write_image)
 
 
@@ -316,6 +316,20 @@ def test_check_photo_size_boundary_on_either_side():
         w, h = size
         with pytest.raises(ValueError, match=rf"^a.jpg: image is {w}x{h} px; .* {MIN_FUNDUS_SIDE} px on the short"):
             check_photo_size(size, "a.jpg")
+
+
+def test_check_photo_sizes_reads_headers_and_names_the_first_small_photo(tmp_path):
+    for name, (w, h) in {"a.jpg": (200, 150), "b.png": (90, 300), "c.jpg": (300, 20), "d.jpg": (10, 10)}.items():
+        write_image(tmp_path / name, np.zeros((h, w, 3), np.uint8))
+    check_photo_sizes([tmp_path / "a.jpg"])
+    with pytest.raises(ValueError) as info:
+        check_photo_sizes(list_images(tmp_path))
+    assert str(info.value) == (f"{tmp_path / 'b.png'}: image is 90x300 px; fundus photos need at least "
+                               f"{MIN_FUNDUS_SIDE} px on the short side (2 more photo(s) that small: "
+                               "['c.jpg', 'd.jpg'])")
+    (tmp_path / "e.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="e.jpg: cannot be read as an image"):
+        check_photo_sizes({"e": tmp_path / "e.jpg"})
 
 
 def test_check_fundus_image_passes_real_photos(idrid):

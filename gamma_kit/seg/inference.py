@@ -36,8 +36,8 @@ import numpy as np
 from tqdm import tqdm
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import (IMAGE_DIR, atomic_write_bytes, atomic_write_text, find_mask_dir, find_task_dir,
-                            list_images, list_masks, read_image, read_mask, write_image)
+from gamma_kit.data import (IMAGE_DIR, atomic_write_bytes, atomic_write_text, check_photo_sizes, find_mask_dir,
+                            find_task_dir, list_images, list_masks, read_image, read_mask, write_image)
 from gamma_kit.disc import locate_disc
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
@@ -536,7 +536,9 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     The output folder keeps ``predict_manifest.json`` (the files this run wrote); a rerun removes
     those first and refuses other ``.bmp`` files there, so the zip holds exactly this run's masks.
     Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
-    a count) and listed in ``out_dir/stage1_report.json``.
+    a count) and listed in ``out_dir/stage1_report.json``. Photos below ``data.MIN_FUNDUS_SIDE`` px
+    on the short side are refused before any work (``check_photo_sizes``); a dark or blank photo
+    of a usable size is predicted (stage 1 reports it).
     """
     from gamma_kit.metrics import evaluate_seg
     from gamma_kit.safety import check_output_path
@@ -547,8 +549,9 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
                       "output folder")
     if overlay_dir is not None:
         check_output_path(overlay_dir, [*inputs, gt_dir], "overlay folder")
-    predictor = model if hasattr(model, "predict_labels") else load_model(model)
     files = images if isinstance(images, dict) else list_images(images)
+    check_photo_sizes(files)
+    predictor = model if hasattr(model, "predict_labels") else load_model(model)
     pred_dir = out_dir / SUBMISSION_DIR
     gt_files = list_masks(gt_dir) if gt_dir is not None else {}
     missing = sorted(set(gt_files) - set(files))
