@@ -25,9 +25,10 @@ Determinism: image ``k`` (0-based over training then testing) is drawn from
 split and shuffled from the seed. The same arguments give byte-identical files (the
 xlsx is written with fixed zip and document timestamps).
 
-Safety: ``out`` must not exist or be an empty folder. Everything is written into a
-hidden staging folder next to it and renamed into place at the end, so an interrupted
-run leaves no partial data set under ``out``.
+Safety: ``out`` must not exist or be an empty folder, in a writable place (checked before
+any rendering). Everything is written into a hidden staging folder next to it and renamed
+into place at the end, so an interrupted run leaves no partial data set under ``out``; an
+``OSError`` (read-only folder, full disk) names ``--out OUT``, never the staging folder.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from gamma_kit.data import GT_COLUMNS, IMAGE_DIR, MASK_DIRS
+from gamma_kit.safety import check_writable, with_path
 from gamma_kit.synth.render import SIDES, render_fundus
 
 __all__ = ["generate", "parse_sizes", "split_ids", "balanced_assignment", "DEFAULT_SIZES", "TASK2_DIR", "TASK3_DIR",
@@ -151,16 +153,21 @@ def generate(out: str | os.PathLike, n_train: int, n_test: int, seed: int,
         raise ValueError(f"sizes must be a non-empty list of (w, h) of at least {MIN_SIZE} px, got {sizes}")
     out = Path(out).expanduser()
     _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    check_writable(out, "--out")
+    staging = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
         _write_dataset(staging, n_train, n_test, int(seed), sizes, progress)
         _check_out(out)            # re-check: something may have appeared while we rendered
         if out.is_dir():
             out.rmdir()
         staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno is not None:   # the user's --out, not the staging name
+            raise with_path(exc, f"--out {out}") from exc
         raise
     return out
 
