@@ -5,9 +5,11 @@ taken before and after each case). Accepted inputs (a PNG named .jpg, bytes afte
 end marker, an EXIF-rotated photo, GT sheets with a ``No.`` column or short numeric ids)
 exit 0 with the right answer.
 
-Cases marked ``cli`` run ``python -m gamma_kit.evaluate`` in a subprocess; ``call`` cases run
-the library function the commands use through ``runtime.run_cli``, the same wrapper every
-command's ``main`` uses.
+Cases marked ``cli`` run a command (``python -m gamma_kit.evaluate`` unless the case names
+another: ``gamma_kit.synth``, ``gamma_kit.seg``) in a subprocess from the test's folder, as a
+user would; ``call`` cases run the library function (or a command's ``main``) through
+``runtime.run_cli``, the same wrapper every command's ``main`` uses, where a fault has to be
+simulated (a full disk, a read-only file system).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,6 +36,10 @@ from gamma_kit.data import (MIN_FUNDUS_SIDE, check_fundus_image, image_size, loa
 from gamma_kit.runtime import parse_int_list, run_cli
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")      # a tqdm line, e.g. "prepare:  50%|#####     | 1/2 [..."
+# Paddle's own import-time notice when OMP_NUM_THREADS > 1 (paddle/base/__init__.py prints it on every
+# import; the kit sets the thread count); not the command's output, so the one-line rule skips it
+PADDLE_NOTICE = re.compile(r"^(WARNING: OMP_NUM_THREADS set to \d+, not 1\. |PLEASE USE OMP_NUM_THREADS WISELY\.$)")
 
 
 def checksum(folder: Path) -> str:
@@ -92,8 +99,10 @@ def seg_set(inp: Path, pred_name: str = "0101.bmp", pred_mask: np.ndarray | None
 
 @dataclass
 class Case:
-    """``build(inp, out, monkeypatch)`` writes the inputs under ``inp`` and returns either
-    evaluate's argv (``cli``) or a zero-argument body for ``run_cli`` (``call``)."""
+    """``build(inp, out, monkeypatch)`` (plus the fixture named by ``needs``) writes the inputs under
+    ``inp`` and returns either the command's argv (``cli``; run with the test's folder, the parent
+    of ``inp`` and ``out``, as working directory) or a zero-argument body for ``run_cli`` (``call``).
+    ``check(inp, out, stdout, stderr)`` asserts what else the case promises."""
 
     id: str
     build: Callable
@@ -101,6 +110,9 @@ class Case:
     message: str                  # expected substring of stderr (code != 0) or stdout (code 0)
     kind: str = "call"
     skip: str | None = None
+    module: str = "gamma_kit.evaluate"
+    needs: str | None = None
+    check: Callable | None = None
 
 
 def _corrupt(inp, out, mp):
@@ -221,6 +233,148 @@ def _folds(inp, out, mp):
     return lambda: parse_int_list("1,x", "--folds", 1, 5)
 
 
+# --------------------------------------------------------------------------- synth --out
+SYNTH = ["--train", "1", "--test", "0", "--sizes", "64x48", "--quiet"]
+
+
+def _names_out_not_staging(inp, out, stdout, stderr):
+    assert "partial" not in stderr                     # the hidden staging folder is never named
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # and none is left behind
+
+
+def _names_the_file_in_the_way(inp, out, stdout, stderr):
+    _names_out_not_staging(inp, out, stdout, stderr)
+    assert f"{inp / 'taken'} is a file, not a folder" in stderr
+
+
+def _synth_under_a_file(inp, out, mp):
+    (inp / "taken").write_text("user's file")
+    return ["--out", "input/taken/ds", *SYNTH]
+
+
+def _synth_read_only_chmod(inp, out, mp):
+    out.chmod(0o555)
+    return ["--out", "output/ds", *SYNTH]
+
+
+def _synth_read_only_fs(inp, out, mp):
+    from gamma_kit.synth import __main__ as synth_cli
+    from gamma_kit.synth import writer
+
+    def erofs(*a, prefix="", dir=None, **k):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, prefix + "abc123"))
+
+    mp.setattr(writer.tempfile, "mkdtemp", erofs)
+    return lambda: synth_cli.main(["--out", str(out / "ds"), *SYNTH])
+
+
+def _synth_full_disk(inp, out, mp):
+    from gamma_kit.synth import __main__ as synth_cli
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    mp.setattr(Path, "write_bytes", full)
+    return lambda: synth_cli.main(["--out", str(out / "ds"), *SYNTH])
+
+
+# --------------------------------------------------------------------------- seg prepare / predict photos
+def _seg_task(inp: Path, n: int = 3) -> tuple[Path, Path]:
+    """A tiny task 3 training split (160x128 photos, the smallest accepted) under ``inp/gamma``."""
+    from seg_fixtures import make_tiny_seg_data
+
+    task = make_tiny_seg_data(inp / "gamma", n_train=n, n_test=1, size=(160, 128), seed=0)
+    return task / "training" / data.IMAGE_DIR, task / "training" / "Disc_Cup_Mask"
+
+
+def _shrink_pair(imgs: Path, masks: Path, i: str, size: tuple[int, int]) -> None:
+    img = cv2.imread(str(imgs / f"{i}.jpg"))
+    cv2.imwrite(str(imgs / f"{i}.jpg"), cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+    mask = cv2.imread(str(masks / f"{i}.bmp"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(masks / f"{i}.bmp"), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST))
+
+
+def _prepare_small_photo(inp, out, mp):
+    imgs, masks = _seg_task(inp)
+    _shrink_pair(imgs, masks, "0002", (150, MIN_FUNDUS_SIDE - 1))
+    return ["prepare", "--data-root", "input/gamma", "--out", "output/prep"]
+
+
+def _prepare_noise_photo(inp, out, mp):
+    imgs, _ = _seg_task(inp)
+    write_image(imgs / "0002.jpg", np.random.default_rng(0).integers(0, 256, (128, 160, 3), dtype=np.uint8))
+    return ["prepare", "--data-root", "input/gamma", "--out", "output/prep"]
+
+
+def _prepare_all_rejected(inp, out, mp):
+    imgs, masks = _seg_task(inp, n=2)
+    for i in ("0001", "0002"):
+        _shrink_pair(imgs, masks, i, (100, 80))
+    return ["prepare", "--data-root", "input/gamma", "--out", "output/prep"]
+
+
+def _prepare_full_disk(inp, out, mp):
+    import shutil
+
+    from gamma_kit.seg.__main__ import main as seg_main
+
+    _seg_task(inp)
+    real = shutil.copyfile
+
+    def full(a, b, **k):
+        real(a, b, **k)
+        raise OSError(errno.ENOSPC, "No space left on device", b)       # as the OS names the temporary file
+
+    mp.setattr(shutil, "copyfile", full)
+    return lambda: seg_main(["prepare", "--data-root", str(inp / "gamma"), "--out", str(out / "prep")])
+
+
+def _prepared_without(*ids):
+    def check(inp, out, stdout, stderr):
+        written = sorted(p.stem for p in (out / "prep" / "JPEGImages").iterdir())
+        assert written == sorted({"0001", "0002", "0003"} - set(ids))       # never copied
+        report = json.loads((out / "prep" / "prepare_report.json").read_text())
+        assert sorted(report["bad_pairs"]) == sorted(ids)
+    return check
+
+
+def _predict_small_photo(inp, out, mp, model_dir):
+    (inp / "photos").mkdir()
+    write_image(inp / "photos" / "0001.jpg", photo(300, 400))
+    write_image(inp / "photos" / "0002.jpg", photo(MIN_FUNDUS_SIDE - 1, 190))
+    return ["predict", "--model", str(model_dir), "--images", "input/photos", "--out", "output/pred"]
+
+
+def _predict_out_under_a_file(inp, out, mp, model_dir):
+    (inp / "photos").mkdir()
+    write_image(inp / "photos" / "0001.jpg", photo(300, 400))
+    (out / "taken").write_text("")
+    return ["predict", "--model", str(model_dir), "--images", "input/photos", "--out", "output/taken/pred"]
+
+
+def _nothing_predicted(inp, out, stdout, stderr):
+    assert not (out / "pred").exists()                 # refused before any work
+
+
+@pytest.fixture(scope="module")
+def seg_model(tmp_path_factory) -> Path:
+    """An untrained LiteUNet model directory (CPU config, 32 px transforms): enough for checks that
+    come before the network, with no training."""
+    from paddleseg.cvlibs import SegBuilder
+
+    from gamma_kit.data import atomic_write_text
+    from gamma_kit.resources import config_path
+    from gamma_kit.safety import atomic_save_paddle
+    from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_config
+    from seg_fixtures import small_transforms
+
+    d = tmp_path_factory.mktemp("seg_model")
+    cfg = load_config(config_path("seg/liteunet_gamma_cpu.yml"), opts=list(small_transforms(32)))
+    atomic_write_text(d / MODEL_CONFIG_NAME, str(cfg))
+    atomic_save_paddle(SegBuilder(cfg).model.state_dict(), d / WEIGHTS_NAME)
+    return d
+
+
 CASES = [
     Case("corrupt JPEG (piece of the scan missing)", _corrupt, 2, "0001.jpg: JPEG data is corrupt (libjpeg: Corrupt JPEG data"),
     Case("JPEG truncated mid-stream", _truncated, 2, "0001.jpg: JPEG is truncated"),
@@ -261,22 +415,54 @@ CASES = [
     Case("0/1/2 labels instead of a GAMMA mask", lambda inp, out, mp: seg_set(
         inp, "0101.png", (gamma_mask() // 127).astype(np.uint8)), 2,
         "(these look like 0/1/2 training labels, not a GAMMA mask)", kind="cli"),
+    # synth --out X: the error names --out X, before any rendering
+    Case("synth --out under a file", _synth_under_a_file, 2, "error: --out input/taken/ds: ", kind="cli",
+         module="gamma_kit.synth", check=_names_the_file_in_the_way),
+    Case("synth --out in a read-only folder (chmod)", _synth_read_only_chmod, 2,
+         "error: --out output/ds: cannot write in ", kind="cli", module="gamma_kit.synth",
+         check=_names_out_not_staging,
+         skip="runs as root, where chmod does not stop writes (the simulated read-only file system case covers it)"
+         if IS_ROOT else None),
+    Case("synth --out on a read-only file system (simulated EROFS)", _synth_read_only_fs, 2,
+         "/output/ds: Read-only file system", check=_names_out_not_staging),
+    Case("synth: disk full while writing", _synth_full_disk, 2,
+         "/output/ds: No space left on device (the disk is full)", check=_names_out_not_staging),
+    # seg prepare: a photo that is no usable fundus photograph is skipped and reported, never copied
+    Case("seg prepare: a photo below the minimum size", _prepare_small_photo, 0,
+         f"skipped 0002: input/gamma/task3_disc_cup_segmentation/training/fundus color images/0002.jpg: image is "
+         f"150x{MIN_FUNDUS_SIDE - 1} px; fundus photos need at least {MIN_FUNDUS_SIDE} px on the short side",
+         kind="cli", module="gamma_kit.seg", check=_prepared_without("0002")),
+    Case("seg prepare: random noise as a photo", _prepare_noise_photo, 0,
+         "fundus color images/0002.jpg: no circular field of view on a dark surround (not a fundus photograph?)",
+         kind="cli", module="gamma_kit.seg", check=_prepared_without("0002")),
+    Case("seg prepare: every photo rejected", _prepare_all_rejected, 2,
+         "training: no usable image/mask pair; reasons: ", kind="cli", module="gamma_kit.seg"),
+    Case("seg prepare: disk full while copying a photo", _prepare_full_disk, 2,
+         "/output/prep/JPEGImages/0001.jpg: No space left on device (the disk is full)"),
+    # seg predict: photos below the minimum size are refused before any work
+    Case("seg predict: a photo below the minimum size", _predict_small_photo, 2,
+         f"error: input/photos/0002.jpg: image is 190x{MIN_FUNDUS_SIDE - 1} px; fundus photos need at least "
+         f"{MIN_FUNDUS_SIDE} px on the short side", kind="cli", module="gamma_kit.seg", needs="seg_model",
+         check=_nothing_predicted),
+    Case("seg predict --out under a file", _predict_out_under_a_file, 2,
+         "error: output folder output/taken/pred: ", kind="cli", module="gamma_kit.seg", needs="seg_model"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tmp_path, monkeypatch, capsys):
+def test_bad_input(case: Case, tmp_path, monkeypatch, capsys, request):
     if case.skip:
         pytest.skip(case.skip)
     inp, out = tmp_path / "input", tmp_path / "output"
     inp.mkdir()
     out.mkdir()
-    target = case.build(inp, out, monkeypatch)
+    extra = [request.getfixturevalue(case.needs)] if case.needs else []
+    target = case.build(inp, out, monkeypatch, *extra)
     before = checksum(inp)
     try:
         if case.kind == "cli":
-            r = subprocess.run([sys.executable, "-m", "gamma_kit.evaluate", *target], capture_output=True, text=True,
-                               timeout=120)
+            r = subprocess.run([sys.executable, "-m", case.module, *target], capture_output=True, text=True,
+                               timeout=300, cwd=tmp_path)
             code, stdout, stderr = r.returncode, r.stdout, r.stderr
         else:
             code = run_cli(target)
@@ -292,11 +478,14 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, capsys):
             json.loads(stdout, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
     else:
         assert case.message in stderr
-        lines = [ln for ln in stderr.splitlines() if ln]
-        assert len(lines) == 1, stderr                                     # one line
+        lines = [ln for ln in stderr.splitlines()
+                 if ln and not PROGRESS_BAR.match(ln) and not PADDLE_NOTICE.match(ln)]
+        assert len(lines) == 1, stderr                                     # one line (besides tqdm's bar)
         assert lines[0].startswith("error: " if case.code == 2 else "interrupted")
     assert checksum(inp) == before                                         # no input changed
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]      # no temporary file left
+    if case.check is not None:
+        case.check(inp, out, stdout, stderr)
 
 
 def test_unlabelled_training_image_is_one_warning_line(tmp_path, monkeypatch, capsys):
