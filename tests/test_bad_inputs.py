@@ -352,6 +352,21 @@ def _predict_out_under_a_file(inp, out, mp, model_dir):
     return ["predict", "--model", str(model_dir), "--images", "input/photos", "--out", "output/taken/pred"]
 
 
+def _predict_noise_photo(inp, out, mp, model_dir):
+    (inp / "photos").mkdir()
+    write_image(inp / "photos" / "0001.jpg", photo(300, 400))
+    write_image(inp / "photos" / "0002.png", np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8))
+    return ["predict", "--model", str(model_dir), "--images", "input/photos", "--out", "output/pred"]
+
+
+def _noise_named_not_fundus(inp, out, stdout, stderr):
+    warned = [ln for ln in stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "1 of 2 photo(s) show no circular field of view" in warned[0] \
+        and "predicted anyway: ['0002.png']" in warned[0], stderr
+    doubted = json.loads((out / "pred" / "predict_manifest.json").read_text())["not_fundus"]
+    assert [d["id"] for d in doubted] == ["0002"] and "(not a fundus photograph?)" in doubted[0]["reason"]
+
+
 def _nothing_predicted(inp, out, stdout, stderr):
     assert not (out / "pred").exists()                 # refused before any work
 
@@ -444,6 +459,9 @@ CASES = [
          f"error: input/photos/0002.jpg: image is 190x{MIN_FUNDUS_SIDE - 1} px; fundus photos need at least "
          f"{MIN_FUNDUS_SIDE} px on the short side", kind="cli", module="gamma_kit.seg", needs="seg_model",
          check=_nothing_predicted),
+    Case("seg predict: random noise as a photo (predicted, named in a warning)", _predict_noise_photo, 0,
+         "wrote 2 masks (whole-image) to output/pred/Disc_Cup_Segmentations", kind="cli", module="gamma_kit.seg",
+         needs="seg_model", check=_noise_named_not_fundus),
     Case("seg predict --out under a file", _predict_out_under_a_file, 2,
          "error: output folder output/taken/pred: ", kind="cli", module="gamma_kit.seg", needs="seg_model"),
 ]

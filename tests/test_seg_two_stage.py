@@ -66,10 +66,18 @@ def test_predict_two_stage_end_to_end(two_stage, capsys, tta):
     argv = ["predict", "--model", str(two_stage / "roi_run"), "--images", str(two_stage / "images"),
             "--out", str(out), "--postprocess"] + (["--tta"] if tta else [])
     assert main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "two-stage" in printed and ("flip TTA" in printed) == tta
     assert "stage 1 found no disc in black.jpg" in printed and "cropped at the image centre" in printed
     assert "stage 1 unsure or without a disc on" in printed
+    # the black frame is also named as no fundus photograph, in one warning line, and in the manifest
+    warned = [ln for ln in captured.err.splitlines() if ln.startswith("warning:")]
+    assert warned == ["warning: 1 of 4 photo(s) show no circular field of view on a dark surround (not fundus "
+                      f"photographs?) and were predicted anyway: ['black.jpg']; reasons in "
+                      f"{out / 'predict_manifest.json'}"]
+    doubted = json.loads((out / "predict_manifest.json").read_text())["not_fundus"]
+    assert [d["id"] for d in doubted] == ["black"] and "(nearly) black" in doubted[0]["reason"]
     report = json.loads((out / "stage1_report.json").read_text())
     assert report["count"] >= 1 and "black" in [p["id"] for p in report["photos"]]
     assert next(p for p in report["photos"] if p["id"] == "black")["fallback"] == "image centre"

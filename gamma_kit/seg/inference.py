@@ -27,6 +27,7 @@ import io
 import json
 import os
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,9 @@ import numpy as np
 from tqdm import tqdm
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import (IMAGE_DIR, atomic_write_bytes, atomic_write_text, check_photo_sizes, find_mask_dir,
-                            find_task_dir, list_images, list_masks, read_image, read_mask, write_image)
+from gamma_kit.data import (IMAGE_DIR, DataWarning, atomic_write_bytes, atomic_write_text, check_fundus_image,
+                            check_photo_sizes, find_mask_dir, find_task_dir, list_images, list_masks, read_image,
+                            read_mask, write_image)
 from gamma_kit.disc import locate_disc
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
@@ -503,7 +505,8 @@ def _prepare_out(out_dir: Path, pred_dir: Path) -> None:
 @dataclass
 class PredictionRun:
     """What ``predict_folder`` wrote and measured. ``stage1`` lists the photos where stage 1 was
-    unsure or found no disc (dicts: id, file, source, confidence, note, fallback)."""
+    unsure or found no disc (dicts: id, file, source, confidence, note, fallback); ``not_fundus``
+    the photos that ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway."""
 
     pred_dir: Path
     zip_path: Path
@@ -515,6 +518,7 @@ class PredictionRun:
     overlays: list[Path] = field(default_factory=list)
     stage1: list[dict] = field(default_factory=list)
     stage1_report: Path | None = None
+    not_fundus: list[dict] = field(default_factory=list)
 
 
 def predict_folder(model, images: str | os.PathLike | dict[str, Path],
@@ -537,8 +541,10 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     those first and refuses other ``.bmp`` files there, so the zip holds exactly this run's masks.
     Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
     a count) and listed in ``out_dir/stage1_report.json``. Photos below ``data.MIN_FUNDUS_SIDE`` px
-    on the short side are refused before any work (``check_photo_sizes``); a dark or blank photo
-    of a usable size is predicted (stage 1 reports it).
+    on the short side are refused before any work (``data.check_photo_sizes``). Photos that
+    ``data.check_fundus_image`` doubts (no circular field of view: a black frame, a scan of
+    something else) are predicted anyway (a dark one goes to stage 1's fallback), named in one
+    ``DataWarning`` and listed with the reason under ``"not_fundus"`` in the manifest.
     """
     from gamma_kit.metrics import evaluate_seg
     from gamma_kit.safety import check_output_path
@@ -562,8 +568,10 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     written: list[str] = []
     manifest = out_dir / MANIFEST_NAME
 
+    not_fundus: list[dict] = []
+
     def save_manifest():
-        atomic_write_text(manifest, json.dumps({"files": written}, indent=1))
+        atomic_write_text(manifest, json.dumps({"files": written, "not_fundus": not_fundus}, indent=1))
 
     save_manifest()
     pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
@@ -572,6 +580,10 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     for i, path in tqdm(files.items(), desc="predict", disable=not progress):
         t0 = time.perf_counter()
         image = read_image(path)
+        try:
+            check_fundus_image(image, path.name)
+        except ValueError as exc:
+            not_fundus.append({"id": i, "file": str(path), "reason": str(exc)})
         t1 = time.perf_counter()
         if hasattr(predictor, "predict_photo"):
             photo = predictor.predict_photo(image, name=path.name, upsample=upsample, tta=tta)
@@ -602,7 +614,12 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     save_manifest()
     zip_path = write_submission_zip(pred_dir, names=[Path(w).name for w in written])
     run = PredictionRun(pred_dir, zip_path, masks, t_total / len(files), t_model / len(files), overlays=overlays,
-                        stage1=unsure)
+                        stage1=unsure, not_fundus=not_fundus)
+    if not_fundus:
+        warnings.warn(DataWarning(
+            f"{len(not_fundus)} of {len(files)} photo(s) show no circular field of view on a dark surround "
+            f"(not fundus photographs?) and were predicted anyway: {[Path(d['file']).name for d in not_fundus[:10]]}"
+            f"; reasons in {manifest}"), stacklevel=2)
     if getattr(predictor, "roi", None) is not None:
         run.stage1_report = atomic_write_text(out_dir / STAGE1_REPORT,
                                               json.dumps({"count": len(unsure), "photos": unsure}, indent=1))
