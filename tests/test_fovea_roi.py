@@ -155,3 +155,29 @@ def test_side_override_still_detects_the_disc(tmp_path):
     again = CanonicalCache(0.25, tmp_path / "c").get("a", img)
     np.testing.assert_allclose(again.disc, auto.disc)
     assert again.disc_confidence == pytest.approx(auto.disc_confidence)
+
+
+def test_average_last_writes_the_mean_of_the_last_epochs(tmp_path):
+    import paddle
+
+    from gamma_kit.fovea.predict import predict
+    from gamma_kit.fovea.train import load_training_data, train_fold
+
+    data = tiny_synth(tmp_path / "data", 6, 2, seed=4)
+    cfg = load_config(CPU_CONFIG, ["model.width=4", "train.epochs=3", "train.batch_size=4", "train.device=cpu",
+                                   "train.average_last=2"])
+    m = train_fold(cfg, 1, load_training_data(data), tmp_path / "run", progress=False)
+    d = tmp_path / "run" / "fold1"
+    assert sorted(p.name for p in (d / "snapshots").iterdir()) == ["epoch002.pdparams", "epoch003.pdparams"]
+    a, b, avg = (paddle.load(str(p)) for p in (d / "snapshots" / "epoch002.pdparams",
+                                                 d / "snapshots" / "epoch003.pdparams", d / "averaged.pdparams"))
+    k = next(k for k in avg if k.endswith("weight"))
+    np.testing.assert_allclose(avg[k].numpy(), (a[k].numpy() + b[k].numpy()) / 2, rtol=1e-6, atol=1e-7)
+    assert m["averaged_aed"] is not None and np.isfinite(m["averaged_aed"])
+    from gamma_kit.data import load_fovea_split
+
+    out = predict([tmp_path / "run"], load_fovea_split(data, "testing").images, tmp_path / "p.csv", device="cpu",
+                  progress=False, which="averaged")
+    assert out["n_models"] == 1
+    with pytest.raises(ValueError, match="average_last"):
+        load_config(CPU_CONFIG, ["train.epochs=3", "train.average_last=4"])

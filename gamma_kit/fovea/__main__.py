@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--ensemble", choices=("coords", "heatmap"), default="coords")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
+    p.add_argument("--which", choices=("best", "last", "averaged"), default="best",
+                   help="checkpoint of each fold folder: best on validation (default), last epoch, or "
+                        "averaged (the mean weights of the last epochs; train.average_last)")
     p.add_argument("--figures", help="folder for heatmap / distribution figures")
     p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
     from gamma_kit.fovea.export import add_export_cli
@@ -190,7 +193,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         out = predict(args.checkpoints, images, args.out, ensemble=args.ensemble, flip=args.flip,
                       side_overrides=args.side_overrides, gt=gt, device=args.device or "auto",
                       figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress,
-                      exported=args.exported)
+                      exported=args.exported, which=args.which)
         print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
         if out["empty"]:
             print(f"warning: empty heatmaps (fallback position used) for {out['empty']}")

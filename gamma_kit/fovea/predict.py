@@ -81,10 +81,11 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
             cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True,
             cache: CanonicalCache | None = None, exported: str | Path | None = None,
-            batch_size: int = 8) -> dict:
+            batch_size: int = 8, which: str = "best") -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
-    Models: ``checkpoints`` (dynamic, see :func:`find_checkpoints`) or ``exported`` (a folder
+    Models: ``checkpoints`` (dynamic, see :func:`find_checkpoints`; ``which``: the checkpoint
+    of each fold folder, best / last / averaged) or ``exported`` (a folder
     written by gamma_kit.fovea.export, run by Paddle Inference); not both.
     ``amp``: float16 autocast on a GPU (ignored on the CPU and for exported models).
     ``cache``: a :class:`CanonicalCache` at the models' scale to share decoded images with
@@ -108,7 +109,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     if (exported is None) == (not checkpoints):
         raise ValueError("give either checkpoints or an exported model folder (--checkpoints or --exported)")
     out_csv = Path(out_csv)
-    files = find_checkpoints(checkpoints) if exported is None else []
+    files = find_checkpoints(checkpoints, which) if exported is None else []
     paths = list_images(images) if not isinstance(images, dict) else dict(images)
     image_inputs = [images] if not isinstance(images, dict) else list(paths.values())
     _check_outputs(out_csv, figures_dir, [*image_inputs, gt, side_overrides, exported,

@@ -326,6 +326,9 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     validation AED and last.* every that many epochs and always after the last one.
     ``cfg['train']['snapshot_every']`` (0: off): weights-only ``snapshots/epochNNN.pdparams``
     every that many epochs (1-based epoch numbers), for snapshot ensembles and weight averaging.
+    ``cfg['train']['average_last']`` (0: off): snapshots of the last K epochs, then
+    ``averaged.pdparams`` = their mean weights (BatchNorm statistics averaged too), validated
+    as ``averaged_aed``.
     ``use_vdl``: VisualDL scalars in the fold folder. A NaN validation AED never blocks
     best.pdparams: the first validated epoch is always saved as best.
 
@@ -351,6 +354,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     checkpoint_every = int(checkpoint_every or tcfg.get("checkpoint_every", 1))
     use_vdl = bool(tcfg.get("use_vdl", False) if use_vdl is None else use_vdl)
     snapshot_every = int(tcfg.get("snapshot_every", 0))
+    average_last = int(tcfg.get("average_last", 0))
     bs, epochs = int(tcfg["batch_size"]), int(tcfg["epochs"])
     for name, v in (("epochs", epochs), ("batch size", bs), ("val_every", val_every),
                     ("checkpoint_every", checkpoint_every), ("fold", fold)):
@@ -493,7 +497,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
                         atomic_write_text(fold_dir / "last_state.json", json.dumps(
                             {"epoch": epoch, "best_aed": _finite(best_aed), "best_epoch": best_epoch,
                              "history": history, "files": files}))
-                    if snapshot_every and (epoch + 1) % snapshot_every == 0:
+                    if (snapshot_every and (epoch + 1) % snapshot_every == 0) or epoch >= epochs - average_last:
                         guard.save(model.state_dict(), fold_dir / "snapshots" / f"epoch{epoch + 1:03d}.pdparams")
                     _write_csv(fold_dir / "metrics.csv", history)
                     if vdl is not None:
@@ -515,10 +519,19 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
         import paddle.distributed as dist
 
         dist.barrier()                   # every rank leaves after rank 0's last files are written
+    averaged_aed = None
+    if main and average_last:      # the last epochs' snapshots are on disk, so this survives a resume
+        from gamma_kit.fovea.inference import average_weights
+
+        snaps = [fold_dir / "snapshots" / f"epoch{e:03d}.pdparams" for e in range(epochs - average_last + 1, epochs + 1)]
+        model.set_state_dict(average_weights(snaps))
+        atomic_save_paddle(model.state_dict(), fold_dir / "averaged.pdparams")
+        averaged_aed, _ = evaluate_items(model, val_items, codec, amp, bs, roi)
     metrics = {"fold": fold, "config": cfg["name"], "device": device, "n_train": len(train_items),
                "n_val": len(val_items), "best_aed": _finite(best_aed), "best_epoch": best_epoch,
                "best_score": 1 / (best_aed + 0.1) if math.isfinite(best_aed) else None,
-               "last_aed": history[-1]["val_aed"] if history else None, "history": history}
+               "last_aed": history[-1]["val_aed"] if history else None,
+               "averaged_aed": _finite(averaged_aed), "history": history}
     if main:
         atomic_write_text(fold_dir / "metrics.json", json.dumps(metrics, indent=1))
     return metrics
@@ -583,9 +596,11 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
         vals = [(m[key], m["n_val"]) for m in per_fold.values()]
         return None if any(v is None for v, _ in vals) else sum(v * w for v, w in vals) / n
 
-    out = {"folds": {k: {"best_aed": m["best_aed"], "last_aed": m["last_aed"], "n_val": m["n_val"]}
-                     for k, m in per_fold.items()},
-           "mean_best_aed": pooled("best_aed"), "mean_last_aed": pooled("last_aed")}
+    out = {"folds": {k: {"best_aed": m["best_aed"], "last_aed": m["last_aed"],
+                         "averaged_aed": m.get("averaged_aed"), "n_val": m["n_val"]} for k, m in per_fold.items()},
+           "mean_best_aed": pooled("best_aed"), "mean_last_aed": pooled("last_aed"),
+           "mean_averaged_aed": None if any(m.get("averaged_aed") is None for m in per_fold.values())
+           else pooled("averaged_aed")}
     atomic_write_text(run_dir / "cv_metrics.json", json.dumps(out, indent=1))
     from gamma_kit.fovea.figures import plot_training_curves
 
