@@ -371,6 +371,48 @@ def _nothing_predicted(inp, out, stdout, stderr):
     assert not (out / "pred").exists()                 # refused before any work
 
 
+def _seg_train_resume(fault: str):
+    """seg train --resume-model on a checkpoint folder with ``fault``; tiny prepared data in ``inp``."""
+    def build(inp, out, mp, model_dir):
+        from gamma_kit.resources import config_path
+        from gamma_kit.seg.__main__ import main as seg_main
+        from seg_fixtures import make_prepared, small_transforms
+
+        root = make_prepared(inp, n_train=2, n_test=1)
+        ckpt = inp / "old_run" / "iter_2"
+        ckpt.mkdir(parents=True)
+        weights = (model_dir / "model.pdparams").read_bytes()
+        opts = [f"train_dataset.dataset_root={root}", f"train_dataset.train_path={root / 'train_list.txt'}",
+                small_transforms(32)[0]]
+        if fault == "empty":
+            (ckpt / "model.pdparams").write_bytes(b"")
+            (ckpt / "model.pdopt").write_bytes(b"")
+        elif fault == "truncated":
+            (ckpt / "model.pdparams").write_bytes(weights[:1000])
+            (ckpt / "model.pdopt").write_bytes(weights[:1000])
+        elif fault == "other model":
+            (ckpt / "model.pdparams").write_bytes(weights)
+            (ckpt / "model.pdopt").write_bytes(weights)
+            opts.append("model.base_channels=4")
+        argv = ["train", "--config", str(config_path("seg/liteunet_gamma_cpu.yml")), "--save-dir", str(out / "run"),
+                "--iters", "1", "--batch-size", "1", "--no-eval", "--device", "cpu", "--resume-model", str(ckpt),
+                "--opts", *opts]
+        return lambda: seg_main(argv)
+    return build
+
+
+def _seg_evaluate_other_model(inp, out, mp, model_dir):
+    from gamma_kit.resources import config_path
+    from gamma_kit.seg.__main__ import main as seg_main
+    from seg_fixtures import make_prepared
+
+    root = make_prepared(inp, n_train=2, n_test=1, val_value=0.5)
+    cfg = out / "other.yml"                 # the CPU config with a narrower model
+    cfg.write_text(f"_base_: {config_path('seg/liteunet_gamma_cpu.yml')}\nmodel:\n  base_channels: 4\n"
+                   f"val_dataset:\n  dataset_root: {root}\n  val_path: {root / 'val_list.txt'}\n")
+    return lambda: seg_main(["evaluate", "--config", str(cfg), "--model", str(model_dir), "--device", "cpu"])
+
+
 @pytest.fixture(scope="module")
 def seg_model(tmp_path_factory) -> Path:
     """An untrained LiteUNet model directory (CPU config, 32 px transforms): enough for checks that
@@ -462,6 +504,19 @@ CASES = [
     Case("seg predict: random noise as a photo (predicted, named in a warning)", _predict_noise_photo, 0,
          "wrote 2 masks (whole-image) to output/pred/Disc_Cup_Segmentations", kind="cli", module="gamma_kit.seg",
          needs="seg_model", check=_noise_named_not_fundus),
+    # seg train --resume-model / seg evaluate --config: checkpoints checked before PaddleSeg loads them
+    Case("seg train --resume-model with nothing to resume", _seg_train_resume("nothing"), 2,
+         "old_run/iter_2 holds no model.pdparams (nothing to resume)", needs="seg_model"),
+    Case("seg train --resume-model with a 0-byte checkpoint", _seg_train_resume("empty"), 2,
+         "old_run/iter_2/model.pdparams: empty file (0 bytes; an interrupted save?)", needs="seg_model"),
+    Case("seg train --resume-model with a truncated checkpoint", _seg_train_resume("truncated"), 2,
+         "old_run/iter_2/model.pdparams: cannot be loaded as Paddle weights (truncated or corrupt",
+         needs="seg_model"),
+    Case("seg train --resume-model with another config's weights", _seg_train_resume("other model"), 2,
+         "old_run/iter_2/model.pdparams does not match the model in this run's config (with its --opts): ",
+         needs="seg_model"),
+    Case("seg evaluate --config with another config's weights", _seg_evaluate_other_model, 2,
+         "model.pdparams does not match the model in ", needs="seg_model"),
     Case("seg predict --out under a file", _predict_out_under_a_file, 2,
          "error: output folder output/taken/pred: ", kind="cli", module="gamma_kit.seg", needs="seg_model"),
 ]

@@ -1,9 +1,12 @@
 """gamma_kit.seg.training: the crop ROI travels with the model (roi.json), bad iteration counts are
-refused before anything runs, every weight file is written atomically, and log_file keeps PaddleSeg's
-console output (config dumps, FLOPs table) off stdout."""
+refused before anything runs, every weight file is written atomically, log_file keeps PaddleSeg's
+console output (config dumps, FLOPs table) off stdout, and --resume-model continues from its
+checkpoint (broken checkpoints: tests/test_bad_inputs.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -45,6 +48,29 @@ def test_roi_json_written_to_run_and_model_dirs(prepared, tmp_path, capsys):
     log = (tmp_path / "logs" / "seg_train.log").read_text()
     assert "[TRAIN]" in log and "Total Flops" in log and "type: LiteUNet" in log
     assert "[TRAIN]" not in out and "Total Flops" not in out and "type: LiteUNet" not in out
+
+
+def test_resume_model_continues_from_its_iteration(prepared, tmp_path):
+    # as a user trains and resumes: each run a new process. (Within one process Paddle numbers the
+    # parameters on from the models built before, and PaddleSeg's saved optimizer state names them.)
+    root, cfg = prepared
+
+    def train(save_dir, iters, *extra):
+        res = subprocess.run([sys.executable, "-m", "gamma_kit.seg", "train", "--config", str(cfg), "--save-dir",
+                              save_dir, "--iters", str(iters), "--batch-size", "2", "--no-eval", "--device", "cpu",
+                              "--log-iters", "1", "--save-interval", "1", *extra, "--opts", small_transforms(32)[0]],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout
+
+    train("run", 1)
+    ckpt = tmp_path / "run" / "iter_1"
+    assert training.check_resume_model(ckpt) == 1
+    out = train("resumed", 2, "--resume-model", str(ckpt))
+    assert "iter: 2/2" in out and "iter: 1/2" not in out                   # only iteration 2 ran
+    assert (tmp_path / "resumed" / "last_model" / "model.pdparams").is_file()
+    with pytest.raises(ValueError, match=r"expected a checkpoint folder named iter_<n>"):
+        training.check_resume_model(tmp_path / "run" / "last_model")
 
 
 def test_no_roi_json_without_crops_roi(prepared, tmp_path):

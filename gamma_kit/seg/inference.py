@@ -42,7 +42,7 @@ from gamma_kit.data import (IMAGE_DIR, DataWarning, atomic_write_bytes, atomic_w
                             read_mask, write_image)
 from gamma_kit.disc import locate_disc
 from gamma_kit.seg.prepare import labels_to_mask
-from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME
+from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_paddle_file
 
 __all__ = ["labels_at_size", "UPSAMPLE_MODES", "PredictorCore", "SegPredictor", "PhotoPrediction", "load_model",
            "resolve_model_dir", "read_roi", "check_state_dict", "postprocess_labels", "parse_postprocess",
@@ -291,7 +291,6 @@ class SegPredictor(PredictorCore):
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> "SegPredictor":
-        import paddle
         from paddleseg.cvlibs import SegBuilder
 
         from gamma_kit.runtime import select_device
@@ -304,13 +303,7 @@ class SegPredictor(PredictorCore):
         builder = SegBuilder(cfg)
         model = builder.model
         weights = d / WEIGHTS_NAME
-        if weights.stat().st_size == 0:
-            raise ValueError(f"{weights}: empty file (0 bytes; an interrupted save?): retrain or use another run")
-        try:
-            state = paddle.load(str(weights))
-        except Exception as exc:  # paddle raises several types for a corrupt file
-            raise ValueError(f"{weights}: cannot be loaded as Paddle weights (truncated or corrupt: "
-                             f"{type(exc).__name__})") from exc
+        state = load_paddle_file(weights)
         if not isinstance(state, dict):
             raise ValueError(f"{weights}: holds no parameter dictionary")
         check_state_dict(state, model, weights, cfg_path)

@@ -48,10 +48,12 @@ from gamma_kit.seg.prepare import read_list_file
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
            "sync_schedule_to_iters", "read_crop_roi", "write_model_dirs", "capture_console",
            "console_defaults",
-           "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "ROI_NAME"]
+           "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "OPTIMIZER_NAME", "ROI_NAME",
+           "load_paddle_file", "check_resume_model"]
 
 MODEL_CONFIG_NAME = "model.yml"
 WEIGHTS_NAME = "model.pdparams"
+OPTIMIZER_NAME = "model.pdopt"     # PaddleSeg's optimizer state beside the weights in iter_<n>/
 ROI_NAME = "roi.json"
 CROPS_NAME = "crops.json"
 
@@ -318,8 +320,8 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     sections = ("train_dataset", "val_dataset") if do_eval else ("train_dataset",)
     check_dataset_config(cfg, check_labels=check_labels, sections=sections)
     roi = read_crop_roi(cfg)
-    if resume_model is not None and not (Path(resume_model) / WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"resume_model {resume_model} holds no {WEIGHTS_NAME}")
+    if resume_model is not None:
+        check_resume_model(resume_model)           # before the model is built: a bad folder fails fast
     apply_compat()
     select_device(device)
     if seed is not None:
@@ -333,6 +335,8 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                                                                             need_optimizer=optimizer is None)
     model = model or b_model
     optimizer = optimizer or b_opt
+    if resume_model is not None:
+        check_resume_model(resume_model, model, "this run's config (with its --opts)")
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"{len(train_ds)} training image(s) but batch_size {cfg.batch_size}: "
                          "PaddleSeg drops incomplete batches, so nothing would train")
@@ -354,6 +358,53 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                   test_config=cfg.test_config, to_static_training=cfg.to_static_training)
     write_model_dirs(cfg, save_dir, cfg.iters, roi)
     return save_dir
+
+
+def load_paddle_file(path: Path, hint: str = "retrain or use another run"):
+    """``paddle.load(path)``, with one ``ValueError`` line naming ``path`` for an empty (an
+    interrupted save) or truncated/corrupt file instead of Paddle's EOFError/pickle traceback."""
+    import paddle
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes; an interrupted save?): {hint}")
+    try:
+        return paddle.load(str(path))
+    except Exception as exc:  # paddle raises several types for a corrupt file
+        raise ValueError(f"{path}: cannot be loaded as Paddle weights (truncated or corrupt: "
+                         f"{type(exc).__name__}); {hint}") from exc
+
+
+def check_resume_model(resume_model: str | os.PathLike, model=None, cfg_path: str = "the config") -> int:
+    """Check a PaddleSeg checkpoint folder before ``--resume-model`` hands it to PaddleSeg, which
+    would fail with a traceback (or, for weights of another model, warn and train from random
+    weights): it must be named ``<...>_<n>`` (``iter_<n>``, the iteration PaddleSeg resumes
+    from) and hold a loadable ``model.pdparams`` and ``model.pdopt``; with ``model``, the weights
+    must fit it (``inference.check_state_dict``; without ``model`` the files are not loaded).
+    Returns ``n``."""
+    d = Path(resume_model)
+    hint = "resume from another iter_<n> checkpoint or train without --resume-model"
+    if not d.is_dir():
+        raise FileNotFoundError(f"resume_model {d} is not a folder (give a checkpoint folder iter_<n> "
+                                "from an earlier run's --save-dir)")
+    tail = d.resolve().name.split("_")[-1]
+    if not tail.isdigit():
+        raise ValueError(f"resume_model {d}: expected a checkpoint folder named iter_<n> (PaddleSeg takes the "
+                         "iteration from the name), as train writes them under --save-dir")
+    for name in (WEIGHTS_NAME, OPTIMIZER_NAME):
+        if not (d / name).is_file():
+            raise FileNotFoundError(f"resume_model {d} holds no {name} (nothing to resume); {hint}")
+        if (d / name).stat().st_size == 0:
+            raise ValueError(f"{d / name}: empty file (0 bytes; an interrupted save?): {hint}")
+    if model is not None:          # the loads, once the model exists to check the weights against
+        from gamma_kit.seg.inference import check_state_dict
+
+        state = load_paddle_file(d / WEIGHTS_NAME, hint)
+        load_paddle_file(d / OPTIMIZER_NAME, hint)
+        if not isinstance(state, dict):
+            raise ValueError(f"{d / WEIGHTS_NAME}: holds no parameter dictionary; {hint}")
+        check_state_dict(state, model, d / WEIGHTS_NAME, cfg_path)
+    return int(tail)
 
 
 def _resume_iter(resume_model: str | None) -> int:
@@ -396,7 +447,6 @@ def evaluate_from_config(config: str | os.PathLike, model_path: str | os.PathLik
     """
     from paddleseg.core import evaluate
     from paddleseg.cvlibs import SegBuilder
-    from paddleseg.utils import utils as seg_utils
 
     from gamma_kit.runtime import select_device
     from gamma_kit.seg.compat import apply_compat
@@ -412,7 +462,14 @@ def evaluate_from_config(config: str | os.PathLike, model_path: str | os.PathLik
     select_device(device)
     builder = SegBuilder(cfg)
     model = builder.model
-    seg_utils.load_entire_model(model, str(weights))
+    # PaddleSeg's load_entire_model skips mismatching weights with a warning and evaluates random ones
+    from gamma_kit.seg.inference import check_state_dict
+
+    state = load_paddle_file(weights)
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: holds no parameter dictionary")
+    check_state_dict(state, model, weights, Path(config))
+    model.set_state_dict(state)
     miou, acc, class_iou, _, kappa = evaluate(model, builder.val_dataset, print_detail=False,
                                               **cfg.test_config)
     out = {"miou": float(miou), "acc": float(acc), "kappa": float(kappa)}
