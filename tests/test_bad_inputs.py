@@ -401,6 +401,31 @@ def _seg_train_resume(fault: str):
     return build
 
 
+def _seg_train_ctrl_c(saved: tuple[str, ...]):
+    """seg train stopped by Ctrl-C after PaddleSeg saved ``saved`` (files under the run folder)."""
+    def build(inp, out, mp):
+        import paddleseg.core
+
+        from gamma_kit.resources import config_path
+        from gamma_kit.seg.__main__ import main as seg_main
+        from seg_fixtures import make_prepared, small_transforms
+
+        root = make_prepared(inp, n_train=2, n_test=1)
+
+        def train_then_ctrl_c(*a, save_dir, **k):
+            for rel in saved:
+                (Path(save_dir) / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(save_dir) / rel).write_bytes(b"checkpoint")
+            raise KeyboardInterrupt
+
+        mp.setattr(paddleseg.core, "train", train_then_ctrl_c)
+        return lambda: seg_main(["train", "--config", str(config_path("seg/liteunet_gamma_cpu.yml")), "--save-dir",
+                                 str(out / "run"), "--iters", "4", "--batch-size", "1", "--no-eval", "--device", "cpu",
+                                 "--opts", f"train_dataset.dataset_root={root}",
+                                 f"train_dataset.train_path={root / 'train_list.txt'}", small_transforms(32)[0]])
+    return build
+
+
 def _seg_evaluate_other_model(inp, out, mp, model_dir):
     from gamma_kit.resources import config_path
     from gamma_kit.seg.__main__ import main as seg_main
@@ -515,6 +540,11 @@ CASES = [
     Case("seg train --resume-model with another config's weights", _seg_train_resume("other model"), 2,
          "old_run/iter_2/model.pdparams does not match the model in this run's config (with its --opts): ",
          needs="seg_model"),
+    Case("Ctrl-C during seg train: resume hint", _seg_train_ctrl_c(
+        ("iter_1/model.pdparams", "iter_1/model.pdopt", "iter_2/model.pdparams")), 130,
+        "run/iter_1: resume with the same train command plus --resume-model "),    # iter_2 is incomplete
+    Case("Ctrl-C during seg train before a checkpoint", _seg_train_ctrl_c(()), 130,
+         "interrupted before the first checkpoint in "),
     Case("seg evaluate --config with another config's weights", _seg_evaluate_other_model, 2,
          "model.pdparams does not match the model in ", needs="seg_model"),
     Case("seg predict --out under a file", _predict_out_under_a_file, 2,

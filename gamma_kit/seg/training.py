@@ -43,13 +43,14 @@ import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.data import atomic_copy, atomic_write_text
+from gamma_kit.safety import Interrupted
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
            "sync_schedule_to_iters", "read_crop_roi", "write_model_dirs", "capture_console",
            "console_defaults",
            "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "OPTIMIZER_NAME", "ROI_NAME",
-           "load_paddle_file", "check_resume_model"]
+           "load_paddle_file", "check_resume_model", "latest_checkpoint", "interrupted_line"]
 
 MODEL_CONFIG_NAME = "model.yml"
 WEIGHTS_NAME = "model.pdparams"
@@ -351,11 +352,14 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
         # log step; NumPy >= 1.25 deprecates that conversion (harmless under the numpy<2 pin)
         warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0 to a scalar",
                                 DeprecationWarning)
-        seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
-                  iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
-                  save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
-                  use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
-                  test_config=cfg.test_config, to_static_training=cfg.to_static_training)
+        try:
+            seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
+                      iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
+                      save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
+                      use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
+                      test_config=cfg.test_config, to_static_training=cfg.to_static_training)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_line(save_dir)) from None
     write_model_dirs(cfg, save_dir, cfg.iters, roi)
     return save_dir
 
@@ -405,6 +409,26 @@ def check_resume_model(resume_model: str | os.PathLike, model=None, cfg_path: st
             raise ValueError(f"{d / WEIGHTS_NAME}: holds no parameter dictionary; {hint}")
         check_state_dict(state, model, d / WEIGHTS_NAME, cfg_path)
     return int(tail)
+
+
+def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
+    """The complete ``iter_<n>/`` checkpoint (weights and optimizer state) with the largest ``n``
+    in ``save_dir``, or None."""
+    found = [(int(d.name[5:]), d) for d in Path(save_dir).glob("iter_*")
+             if d.name[5:].isdigit() and all((d / f).is_file() and (d / f).stat().st_size
+                                             for f in (WEIGHTS_NAME, OPTIMIZER_NAME))]
+    return max(found)[1] if found else None
+
+
+def interrupted_line(save_dir: str | os.PathLike) -> str:
+    """The one line for a training run stopped by Ctrl-C / SIGTERM: how to resume, or why it cannot."""
+    ckpt = latest_checkpoint(save_dir)
+    if ckpt is None:
+        return (f"interrupted before the first checkpoint in {save_dir} (PaddleSeg writes one every --save-interval "
+                "iterations, by default only at the end): nothing to resume; rerun the train command, with "
+                "--save-interval N to keep checkpoints as it goes")
+    return (f"interrupted; the last checkpoint is {ckpt}: resume with the same train command plus "
+            f"--resume-model {ckpt}")
 
 
 def _resume_iter(resume_model: str | None) -> int:
