@@ -329,6 +329,12 @@ def _prepare_full_disk(inp, out, mp):
     return lambda: seg_main(["prepare", "--data-root", str(inp / "gamma"), "--out", str(out / "prep")])
 
 
+def _prepare_out_under_a_file(inp, out, mp):
+    _seg_task(inp)
+    (out / "taken").write_text("")
+    return ["prepare", "--data-root", "input/gamma", "--out", "output/taken/prep"]
+
+
 def _prepared_without(*ids):
     def check(inp, out, stdout, stderr):
         written = sorted(p.stem for p in (out / "prep" / "JPEGImages").iterdir())
@@ -519,6 +525,8 @@ CASES = [
          kind="cli", module="gamma_kit.seg", check=_prepared_without("0002")),
     Case("seg prepare: every photo rejected", _prepare_all_rejected, 2,
          "training: no usable image/mask pair; reasons: ", kind="cli", module="gamma_kit.seg"),
+    Case("seg prepare --out under a file", _prepare_out_under_a_file, 2,
+         "error: output folder output/taken/prep: ", kind="cli", module="gamma_kit.seg"),
     Case("seg prepare: disk full while copying a photo", _prepare_full_disk, 2,
          "/output/prep/JPEGImages/0001.jpg: No space left on device (the disk is full)"),
     # seg predict: photos below the minimum size are refused before any work
