@@ -278,6 +278,15 @@ def _synth_full_disk(inp, out, mp):
     return lambda: synth_cli.main(["--out", str(out / "ds"), *SYNTH])
 
 
+def _fovea_train_run_dir_under_a_file(inp, out, mp):
+    from gamma_kit.synth import generate
+
+    generate(inp / "data", 4, 0, seed=0, sizes=((300, 200),), progress=False)
+    (out / "taken").write_text("")
+    return ["train", "--fold", "1", "--data-root", "input/data", "--run-dir", "output/taken/run", "--device", "cpu",
+            "--no-progress"]
+
+
 # --------------------------------------------------------------------------- seg prepare / predict photos
 def _seg_task(inp: Path, n: int = 3) -> tuple[Path, Path]:
     """A tiny task 3 training split (160x128 photos, the smallest accepted) under ``inp/gamma``."""
@@ -515,6 +524,9 @@ CASES = [
          "/output/ds: Read-only file system", check=_names_out_not_staging),
     Case("synth: disk full while writing", _synth_full_disk, 2,
          "/output/ds: No space left on device (the disk is full)", check=_names_out_not_staging),
+    # fovea train: an unwritable run folder is one line before any training
+    Case("fovea train --run-dir under a file", _fovea_train_run_dir_under_a_file, 2,
+         "error: output/taken/run/fold1: ", kind="cli", module="gamma_kit.fovea"),
     # seg prepare: a photo that is no usable fundus photograph is skipped and reported, never copied
     Case("seg prepare: a photo below the minimum size", _prepare_small_photo, 0,
          f"skipped 0002: input/gamma/task3_disc_cup_segmentation/training/fundus color images/0002.jpg: image is "
