@@ -287,6 +287,21 @@ def _fovea_train_run_dir_under_a_file(inp, out, mp):
             "--no-progress"]
 
 
+def _synth_ctrl_c(inp, out, mp):
+    from gamma_kit.synth import __main__ as synth_cli
+    from gamma_kit.synth import writer
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    mp.setattr(writer, "render_fundus", ctrl_c)
+    return lambda: synth_cli.main(["--out", str(out / "ds"), *SYNTH])
+
+
+def _nothing_left(inp, out, stdout, stderr):
+    assert not list(out.iterdir())                     # no partial data set, no staging folder
+
+
 # --------------------------------------------------------------------------- seg prepare / predict photos
 def _seg_task(inp: Path, n: int = 3) -> tuple[Path, Path]:
     """A tiny task 3 training split (160x128 photos, the smallest accepted) under ``inp/gamma``."""
@@ -524,6 +539,7 @@ CASES = [
          "/output/ds: Read-only file system", check=_names_out_not_staging),
     Case("synth: disk full while writing", _synth_full_disk, 2,
          "/output/ds: No space left on device (the disk is full)", check=_names_out_not_staging),
+    Case("Ctrl-C during synth", _synth_ctrl_c, 130, "interrupted (Ctrl-C or SIGTERM)", check=_nothing_left),
     # fovea train: an unwritable run folder is one line before any training
     Case("fovea train --run-dir under a file", _fovea_train_run_dir_under_a_file, 2,
          "error: output/taken/run/fold1: ", kind="cli", module="gamma_kit.fovea"),
