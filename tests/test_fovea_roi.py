@@ -180,4 +180,4 @@ def test_average_last_writes_the_mean_of_the_last_epochs(tmp_path):
                   progress=False, which="averaged")
     assert out["n_models"] == 1
     with pytest.raises(ValueError, match="average_last"):
-        load_config(CPU_CONFIG, ["train.epochs=3", "train.average_last=4"])
+        load_config(CPU_CONFIG, ["train.average_last=-1"])

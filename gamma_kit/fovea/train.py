@@ -326,7 +326,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     validation AED and last.* every that many epochs and always after the last one.
     ``cfg['train']['snapshot_every']`` (0: off): weights-only ``snapshots/epochNNN.pdparams``
     every that many epochs (1-based epoch numbers), for snapshot ensembles and weight averaging.
-    ``cfg['train']['average_last']`` (0: off): snapshots of the last K epochs, then
+    ``cfg['train']['average_last']`` (0: off): snapshots of the last K epochs (all of a shorter run), then
     ``averaged.pdparams`` = their mean weights (BatchNorm statistics averaged too), validated
     as ``averaged_aed``.
     ``use_vdl``: VisualDL scalars in the fold folder. A NaN validation AED never blocks
@@ -354,7 +354,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     checkpoint_every = int(checkpoint_every or tcfg.get("checkpoint_every", 1))
     use_vdl = bool(tcfg.get("use_vdl", False) if use_vdl is None else use_vdl)
     snapshot_every = int(tcfg.get("snapshot_every", 0))
-    average_last = int(tcfg.get("average_last", 0))
+    average_last = min(int(tcfg.get("average_last", 0)), epochs)
     bs, epochs = int(tcfg["batch_size"]), int(tcfg["epochs"])
     for name, v in (("epochs", epochs), ("batch size", bs), ("val_every", val_every),
                     ("checkpoint_every", checkpoint_every), ("fold", fold)):
