@@ -354,8 +354,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     checkpoint_every = int(checkpoint_every or tcfg.get("checkpoint_every", 1))
     use_vdl = bool(tcfg.get("use_vdl", False) if use_vdl is None else use_vdl)
     snapshot_every = int(tcfg.get("snapshot_every", 0))
-    average_last = min(int(tcfg.get("average_last", 0)), epochs)
     bs, epochs = int(tcfg["batch_size"]), int(tcfg["epochs"])
+    average_last = min(int(tcfg.get("average_last", 0)), epochs)
     for name, v in (("epochs", epochs), ("batch size", bs), ("val_every", val_every),
                     ("checkpoint_every", checkpoint_every), ("fold", fold)):
         if v < 1:
