@@ -391,7 +391,7 @@ def check_resume_model(resume_model: str | os.PathLike, model=None, cfg_path: st
     if not d.is_dir():
         raise FileNotFoundError(f"resume_model {d} is not a folder (give a checkpoint folder iter_<n> "
                                 "from an earlier run's --save-dir)")
-    tail = d.resolve().name.split("_")[-1]
+    tail = os.path.normpath(os.fspath(d)).split("_")[-1]      # exactly how PaddleSeg's resume reads it
     if not tail.isdigit():
         raise ValueError(f"resume_model {d}: expected a checkpoint folder named iter_<n> (PaddleSeg takes the "
                          "iteration from the name), as train writes them under --save-dir")
