@@ -17,10 +17,12 @@ def tiny_synth(root: Path, n_train: int, n_test: int, seed: int) -> Path:
 
 
 def random_run(run: Path, seeds: tuple[int, ...] = (11, 12)) -> tuple[Path, dict]:
-    """``run/fold<k>/best.pdparams`` + ``config.yml`` of width-4 CPU-config models, one per seed."""
+    """``run/fold<k>/best.pdparams`` + ``config.yml`` of width-4 CPU-config models, one per seed,
+    on the fixed ROI window (the old chains these runs are compared with had no other; a
+    disc-anchored run also needs the offset that training learns)."""
     import paddle
 
-    cfg = load_config(CPU_CONFIG, ["model.width=4", "train.device=cpu"])
+    cfg = load_config(CPU_CONFIG, ["model.width=4", "train.device=cpu", "roi.anchor=fixed"])
     for k, seed in enumerate(seeds, 1):
         paddle.seed(seed)
         d = run / f"fold{k}"

@@ -66,7 +66,9 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
     """Train ``epochs`` epochs of ``config`` on ``fold``, predict the testing split,
     write ``work_dir/submission_fovea.csv`` and score it (if testing GT exists).
 
-    Returns ``{"aed", "score", "baseline_aed", "baseline_score", "val_aed", "n_test",
+    Predicts with the checkpoint the config recommends (``averaged`` when it sets
+    train.average_last, else ``best``) and flip TTA.
+    Returns ``{"aed", "score", "baseline_aed", "baseline_score", "val_aed", "checkpoint", "n_test",
     "submission", "side_from_metadata", "seconds"}``.
     """
     from gamma_kit.fovea.predict import predict
@@ -88,9 +90,13 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
 
     gt_path = find_fovea_gt(test.root.parent, "testing")
     sub = work_dir / "submission_fovea.csv"
+    # the config's own recommendation: averaged weights when it averages, always flip TTA (bench_fovea_cv.py)
+    which = "averaged" if cfg["train"].get("average_last") else "best"
     out = predict([run_dir / f"fold{fold}"], test.images, sub, gt=gt_path, device="cpu", progress=progress,
-                  figures_dir=work_dir / "figures", cache=cache)   # the baseline below reuses the decoded images
-    result = {"val_aed": metrics["best_aed"], "n_test": len(test.images), "submission": str(sub),
+                  figures_dir=work_dir / "figures", cache=cache,   # the baseline below reuses the decoded images
+                  which=which, flip=True)
+    result = {"val_aed": metrics["averaged_aed"] if which == "averaged" else metrics["best_aed"],
+              "checkpoint": which, "n_test": len(test.images), "submission": str(sub),
               "side_from_metadata": overridden,
               "aed": None, "score": None, "baseline_aed": None, "baseline_score": None}
     if gt_path is not None:
