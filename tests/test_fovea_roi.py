@@ -2,6 +2,7 @@
 detected disc with an offset learned from training; known answers through the whole chain."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ class DotModel:
 
 def test_fixed_policy_is_the_original_window():
     canons = [_canon((400.0, 950.0)), _canon(None)]
-    origins, anchored = roi_origins(canons, CODEC, RoiPolicy())
+    origins, centres, anchored = roi_origins(canons, CODEC, RoiPolicy())
     assert origins.tolist() == [[209, 210], [209, 210]] == [list(CODEC.roi_origin_px)] * 2
     assert not anchored.any()
     # no policy at all is the same window
@@ -60,7 +61,7 @@ def test_disc_policy_centres_and_falls_back():
     assert centres[0].tolist() == [1120.0, 1040.0] and ok.tolist() == [True, False, False]
     # no disc, and a disc that would put the window 1080 px from the fixed centre: the fixed window
     assert centres[1].tolist() == centres[2].tolist() == [1140.0, 1040.0]
-    origins, _ = roi_origins(canons, CODEC, pol)
+    origins, _, _ = roi_origins(canons, CODEC, pol)
     assert origins[0].tolist() == [round((1120 - 304) / 4), round((1040 - 200) / 4)]
 
 
@@ -181,3 +182,31 @@ def test_average_last_writes_the_mean_of_the_last_epochs(tmp_path):
     assert out["n_models"] == 1
     with pytest.raises(ValueError, match="average_last"):
         load_config(CPU_CONFIG, ["train.average_last=-1"])
+
+
+def test_guard_replaces_far_and_empty_positions_on_anchored_images_only():
+    pol = RoiPolicy("disc", (720.0, 90.0), max_from_prior=250.0)
+    centres = np.array([[1100.0, 1000.0]] * 4)
+    xy = np.array([[1150.0, 1000.0], [1400.0, 1000.0], [1120.0, 1010.0], [1500.0, 1000.0]])
+    anchored = np.array([True, True, True, False])
+    empty = np.array([False, False, True, False])
+    out, guarded = pol.guard(xy, centres, anchored, empty)
+    # 50 px: kept; 300 px: the centre; empty: the centre; not anchored (fixed window): kept even at 400 px
+    assert guarded.tolist() == [False, True, True, False]
+    np.testing.assert_allclose(out, [[1150, 1000], [1100, 1000], [1100, 1000], [1500, 1000]])
+    off, _ = RoiPolicy("disc", (720.0, 90.0)).guard(xy, centres, anchored, empty)   # no radius: off
+    np.testing.assert_allclose(off, xy)
+    with pytest.raises(ValueError, match="max_from_prior"):
+        RoiPolicy("disc", (1.0, 1.0), max_from_prior=0.0)
+
+
+def test_chain_guards_a_far_peak_with_the_disc_prior():
+    # the bright dot (what the stand-in model finds) lies 256 px right of where the disc says the fovea is
+    canons = [_canon((400.0, 950.0), (1376.0, 1040.0))]
+    pol = RoiPolicy("disc", (720.0, 90.0), max_from_prior=250.0)
+    found = locate([DotModel()], canons, [CODEC], roi=pol)
+    assert found.guarded.tolist() == [True]
+    np.testing.assert_allclose(found.canonical_xy[0], (1120.0, 1040.0))
+    np.testing.assert_allclose(found.image_xy[0], (1120.0, 1040.0))
+    loose = locate([DotModel()], canons, [CODEC], roi=dataclasses.replace(pol, max_from_prior=None))
+    np.testing.assert_allclose(loose.image_xy[0], (1376.0, 1040.0), atol=0.5)

@@ -200,6 +200,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         if out["roi_fallback"]:
             print(f"note: no usable optic disc to anchor the ROI, fixed window used for {len(out['roi_fallback'])} "
                   f"image(s): {out['roi_fallback'][:10]}")
+        if out["guarded"]:
+            print(f"note: the network's fovea lay far from the disc-based estimate (or its heatmap was empty) for "
+                  f"{len(out['guarded'])} image(s), the estimate was used: {out['guarded'][:10]}")
         if out["scores"]:
             print(json.dumps({k: out["scores"][k] for k in ("aed", "score", "n")}))
     else:

@@ -156,11 +156,12 @@ def predict_heatmaps(model, crops: np.ndarray, batch_size: int = 8, amp: bool = 
 
 
 def roi_origins(canons: Sequence, codec: HeatmapCodec, roi: RoiPolicy | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Crop corners (N, 2) int (pixels of the scaled canonical image) of each image's ROI and
-    ``anchored`` (N,) bool, as ``roi`` places them (None or anchor "fixed": the fixed ROI)."""
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crop corners (N, 2) int (pixels of the scaled canonical image) of each image's ROI,
+    the window centres (N, 2) full-scale canonical and ``anchored`` (N,) bool, as ``roi``
+    places them (None or anchor "fixed": the fixed ROI)."""
     centres, anchored = (roi or RoiPolicy()).centres(canons, codec.roi_centre)
-    return codec.origins_px(centres), anchored
+    return codec.origins_px(centres), centres, anchored
 
 
 def roi_crops(canons: Sequence, codec: HeatmapCodec, origins: np.ndarray | None = None) -> np.ndarray:
@@ -244,7 +245,8 @@ class Located:
     heatmap_xy: (N, 2) heatmap pixels; canonical_xy: (N, 2) full-scale canonical;
     image_xy: (N, 2) source-image pixels; empty: (N,) bool; origins: (N, 2) crop corners
     (pixels of the scaled canonical image); anchored: (N,) bool, the ROI was placed by the
-    policy's anchor (False: the fixed window).
+    policy's anchor (False: the fixed window); guarded: (N,) bool, the outlier guard replaced
+    the decoded position by the window centre (gamma_kit.fovea.roi).
     """
 
     ids: list[str]
@@ -256,6 +258,7 @@ class Located:
     empty: np.ndarray
     origins: np.ndarray | None = None
     anchored: np.ndarray | None = None
+    guarded: np.ndarray | None = None
 
     def frame(self) -> pd.DataFrame:
         """Image positions as a ``data, Fovea_X, Fovea_Y`` table indexed by id."""
@@ -267,20 +270,28 @@ def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], e
            roi: RoiPolicy | None = None) -> Located:
     """The whole chain for canonical images ``canons`` (CanonicalImage) and one or more models
     (each with its codec; all on the same ROI geometry): ROI placement (``roi``; None: the
-    fixed window) -> crops -> heatmaps -> ensemble -> canonical -> image positions."""
+    fixed window) -> crops -> heatmaps -> ensemble -> canonical (-> the policy's outlier guard)
+    -> image positions."""
     if len(models) != len(codecs) or not len(models):
         raise ValueError(f"need one codec per model, got {len(models)} models and {len(codecs)} codecs")
     ref = codecs[0]
-    origins, anchored = roi_origins(canons, ref, roi)
+    roi = roi or RoiPolicy()
+    origins, centres, anchored = roi_origins(canons, ref, roi)
     crops = roi_crops(canons, ref, origins)
     maps = [predict_heatmaps(m, crops, batch_size=batch_size, amp=amp, flip=flip) for m in models]
     if not len(canons):
         empty = np.zeros((0, 2))
-        return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool), origins, anchored)
-    xy, is_empty = combine(maps, codecs, ensemble, fill_empty)
-    canon_xy = ref.heatmap_to_canonical(xy, origins)
+        return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool), origins, anchored,
+                       np.zeros(0, bool))
+    xy, is_empty = combine(maps, codecs, ensemble, fill_empty=False)
+    canon_xy, guarded = roi.guard(ref.heatmap_to_canonical(xy, origins), centres, anchored, is_empty)
+    xy = ref.canonical_to_heatmap(canon_xy, origins)
+    if fill_empty and np.isnan(xy).any():      # NaN left where no guard applied: the original fallback
+        xy = np.where(np.isnan(xy), np.asarray(ORIGINAL_EMPTY_FALLBACK) * ref.scale, xy)
+        canon_xy = ref.heatmap_to_canonical(xy, origins)
     image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons], origins)
-    return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty, origins, anchored)
+    return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty, origins, anchored,
+                   guarded)
 
 
 def evaluate_items(model, items: Sequence, codec: HeatmapCodec, amp: bool, batch_size: int,

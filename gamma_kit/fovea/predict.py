@@ -94,9 +94,10 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     export, side overrides) or cannot be written are refused (ValueError).
     The ROI sits where the checkpoints' ``roi`` config puts it (gamma_kit.fovea.roi: the fixed
     window, or anchored on the detected disc; ``roi_fallback`` lists images whose disc could
-    not anchor it and got the fixed window).
+    not anchor it and got the fixed window; ``guarded`` those whose decoded position the outlier
+    guard replaced by the disc prior).
     Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None,
-    "roi_anchor", "roi_fallback": [ids]}``;
+    "roi_anchor", "roi_fallback": [ids], "guarded": [ids]}``;
     scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
     """
     from tqdm import tqdm
@@ -152,7 +153,8 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     write_fovea_csv(out_csv, pred_df)
     out = {"predictions": pred_df, "n_models": len(models), "device": dev,
            "empty": [i for i, e in zip(ids, found.empty) if e], "scores": None, "roi_anchor": roi.anchor,
-           "roi_fallback": [] if roi.anchor == "fixed" else [i for i, a in zip(ids, found.anchored) if not a]}
+           "roi_fallback": [] if roi.anchor == "fixed" else [i for i, a in zip(ids, found.anchored) if not a],
+           "guarded": [i for i, g in zip(ids, found.guarded) if g]}
     if gt_df is not None:
         sizes = {i: canon[i].size for i in ids}
         check_gt_inside(gt_df, sizes, str(gt))
