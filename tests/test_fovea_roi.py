@@ -210,3 +210,21 @@ def test_chain_guards_a_far_peak_with_the_disc_prior():
     np.testing.assert_allclose(found.image_xy[0], (1120.0, 1040.0))
     loose = locate([DotModel()], canons, [CODEC], roi=dataclasses.replace(pol, max_from_prior=None))
     np.testing.assert_allclose(loose.image_xy[0], (1376.0, 1040.0), atol=0.5)
+
+
+def test_auto_checkpoint_prefers_averaged_weights(tmp_path):
+    from gamma_kit.fovea.predict import find_checkpoints
+
+    for k, files in ((1, ("best", "averaged")), (2, ("best",))):
+        d = tmp_path / "run" / f"fold{k}"
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f"{f}.pdparams").write_bytes(b"x")
+    run = tmp_path / "run"
+    assert [p.relative_to(run).as_posix() for p in find_checkpoints([run])] == \
+        ["fold1/averaged.pdparams", "fold2/best.pdparams"]
+    assert [p.name for p in find_checkpoints([run], "best")] == ["best.pdparams"] * 2
+    with pytest.raises(FileNotFoundError, match="averaged.pdparams"):
+        find_checkpoints([run / "fold2"], "averaged")
+    with pytest.raises(ValueError, match="which"):
+        find_checkpoints([run], "newest")

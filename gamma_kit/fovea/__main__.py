@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--ensemble", choices=("coords", "heatmap"), default="coords")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    p.add_argument("--which", choices=("best", "last", "averaged"), default="best",
-                   help="checkpoint of each fold folder: best on validation (default), last epoch, or "
-                        "averaged (the mean weights of the last epochs; train.average_last)")
+    p.add_argument("--which", choices=("auto", "best", "last", "averaged"), default="auto",
+                   help="checkpoint of each fold folder: averaged (the mean weights of the last epochs, "
+                        "train.average_last), best on validation, last epoch; auto (default): averaged where "
+                        "training wrote it, else best")
     p.add_argument("--figures", help="folder for heatmap / distribution figures")
     p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
     from gamma_kit.fovea.export import add_export_cli

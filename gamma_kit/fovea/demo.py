@@ -90,7 +90,7 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
 
     gt_path = find_fovea_gt(test.root.parent, "testing")
     sub = work_dir / "submission_fovea.csv"
-    # the config's own recommendation: averaged weights when it averages, always flip TTA (bench_fovea_cv.py)
+    # averaged weights when the config averages (predict's "auto"), and flip TTA (bench_fovea_cv.py)
     which = "averaged" if cfg["train"].get("average_last") else "best"
     out = predict([run_dir / f"fold{fold}"], test.images, sub, gt=gt_path, device="cpu", progress=progress,
                   figures_dir=work_dir / "figures", cache=cache,   # the baseline below reuses the decoded images

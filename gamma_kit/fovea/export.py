@@ -1,14 +1,16 @@
 """Static export of fovea fold models and a Paddle Inference predictor for them.
 
-``export_static(run, out)`` writes, for every ``fold*/best.pdparams`` of a run folder (or
-``last``, or one fold folder / checkpoint file)::
+``export_static(run, out)`` writes, for every fold of a run folder (its averaged.pdparams
+where training wrote one, else best.pdparams; or ``which`` = best / last / averaged; or one
+fold folder / checkpoint file)::
 
     out/export.json               # manifest, written last: models, their files and byte sizes
     out/fold<k>/model.json        # static graph (Paddle 3.x; older Paddle: model.pdmodel)
     out/fold<k>/model.pdiparams   # weights
     out/fold<k>/config.yml        # the checkpoint's config: codec (ROI, scale, decoder) and model
 
-Input of each static model: (N, 3, h, w) float32 raw 0-255 RGB fixed-ROI crops at the
+Input of each static model: (N, 3, h, w) float32 raw 0-255 RGB ROI crops (placed as the
+config's ``roi`` section says) at the
 codec's scale (N free); output (N, 1, h, w) heatmaps. Every file is written to a temporary
 name, fsynced and renamed (gamma_kit.safety), so an interrupted export leaves no manifest
 and is refused as a whole.
@@ -48,9 +50,10 @@ def _model_name(path: Path, k: int, taken: set[str]) -> str:
 
 
 def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                  which: str = "best") -> Path:
+                  which: str = "auto") -> Path:
     """Export every fold model of ``checkpoints`` (run folder(s), fold folder(s) or
-    ``.pdparams`` files; ``which`` = best / last for folders) to ``out_dir``; returns it.
+    ``.pdparams`` files; ``which`` = auto / best / last / averaged for folders, as
+    ``predict.find_checkpoints``) to ``out_dir``; returns it.
 
     ``out_dir`` must not be, or lie inside, an input, and must be new or empty
     (FileExistsError otherwise: an earlier export is never overwritten).
@@ -171,7 +174,8 @@ def add_export_cli(subparsers) -> None:
     p = subparsers.add_parser("export", help="static export of fold checkpoints for Paddle Inference")
     p.add_argument("--checkpoints", nargs="+", required=True, help="run folder(s), fold folder(s) or .pdparams")
     p.add_argument("--out", required=True, help="new (or empty) folder for the exported models")
-    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint of each fold folder")
+    p.add_argument("--which", choices=("auto", "best", "last", "averaged"), default="auto",
+                   help="checkpoint of each fold folder (auto: averaged where training wrote it, else best)")
     p.set_defaults(run=_run_export)
 
 

@@ -30,8 +30,18 @@ from gamma_kit.metrics import evaluate_fovea
 __all__ = ["ENSEMBLES", "find_checkpoints", "predict", "check_gt_inside"]
 
 
-def find_checkpoints(paths: Sequence[str | Path], which: str = "best") -> list[Path]:
-    """Expand run dirs (fold*/<which>.pdparams), fold dirs and files into checkpoint files."""
+CHECKPOINT_CHOICES = ("auto", "best", "last", "averaged")
+
+
+def find_checkpoints(paths: Sequence[str | Path], which: str = "auto") -> list[Path]:
+    """Expand run dirs (fold*/<which>.pdparams), fold dirs and files into checkpoint files.
+    ``which="auto"``: averaged.pdparams where a fold folder has one (train.average_last), else
+    best.pdparams."""
+    if which not in CHECKPOINT_CHOICES:
+        raise ValueError(f"which must be one of {CHECKPOINT_CHOICES}, got {which!r}")
+    if which == "auto":
+        return [f if f.name != "best.pdparams" or not (f.parent / "averaged.pdparams").is_file()
+                else f.parent / "averaged.pdparams" for f in find_checkpoints(paths, "best")]
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
@@ -81,11 +91,12 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
             cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True,
             cache: CanonicalCache | None = None, exported: str | Path | None = None,
-            batch_size: int = 8, which: str = "best") -> dict:
+            batch_size: int = 8, which: str = "auto") -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
     Models: ``checkpoints`` (dynamic, see :func:`find_checkpoints`; ``which``: the checkpoint
-    of each fold folder, best / last / averaged) or ``exported`` (a folder
+    of each fold folder: auto (averaged where training wrote it, else best), best, last,
+    averaged) or ``exported`` (a folder
     written by gamma_kit.fovea.export, run by Paddle Inference); not both.
     ``amp``: float16 autocast on a GPU (ignored on the CPU and for exported models).
     ``cache``: a :class:`CanonicalCache` at the models' scale to share decoded images with
