@@ -223,6 +223,7 @@ def main(argv=None) -> int:
     from gamma_kit.data import atomic_write_text
     from gamma_kit.fovea.config import build_model, load_config
     from gamma_kit.fovea.dataset import CanonicalCache
+    from gamma_kit.fovea.demo import decode_with_synthetic_sides
     from gamma_kit.fovea.train import load_training_data
     from gamma_kit.resources import config_path
 
@@ -233,7 +234,9 @@ def main(argv=None) -> int:
                       [f"train.epochs={args.epochs}", "train.device=cpu", *args.set])
     data = load_training_data(root)
     cache = CanonicalCache(cfg["codec"]["scale"])
-    cache.load_all(data.images, progress=False)          # decoded once, outside every arm
+    # decoded once, outside every arm; a synthetic disc too hard for the eye-side detector takes its side
+    # from synth_meta.csv, as the demo does
+    decode_with_synthetic_sides(cache, data.images, root, progress=False)
     import paddle
 
     paddle.set_device("cpu")

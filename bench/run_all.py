@@ -1,6 +1,6 @@
 """Run every gamma_kit benchmark and write bench/RESULTS.md (atomically).
 
-    python bench/run_all.py            # full: ~25 min on 2 idle cores (longer when they are shared)
+    python bench/run_all.py            # full: ~19 min on 2 cores (+ ~4 min with --demo; longer when shared)
     python bench/run_all.py --quick    # development: smaller counts, original forward estimated
     python bench/run_all.py --demo     # also time `python -m gamma_kit.demo` (both tasks) once
     python bench/run_all.py --only fovea_epoch,disc_locate   # re-run parts, keep the others' last rows
@@ -223,7 +223,9 @@ class Job:
 @dataclass(frozen=True)
 class Part:
     """A named part of the run: its result keys (rows, in table order), what it measures, its
-    default wall-time estimate (full, quick) in seconds on 2 idle cores, and its jobs."""
+    default wall-time estimate (full, quick) in seconds on 2 cores, and its jobs. The defaults were measured
+    on 2026-12-02 under the CPU lock while another job used one of the two cores (an idle machine is faster);
+    heatmap/dataset/models/accuracy/demo from the 2026-11-22 full run."""
     keys: tuple[str, ...]
     what: str
     estimate_s: tuple[float, float]
@@ -287,13 +289,13 @@ PARTS: dict[str, Part] = {
     "models": Part(("models",), "model sizes, forward, train step, ensemble, seg inference", (100, 40),
                    lambda ctx: [Job("models", "bench_models.py", ["--data", str(ctx.bench_data), *ctx.q], 3600,
                                     prepare=ctx.make_bench_data)]),
-    "fovea_epoch": Part(("fovea_epoch",), "a whole CPU fovea epoch (train_fold) vs a plain loop", (330, 60),
+    "fovea_epoch": Part(("fovea_epoch",), "a whole CPU fovea epoch (train_fold) vs a plain loop", (270, 50),
                         _fovea_epoch_jobs),
-    "disc_locate": Part(("disc_locate",), "stage 1 on the IDRiD photos vs the old detector", (40, 8),
+    "disc_locate": Part(("disc_locate",), "stage 1 on the IDRiD photos vs the old detector", (40, 7),
                         _disc_locate_jobs),
-    "seg_two_stage": Part(("seg_two_stage",), "seg inference per photo: two-stage vs whole image", (50, 12),
+    "seg_two_stage": Part(("seg_two_stage",), "seg inference per photo: two-stage vs whole image", (50, 15),
                           _seg_two_stage_jobs),
-    "synth_realism": Part(("synth_realism",), "synthetic disc region vs real photos, both renderers", (70, 12),
+    "synth_realism": Part(("synth_realism",), "synthetic disc region vs real photos, both renderers", (80, 10),
                           _synth_realism_jobs),
     "accuracy": Part(("accuracy_synth", "accuracy_seg"), "equal-budget accuracy arms (fovea, seg), synthetic",
                      (510, 70), _accuracy_jobs, budget_scaled=True),
@@ -344,7 +346,7 @@ def _fmt_duration(sec: float) -> str:
 
 def print_plan(names: list[str], args, durations: dict, demo: bool) -> float:
     """Print each part to run with its estimated wall time; returns the total (seconds)."""
-    print("[run_all] plan (estimated wall time on 2 idle cores; shared cores take longer):", flush=True)
+    print("[run_all] plan (estimated wall time on 2 cores; longer while other jobs share them):", flush=True)
     total = 0.0
     for name in names:
         sec, src = estimate(name, args, durations)
