@@ -43,10 +43,13 @@ def ensure_data(data: str | None, n_train: int) -> Path:
     return out
 
 
-def time_kit_samples(split, codec: HeatmapCodec, epochs: int) -> tuple[FoveaCropDataset, float, float, float]:
-    """Decode ``split`` once into a CanonicalCache at the codec's scale, then read every training
-    sample for ``epochs`` epochs. Returns (dataset, decode s/image, s/sample, cache MiB/image)."""
-    cache = CanonicalCache(codec.scale)
+def time_kit_samples(split, codec: HeatmapCodec, epochs: int, sides: dict[str, str] | None = None
+                     ) -> tuple[FoveaCropDataset, float, float, float]:
+    """Decode ``split`` once into a CanonicalCache at the codec's scale (``sides``: eye-side
+    overrides, e.g. from synth_meta.csv, for photos whose side the detector cannot decide; the
+    disc detection still runs), then read every training sample for ``epochs`` epochs.
+    Returns (dataset, decode s/image, s/sample, cache MiB/image)."""
+    cache = CanonicalCache(codec.scale, side_overrides=sides)
     t0 = time.perf_counter()
     canon = cache.load_all(split.images, progress=False)
     t_decode = (time.perf_counter() - t0) / len(canon)
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_jpeg = time.perf_counter() - t0
 
     # ---- kit, full scale: one-time decode, then crops from memory
-    ds, t_decode, t_item, cache_mb = time_kit_samples(split, HeatmapCodec(), epochs)
+    ds, t_decode, t_item, cache_mb = time_kit_samples(split, HeatmapCodec(), epochs, sides)
     t0 = time.perf_counter()
     n = 0
     for e in range(epochs):
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- kit, CPU config (1/4 scale)
     codec_q = build_codec(load_config(REPO / "configs" / "fovea" / "unet_heatmap_cpu.yml"))
-    _, t_decode_q, t_item_q, cache_q_mb = time_kit_samples(split, codec_q, epochs)
+    _, t_decode_q, t_item_q, cache_q_mb = time_kit_samples(split, codec_q, epochs, sides)
     rows.append(row("Fovea training sample, CPU config 152x100 (per sample)", f"{fmt_s(t_orig)} (full-scale original)",
                     f"{fmt_s(t_item_q)} (__getitem__)", t_orig / t_item_q,
                     memory=f"cache {cache_q_mb:.1f} MiB/image (array bytes)",

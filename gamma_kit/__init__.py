@@ -10,10 +10,12 @@ Conventions used everywhere in the kit:
 import warnings as _warnings
 
 from gamma_kit.runtime import configure_threads as _configure_threads
+from gamma_kit.runtime import quiet_paddle_import as _quiet_paddle_import
 
 # Paddle warns at import that ccache (for compiling custom C++ ops) is missing; the kit compiles none
 _warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 _configure_threads()
+_quiet_paddle_import()     # Paddle's import-time "OMP_NUM_THREADS set to 2" warning: the kit sets it on purpose
 
 __version__ = "0.1.0"

@@ -103,6 +103,78 @@ def configure_threads(num_threads: int | None = None) -> int:
     return int(os.environ["OMP_NUM_THREADS"])
 
 
+#: Paddle prints these two lines on stderr at import whenever OMP_NUM_THREADS > 1, which the kit
+#: sets on purpose (configure_threads): noise before every message of every command.
+PADDLE_IMPORT_NOISE = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY.")
+
+
+class _LineFilter:
+    """A stderr stand-in that drops whole lines starting with one of ``prefixes`` and passes
+    everything else on to ``target`` (line by line; the rest is flushed on ``close``)."""
+
+    def __init__(self, target, prefixes: tuple[str, ...]) -> None:
+        self.target, self.prefixes, self._buf = target, prefixes, ""
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            if not line.startswith(self.prefixes):
+                self.target.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def close(self) -> None:
+        if self._buf and not self._buf.startswith(self.prefixes):
+            self.target.write(self._buf)
+        self._buf = ""
+
+
+class _QuietPaddleImport:
+    """Meta-path finder: the first ``import paddle`` runs with ``PADDLE_IMPORT_NOISE`` filtered
+    out of (Python-level) stderr; then it removes itself. Everything else Paddle prints passes."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "paddle":
+            return None
+        import importlib.util
+
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, exec_module = spec.loader, spec.loader.exec_module
+
+        class _Loader:
+            def __getattr__(self, attr):      # get_resource_reader, is_package, ...: the real loader's
+                return getattr(loader, attr)
+
+            def create_module(self, spec):
+                return loader.create_module(spec)
+
+            def exec_module(self, module):
+                saved, filt = sys.stderr, _LineFilter(sys.stderr, PADDLE_IMPORT_NOISE)
+                sys.stderr = filt
+                try:
+                    exec_module(module)
+                finally:
+                    filt.close()
+                    if sys.stderr is filt:
+                        sys.stderr = saved
+
+        spec.loader = _Loader()
+        return spec
+
+
+def quiet_paddle_import() -> None:
+    """Drop Paddle's OMP_NUM_THREADS import warning (``PADDLE_IMPORT_NOISE``) from stderr: installs
+    a one-shot import hook, unless Paddle is already imported."""
+    if "paddle" not in sys.modules and not any(isinstance(f, _QuietPaddleImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietPaddleImport())
+
+
 def select_device(device: str = "auto") -> str:
     """Select the Paddle device: ``auto`` takes the GPU when Paddle was built with
     CUDA and sees one, else the CPU. ``gpu`` without a GPU raises ``ValueError``.

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import errno
 import warnings
 
@@ -108,3 +110,33 @@ def test_parse_int_list_as_argparse_type_and_in_run_cli(capsys):
     assert run_cli(lambda: parse_int_list("1,x", "--folds")) == 2
     assert capsys.readouterr().err.startswith("error: --folds: 'x' is not a whole number")
     assert issubclass(ArgumentValueError, ValueError) and issubclass(ArgumentValueError, argparse.ArgumentTypeError)
+
+
+def test_paddle_import_noise_is_dropped_and_other_output_kept():
+    import subprocess
+
+    code = ("import sys; import gamma_kit; print('before', file=sys.stderr); import paddle; "
+            "print('after', paddle.__version__, file=sys.stderr)")
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "OMP_NUM_THREADS set to" not in res.stderr and "WISELY" not in res.stderr
+    assert "before" in res.stderr and "after 3." in res.stderr
+    # without the kit Paddle prints them: the filter, not the environment, removes them
+    raw = subprocess.run([sys.executable, "-c", "import paddle"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "OMP_NUM_THREADS set to 2" in raw.stderr
+
+
+def test_line_filter_keeps_partial_and_unmatched_lines():
+    import io
+
+    from gamma_kit.runtime import _LineFilter
+
+    out = io.StringIO()
+    f = _LineFilter(out, ("NOISE",))
+    f.write("keep 1\nNOISE a")
+    f.write("b\nkeep ")
+    f.write("2\ntail")
+    f.close()
+    assert out.getvalue() == "keep 1\nkeep 2\ntail"

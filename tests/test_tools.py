@@ -108,7 +108,7 @@ def test_predict_writes_paddleseg_outputs(trained):
     preds = sorted((work / "output" / "result" / "pseudo_color_prediction").glob("*.png"))
     assert [p.stem for p in preds] == sorted(p.stem for p in images.glob("*.jpg"))
     lab = cv2.imread(str(preds[0]), cv2.IMREAD_UNCHANGED)
-    assert lab.shape[:2] == (64, 80)            # back at the image size
+    assert lab.shape[:2] == (128, 160)            # back at the image size
     assert len(list((work / "output" / "result" / "added_prediction").glob("*"))) == len(preds)
 
 
