@@ -98,11 +98,24 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     return check_writable(out, what)
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file here (0o666 less the umask); mkstemp's files are 0o600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def fsync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """fsync ``tmp`` and ``os.replace`` it onto ``path`` (then fsync the folder, where possible)."""
+    """fsync ``tmp`` and ``os.replace`` it onto ``path`` (then fsync the folder, where possible).
+    The file gets the mode a plain ``open()`` would give it (temporary files are private)."""
     with open(tmp, "rb+") as f:
         f.flush()
         os.fsync(f.fileno())
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, _FILE_MODE)
     os.replace(tmp, path)
     with contextlib.suppress(OSError):
         fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)

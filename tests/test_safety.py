@@ -123,3 +123,15 @@ def test_sigterm_during_a_cli_is_one_line_and_130(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and err == "interrupted (Ctrl-C or SIGTERM)\n"
     assert out.read_text() == "complete"                                     # the write was finished first
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from gamma_kit.data import atomic_write_text
+
+    mask = os.umask(0)
+    os.umask(mask)
+    p = atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask != 0o600      # not mkstemp's private mode
