@@ -189,22 +189,24 @@ def markdown(table: pd.DataFrame, folds: dict, args, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(folds: dict, path: Path) -> None:
-    """Per-photo canonical error, last epoch: fixed window against disc-anchored + flip."""
+def figure(folds: dict, path: Path, k_last: int) -> None:
+    """Per-photo canonical error, last epoch: today's fixed window against what the CPU config
+    does now (disc-anchored ROI, averaged weights of the last ``k_last`` epochs, flip, guard)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     a = np.concatenate([f["variants"]["fixed"][f["last"]]["px"] for f in folds.values()])
-    b = np.concatenate([f["variants"]["disc+flip"][f["last"]]["px"] for f in folds.values()])
+    cpu = f"disc+flip+swa{k_last}+guard"
+    b = np.concatenate([f["variants"][cpu][f["last"]]["px"] for f in folds.values()])
     fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
     ax.scatter(a, b, s=12, alpha=0.7)
     top = max(a.max(), b.max()) * 1.1
     ax.plot([1, top], [1, top], "k--", lw=0.8)
     ax.axhline(FAR_PX, color="r", lw=0.6), ax.axvline(FAR_PX, color="r", lw=0.6)
     ax.set(xscale="log", yscale="log", xlim=(1, top), ylim=(1, top), xlabel="fixed ROI: error (canonical px)",
-           ylabel="disc-anchored ROI + flip: error (px)", title="per photo, last epoch")
+           ylabel=f"{cpu}: error (px)", title="per photo, last epoch")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if args.out_md:
         atomic_write_text(args.out_md, md)
-        figure(folds, args.out_md.with_suffix(".png"))
+        figure(folds, args.out_md.with_suffix(".png"), args.last_k)
     if args.json:
         per_image = {name: {i: [float(ed), float(px)] for f in folds.values()
                             for i, ed, px in zip(f["ids"], f["variants"][name][f["last"]]["ed"],
