@@ -456,6 +456,31 @@ def _seg_train_ctrl_c(saved: tuple[str, ...]):
     return build
 
 
+def _seg_train_into_a_run(inp, out, mp, model_dir):
+    """seg train --save-dir naming a folder that holds an earlier run (here under input/, so the
+    checksum shows its files untouched) and no --resume-model / --set-aside-old-run."""
+    from gamma_kit.resources import config_path
+    from gamma_kit.seg.__main__ import main as seg_main
+    from seg_fixtures import make_prepared, small_transforms
+
+    root = make_prepared(inp, n_train=2, n_test=1)
+    run = inp / "run"
+    for d in (run / "iter_2", run / "last_model"):
+        d.mkdir(parents=True)
+        for name in ("model.pdparams", "model.pdopt", "model.yml"):
+            (d / name).write_bytes((model_dir / "model.pdparams").read_bytes() if name == "model.pdparams"
+                                   else (model_dir / "model.yml").read_bytes())
+    (run / "model.yml").write_bytes((model_dir / "model.yml").read_bytes())
+    return lambda: seg_main(["train", "--config", str(config_path("seg/liteunet_gamma_cpu.yml")), "--save-dir",
+                             str(run), "--iters", "1", "--batch-size", "1", "--no-eval", "--device", "cpu",
+                             "--opts", f"train_dataset.dataset_root={root}",
+                             f"train_dataset.train_path={root / 'train_list.txt'}", small_transforms(32)[0]])
+
+
+def _no_run_aside(inp, out, stdout, stderr):
+    assert not list(inp.glob("run.old-*"))              # refused: nothing renamed either
+
+
 def _seg_evaluate_other_model(inp, out, mp, model_dir):
     from gamma_kit.resources import config_path
     from gamma_kit.seg.__main__ import main as seg_main
@@ -581,6 +606,9 @@ CASES = [
         "run/iter_1: resume with the same train command plus --resume-model "),    # iter_2 is incomplete
     Case("Ctrl-C during seg train before a checkpoint", _seg_train_ctrl_c(()), 130,
          "interrupted before the first checkpoint in "),
+    Case("seg train into a --save-dir that holds a run", _seg_train_into_a_run, 2,
+         "/input/run already holds a run (iter_2, last_model, model.yml): add --resume-model ", needs="seg_model",
+         check=_no_run_aside),
     Case("seg evaluate --config with another config's weights", _seg_evaluate_other_model, 2,
          "model.pdparams does not match the model in ", needs="seg_model"),
     Case("seg predict --out under a file", _predict_out_under_a_file, 2,

@@ -1,7 +1,8 @@
 """gamma_kit.seg.training: the crop ROI travels with the model (roi.json), bad iteration counts are
 refused before anything runs, every weight file is written atomically, log_file keeps PaddleSeg's
 console output (config dumps, FLOPs table) off stdout, and --resume-model continues from its
-checkpoint (broken checkpoints: tests/test_bad_inputs.py)."""
+checkpoint (broken checkpoints: tests/test_bad_inputs.py), and a second run into a folder that
+holds one is refused unless it resumes or sets the old run aside (renamed, never deleted)."""
 from __future__ import annotations
 
 import json
@@ -71,6 +72,30 @@ def test_resume_model_continues_from_its_iteration(prepared, tmp_path):
     assert (tmp_path / "resumed" / "last_model" / "model.pdparams").is_file()
     with pytest.raises(ValueError, match=r"expected a checkpoint folder named iter_<n>"):
         training.check_resume_model(tmp_path / "run" / "last_model")
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_second_run_refused_then_set_aside_whole(prepared, tmp_path, capsys):
+    # issue 10: training into a folder that holds a run needs --resume-model or --set-aside-old-run
+    root, cfg = prepared
+    run = _train(cfg, tmp_path / "run")                       # with evaluation: best_model/ too
+    first = _files(run)
+    assert {"best_model/model.pdparams", "iter_2/model.pdparams", "last_model/model.pdparams"} <= set(first)
+    with pytest.raises(FileExistsError, match=r"run already holds a run \(best_model, iter_2, last_model, "
+                       r"model.yml\): add --resume-model \S+iter_2 to continue it, or --set-aside-old-run"):
+        _train(cfg, run, do_eval=False)
+    assert _files(run) == first                               # refused before any work: byte-identical
+    _train(cfg, run, do_eval=False, set_aside_old_run=True)
+    aside = list(tmp_path.glob("run.old-*"))
+    assert len(aside) == 1 and _files(aside[0]) == first      # renamed whole, nothing deleted
+    assert f"set the earlier run aside: {run} -> {aside[0]}" in capsys.readouterr().err
+    # the new run starts empty: no best_model/ of the old run for predict to take (this one does not evaluate)
+    assert not (run / "best_model").exists() and (run / "last_model" / "model.pdparams").is_file()
+    from gamma_kit.seg.inference import resolve_model_dir
+    assert resolve_model_dir(run) == run / "last_model"
 
 
 def test_no_roi_json_without_crops_roi(prepared, tmp_path):

@@ -55,7 +55,8 @@ def cmd_train(a) -> None:
     out = train_from_config(a.config, a.save_dir, iters=a.iters, batch_size=a.batch_size,
                             learning_rate=a.learning_rate, opts=a.opts, device=a.device, do_eval=not a.no_eval,
                             save_interval=a.save_interval, log_iters=a.log_iters, use_vdl=a.use_vdl,
-                            seed=a.seed, resume_model=a.resume_model, num_workers=a.num_workers)
+                            seed=a.seed, resume_model=a.resume_model, num_workers=a.num_workers,
+                            set_aside_old_run=a.set_aside_old_run)
     print(f"trained model in {out} (best_model/ and last_model/ are model directories)")
 
 
@@ -165,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-iters", type=positive_int, default=10)
     p.add_argument("--use-vdl", action="store_true", help="VisualDL logs in the save dir")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--resume-model", default=None)
+    p.add_argument("--resume-model", default=None, help="continue from a checkpoint folder <save-dir>/iter_<n>")
+    p.add_argument("--set-aside-old-run", action="store_true",
+                   help="a save dir that already holds a run is renamed to <save-dir>.old-<time> (never deleted)")
     p.add_argument("--num-workers", type=int, default=0)
     p.set_defaults(func=cmd_train)
 

@@ -32,7 +32,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 import warnings
 from contextvars import ContextVar
 from pathlib import Path
@@ -50,7 +49,7 @@ __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_fr
            "sync_schedule_to_iters", "read_crop_roi", "write_model_dirs", "capture_console",
            "console_defaults",
            "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "OPTIMIZER_NAME", "ROI_NAME",
-           "load_paddle_file", "check_resume_model", "latest_checkpoint", "interrupted_line"]
+           "load_paddle_file", "check_resume_model", "latest_checkpoint", "interrupted_line", "held_run_files"]
 
 MODEL_CONFIG_NAME = "model.yml"
 WEIGHTS_NAME = "model.pdparams"
@@ -253,21 +252,29 @@ def capture_console(log_file: str | os.PathLike | None):
         yield path
 
 
-def _set_aside_stale_best(save_dir: Path, do_eval: bool, resume_model: str | None) -> None:
-    """A run without evaluation writes no ``best_model/``; one left in ``save_dir`` by an
-    earlier run would then be taken for this run's (predict prefers best_model). Rename it
-    to ``best_model.before-<time>`` (nothing is deleted) and say so."""
-    best = save_dir / "best_model"
-    if do_eval or resume_model is not None or not best.exists():
-        return
-    aside = save_dir / f"best_model.before-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
-    while aside.exists():
-        aside = aside.with_name(f"{aside.name.split('~')[0]}~{n}")
-        n += 1
-    best.rename(aside)
-    warnings.warn(f"{best} came from an earlier run and this run does not evaluate (no new best model): "
-                  f"moved to {aside.name} so that predict uses this run's last_model", UserWarning, stacklevel=3)
+def held_run_files(save_dir: Path) -> list[str]:
+    """What in ``save_dir`` marks an earlier training run (``iter_<n>/``, ``last_model/``,
+    ``best_model/``, ``model.yml``), sorted; empty when there is none (or no folder)."""
+    if not save_dir.is_dir():
+        return []
+    return sorted(p.name for p in save_dir.iterdir()
+                  if p.name in ("last_model", "best_model", MODEL_CONFIG_NAME) or
+                  (p.is_dir() and p.name.startswith("iter_")))
+
+
+def _check_save_dir(save_dir: Path, resume_model: str | None, set_aside_old_run: bool) -> bool:
+    """Refuse to train over an earlier run in ``save_dir`` unless resuming it (``resume_model``)
+    or setting it aside; returns True when the old run is to be renamed aside before training."""
+    held = held_run_files(save_dir)
+    if resume_model is not None or not held:
+        return False
+    if not set_aside_old_run:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        ckpt = latest_checkpoint(save_dir)
+        raise FileExistsError(f"{save_dir} already holds a run ({shown}): add --resume-model "
+                              f"{ckpt if ckpt is not None else save_dir / 'iter_<n>'} to continue it, or "
+                              "--set-aside-old-run to rename it aside and start again")
+    return True
 
 
 def sync_schedule_to_iters(cfg, old_iters: int) -> None:
@@ -291,8 +298,13 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                  save_interval: int | None = None, log_iters: int = 10, keep_checkpoint_max: int = 5,
                  use_vdl: bool = False, seed: int | None = None, resume_model: str | None = None,
                  num_workers: int = 0, check_labels: bool = True, optimizer=None, model=None,
-                 log_file: str | os.PathLike | None = None, progress: bool | None = None) -> Path:
+                 log_file: str | os.PathLike | None = None, progress: bool | None = None,
+                 set_aside_old_run: bool = False) -> Path:
     """Train a loaded ``Config`` with ``SegBuilder`` + ``paddleseg.core.train`` (tools/train.py's calls).
+
+    A ``save_dir`` that already holds a run (``held_run_files``) needs ``resume_model`` or
+    ``set_aside_old_run`` (the whole folder is renamed to ``<save_dir>.old-<time>``, never
+    deleted, once the inputs are checked); otherwise FileExistsError, before any work.
 
     ``optimizer``/``model`` override the builder's (used by the PaddleX-style API).
     Writes ``model.yml`` and ``last_model/`` (see the module docstring); returns ``save_dir``.
@@ -306,6 +318,8 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     from gamma_kit.runtime import select_device
     from gamma_kit.seg.compat import apply_compat
 
+    save_dir = Path(save_dir)
+    set_aside = _check_save_dir(save_dir, resume_model, set_aside_old_run)
     defaults = _CONSOLE_DEFAULTS.get()
     if log_file is None and defaults is not None:
         log_file = defaults[0]
@@ -341,9 +355,12 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"{len(train_ds)} training image(s) but batch_size {cfg.batch_size}: "
                          "PaddleSeg drops incomplete batches, so nothing would train")
-    save_dir = Path(save_dir)
+    if set_aside:
+        from gamma_kit.fovea.train import _set_aside
+
+        aside = _set_aside(save_dir)
+        print(f"set the earlier run aside: {save_dir} -> {aside}", file=sys.stderr)
     save_dir.mkdir(parents=True, exist_ok=True)
-    _set_aside_stale_best(save_dir, do_eval, resume_model)
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
     start_iter = _resume_iter(resume_model)
     with warnings.catch_warnings(), capture_console(log_file), \
@@ -447,7 +464,8 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
 
     ``iters``/``batch_size``/``learning_rate``/``opts`` override the YAML as tools/train.py's
     flags do (a cosine schedule tied to the iterations is stretched to match). Other keyword
-    arguments go to ``run_training`` (device, do_eval, save_interval, log_iters, seed, ...);
+    arguments go to ``run_training`` (device, do_eval, save_interval, log_iters, seed,
+    resume_model, set_aside_old_run, ...);
     ``save_interval`` defaults to the iterations (one evaluation and checkpoint at the end).
     """
     for name, value in (("iters", iters), ("batch_size", batch_size)):
