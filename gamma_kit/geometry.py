@@ -38,7 +38,7 @@ import pandas as pd
 __all__ = [
     "CANONICAL_SIZE", "GAMMA_WIDE_SIZE", "GAMMA_WIDE_OFFSET", "CANONICAL_FOV_CENTRE", "CANONICAL_FOV_RADIUS",
     "FieldOfView", "DiscSide", "DiscEstimate", "detect_fov", "find_disc", "detect_disc_side", "read_side_overrides",
-    "CanonicalFrame",
+    "CanonicalFrame", "EyeSideError",
 ]
 
 CANONICAL_SIZE = (1956, 1934)          # (w, h) of the original frame; also the square-ish GAMMA camera
@@ -68,6 +68,10 @@ class FieldOfView:
     cx: float
     cy: float
     radius: float
+
+
+class EyeSideError(ValueError):
+    """The eye side (which side the optic disc is on) could not be decided for an image."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ def _disc_outline(clean: np.ndarray, xy: tuple[float, float], r: float) -> tuple
     rad = (lo + np.argmin(band, axis=1) + 0.5) * rmax / n_rad   # a step lies between two samples
     strength = -band.min(axis=1)
     keep = strength > np.median(strength)                            # the stronger half of the rays
+    if not keep.any():                  # every ray equally strong (a flat, uniform disc): use them all
+        keep = np.ones_like(keep)
     med = float(np.median(rad[keep]))
     keep &= np.abs(rad - med) < EDGE_TOLERANCE * med
     if keep.sum() < 0.25 * N_EDGE_ANGLES:
@@ -371,7 +377,7 @@ class CanonicalFrame:
                     raise
         if disc_side is None:
             if det.confidence < min_confidence:
-                raise ValueError(f"{name}: cannot decide the eye side (optic disc found at x={det.disc_xy[0]:.0f}, "
+                raise EyeSideError(f"{name}: cannot decide the eye side (optic disc found at x={det.disc_xy[0]:.0f}, "
                                  f"too close to the centre; confidence {det.confidence:.2f} < {min_confidence}). "
                                  "Give it in a side override file (CSV columns data,disc_side).")
             disc_side = det.side

@@ -221,3 +221,23 @@ def test_images_gt_layout_matches_ids_by_value_and_warns_unlabelled(synth, tmp_p
         data = load_training_data(images=str(imgs), gt=str(tmp_path / "gt.csv"))
     assert sorted(data.images) == ["1", "2"] and sorted(data.gt.index) == ["1", "2"]
     np.testing.assert_allclose(data.gt.loc["1"].to_numpy(), src.gt.loc["0001"].to_numpy())
+
+
+@pytest.mark.parametrize("kind,expected", [("small", "need at least 128 px"),
+                                           ("noise", "not a fundus photograph?")])
+def test_predict_refuses_a_photo_that_is_no_fundus_in_one_line(cv_run, tmp_path, capsys, kind, expected):
+    import hashlib
+
+    run, _ = cv_run
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (100, 90, 3) if kind == "small" else (400, 420, 3), dtype=np.uint8)
+    write_image(imgs / "0001.png", img)
+    before = hashlib.sha256((imgs / "0001.png").read_bytes()).hexdigest()
+    rc = cli_main(["predict", "--checkpoints", str(run), "--images", str(imgs), "--out", str(tmp_path / "s.csv"),
+                   "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "0001.png" in err[0] and expected in err[0], err
+    assert not (tmp_path / "s.csv").exists()
+    assert hashlib.sha256((imgs / "0001.png").read_bytes()).hexdigest() == before

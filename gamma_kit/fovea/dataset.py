@@ -32,7 +32,7 @@ import pandas as pd
 
 from gamma_kit.data import atomic_write_bytes, atomic_write_text, check_fundus_image, read_image
 from gamma_kit.fovea.codec import HeatmapCodec
-from gamma_kit.geometry import CanonicalFrame
+from gamma_kit.geometry import CanonicalFrame, EyeSideError
 
 __all__ = ["CanonicalImage", "CanonicalCache", "FoveaItem", "make_items", "crop", "roi_crop",
            "FoveaCropDataset", "iterate_batches", "SIDE_OVERRIDE_HINT"]
@@ -99,8 +99,8 @@ class CanonicalCache:
                                                       name=str(path))
             except ValueError as err:
                 msg = str(err) if str(path) in str(err) else f"{path}: {err}"
-                if "side" in msg and "override" not in msg:
-                    msg = f"{msg}; {SIDE_OVERRIDE_HINT}"
+                if isinstance(err, EyeSideError):
+                    raise EyeSideError(msg if "override" in msg else f"{msg}; {SIDE_OVERRIDE_HINT}") from err
                 raise ValueError(msg) from err
             canon = frame.warp_image(image, scale=self.scale)
             disc = None if det is None else tuple(float(v) for v in frame.to_canonical([det.disc_xy])[0])

@@ -22,6 +22,7 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import find_fovea_gt, load_fovea_split, read_fovea_gt, write_fovea_csv
 from gamma_kit.fovea.config import load_config
 from gamma_kit.fovea.dataset import CanonicalCache, make_items
+from gamma_kit.geometry import EyeSideError
 from gamma_kit.metrics import evaluate_fovea
 from gamma_kit.resources import config_path
 
@@ -45,8 +46,8 @@ def decode_with_synthetic_sides(cache: CanonicalCache, images: dict, data_root: 
     for i, p in tqdm(images.items(), desc="decode images", unit="img", disable=not progress, leave=False):
         try:
             cache.get(i, p)
-        except ValueError as err:
-            if "side" not in str(err) or i not in sides:
+        except EyeSideError:
+            if i not in sides:
                 raise
             cache.side_overrides[i] = sides[i]
             cache.get(i, p)

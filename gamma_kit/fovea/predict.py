@@ -24,7 +24,7 @@ from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
 from gamma_kit.fovea.inference import ENSEMBLES
 from gamma_kit.fovea.roi import policy_of_models
-from gamma_kit.geometry import read_side_overrides
+from gamma_kit.geometry import EyeSideError, read_side_overrides
 from gamma_kit.metrics import evaluate_fovea
 
 __all__ = ["ENSEMBLES", "find_checkpoints", "predict", "check_gt_inside"]
@@ -149,9 +149,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     for i, p in tqdm(paths.items(), desc="load images", unit="img", disable=not progress, leave=False):
         try:
             canon[i] = cache.get(i, p)
-        except ValueError as err:
-            if "side" not in str(err):
-                raise
+        except EyeSideError:
             failed.append(str(p))
     if failed:
         raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
