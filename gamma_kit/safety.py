@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
-__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_paddle", "fsync_replace",
+__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_paddle", "fsync_replace", "set_aside",
            "deferred_interrupts", "with_path", "make_parent"]
 
 
@@ -96,6 +96,22 @@ def check_output_path(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
             raise ValueError(f"{what} {out} is, or lies inside, the input {i}: choose another {what} "
                              "(the kit never writes onto its inputs)")
     return check_writable(out, what)
+
+
+def set_aside(folder: str | os.PathLike) -> Path:
+    """Rename ``folder`` to ``<folder>.old-<YYYYmmdd-HHMMSS>[-n]`` beside it (never deletes; an
+    earlier run kept this way can be looked at or renamed back); returns the new path."""
+    import time
+
+    folder = Path(folder)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = folder.with_name(f"{folder.name}.old-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
+    folder.rename(aside)
+    return aside
 
 
 def _file_mode() -> int:

@@ -223,19 +223,21 @@ def test_labels_at_size_modes():
         labels_at_size(logits, (4, 4), "cubic")
 
 
-def test_retrain_without_eval_sets_stale_best_model_aside(trained, tmp_path):
-    # a second run into a folder that holds a best_model, without evaluation, must not leave
-    # the earlier run's best_model for predict to pick up
+def test_retrain_without_eval_sets_old_run_aside(trained, tmp_path):
+    # a second run into a folder that holds a run (with a best_model/) is refused; with
+    # --set-aside-old-run the whole folder is renamed and the new run, without evaluation,
+    # leaves no best_model/ of the earlier run for predict to pick up
     from gamma_kit.seg.inference import resolve_model_dir
 
     run = tmp_path / "run"
     shutil.copytree(trained / "run", run)
     old_best = (run / "best_model" / "model.pdparams").read_bytes()
-    with pytest.warns(UserWarning, match="earlier run"):
-        rc = main(["train", "--config", CPU_CONFIG, "--save-dir", str(run), "--iters", "2", "--device", "cpu",
-                   "--seed", "1", "--no-eval", "--opts", *_data_opts(trained / "prepared")])
-    assert rc == 0
+    argv = ["train", "--config", CPU_CONFIG, "--save-dir", str(run), "--iters", "2", "--device", "cpu",
+            "--seed", "1", "--no-eval", "--opts", *_data_opts(trained / "prepared")]
+    assert main(argv) == 2
+    assert (run / "best_model" / "model.pdparams").read_bytes() == old_best
+    assert main(argv[:1] + ["--set-aside-old-run"] + argv[1:]) == 0
     assert not (run / "best_model").exists()
-    aside = list(run.glob("best_model.before-*"))
-    assert len(aside) == 1 and (aside[0] / "model.pdparams").read_bytes() == old_best
+    aside = list(tmp_path.glob("run.old-*"))
+    assert len(aside) == 1 and (aside[0] / "best_model" / "model.pdparams").read_bytes() == old_best
     assert resolve_model_dir(run) == run / "last_model"

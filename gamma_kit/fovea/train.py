@@ -43,7 +43,7 @@ from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_ba
 from gamma_kit.fovea.folds import get_fold, make_splits, read_splits, write_splits
 from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
 from gamma_kit.geometry import read_side_overrides
-from gamma_kit.safety import Interrupted, atomic_save_paddle, deferred_interrupts
+from gamma_kit.safety import Interrupted, atomic_save_paddle, deferred_interrupts, set_aside
 
 __all__ = ["FoveaData", "load_training_data", "train_fold", "cross_validate", "RUN_FILES", "LONG_RUN_HOURS"]
 
@@ -193,18 +193,6 @@ def _fmt_duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def _set_aside(fold_dir: Path) -> Path:
-    """Rename ``fold_dir`` to ``fold_dir.old-<time>[-n]`` (never deletes); returns the new name."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = fold_dir.with_name(f"{fold_dir.name}.old-{stamp}")
-    n = 1
-    while aside.exists():
-        n += 1
-        aside = fold_dir.with_name(f"{fold_dir.name}.old-{stamp}-{n}")
-    fold_dir.rename(aside)
-    return aside
-
-
 def _check_fold_dir(fold_dir: Path, resume: bool, set_aside_old_run: bool) -> Path | None:
     """Refuse to train over an earlier run unless resuming it or setting it aside; refuse
     ``resume`` with nothing to resume. Returns where an old run was moved, if it was."""
@@ -219,7 +207,7 @@ def _check_fold_dir(fold_dir: Path, resume: bool, set_aside_old_run: bool) -> Pa
         if not set_aside_old_run:
             raise FileExistsError(f"{fold_dir} already holds a run ({', '.join(held)}): add --resume to continue "
                                   "it, or --set-aside-old-run to rename it aside and start again")
-        return _set_aside(fold_dir)
+        return set_aside(fold_dir)
     return None
 
 

@@ -42,7 +42,7 @@ import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.data import atomic_copy, atomic_write_text
-from gamma_kit.safety import Interrupted
+from gamma_kit.safety import Interrupted, set_aside
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
@@ -319,7 +319,7 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     from gamma_kit.seg.compat import apply_compat
 
     save_dir = Path(save_dir)
-    set_aside = _check_save_dir(save_dir, resume_model, set_aside_old_run)
+    move_aside = _check_save_dir(save_dir, resume_model, set_aside_old_run)
     defaults = _CONSOLE_DEFAULTS.get()
     if log_file is None and defaults is not None:
         log_file = defaults[0]
@@ -355,10 +355,8 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"{len(train_ds)} training image(s) but batch_size {cfg.batch_size}: "
                          "PaddleSeg drops incomplete batches, so nothing would train")
-    if set_aside:
-        from gamma_kit.fovea.train import _set_aside
-
-        aside = _set_aside(save_dir)
+    if move_aside:
+        aside = set_aside(save_dir)
         print(f"set the earlier run aside: {save_dir} -> {aside}", file=sys.stderr)
     save_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
