@@ -705,23 +705,14 @@ def load_seg_split(root: str | os.PathLike | None, split: str = "training",
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and
     ``os.replace``: readers see the old file or the new one. An ``OSError`` (full disk,
-    read-only folder) is re-raised naming ``path``, and no temporary file is left."""
-    from gamma_kit.safety import fsync_replace, make_parent, with_path
+    read-only folder) is re-raised naming ``path``, and no temporary file is left
+    (``safety.atomic_file``)."""
+    from gamma_kit.safety import atomic_file
 
-    path = Path(path)
-    tmp = None
-    try:
-        make_parent(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
             f.write(data)
-        fsync_replace(tmp, path)
-    except OSError as exc:
-        raise with_path(exc, path) from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -732,24 +723,11 @@ def atomic_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Copy the file ``src`` onto ``path`` the way ``atomic_write_bytes`` writes (a temporary
     file in the same folder, fsync, ``os.replace``), without holding it in memory. An
     ``OSError`` while writing names ``path``; one reading ``src`` names ``src``."""
-    from gamma_kit.safety import fsync_replace, make_parent, with_path
+    from gamma_kit.safety import atomic_file
 
-    src, path = Path(src), Path(path)
-    tmp = None
-    try:
-        make_parent(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+    with atomic_file(path, sources=(src,)) as tmp:
         shutil.copyfile(src, tmp)
-        fsync_replace(tmp, path)
-    except OSError as exc:
-        if exc.filename is not None and os.fspath(exc.filename) == os.fspath(src):
-            raise
-        raise with_path(exc, path) from exc
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray, jpeg_quality: int = 95) -> Path:

@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
-__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_save_paddle", "fsync_replace", "set_aside",
+__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_file", "atomic_save_paddle", "fsync_replace", "set_aside",
            "deferred_interrupts", "with_path", "make_parent"]
 
 
@@ -141,25 +141,39 @@ def fsync_replace(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
             os.close(fd)
 
 
-def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
-    """``paddle.save(obj, path)`` through a temporary file in the same folder: all or nothing."""
-    import paddle
-
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, sources: tuple = ()) -> Iterator[str]:
+    """The one way the kit writes a file: the block writes the temporary file it is given (in
+    ``path``'s folder, created if needed); when the block succeeds, the file is fsynced and
+    ``os.replace``d onto ``path`` (``fsync_replace``), so readers see the old file or the new
+    one. An ``OSError`` (full disk, read-only folder) is re-raised naming ``path``, except one
+    naming a file of ``sources`` (an input being read), which passes unchanged. The temporary
+    file never stays behind."""
     path = Path(path)
     tmp = None
     try:
         make_parent(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        with deferred_interrupts():
-            paddle.save(obj, tmp)
-            fsync_replace(tmp, path)
-    except OSError as exc:   # full disk, read-only folder: name the file the user knows
+        yield tmp
+        fsync_replace(tmp, path)
+    except OSError as exc:   # name the file the user knows, not the hidden temporary one
+        if exc.filename is not None and os.fspath(exc.filename) in {os.fspath(s) for s in sources}:
+            raise
         raise with_path(exc, path) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
+    """``paddle.save(obj, path)`` through ``atomic_file``: all or nothing; a signal during the
+    write and the rename waits for both."""
+    import paddle
+
+    with deferred_interrupts(), atomic_file(path) as tmp:
+        paddle.save(obj, tmp)
+    return Path(path)
 
 
 @contextlib.contextmanager
