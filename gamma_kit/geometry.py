@@ -359,15 +359,18 @@ class CanonicalFrame:
 
     @classmethod
     def with_disc(cls, image: np.ndarray, disc_side: str | None = None,
-                  min_confidence: float = MIN_SIDE_CONFIDENCE, name: str = "image", detect: bool = True
-                  ) -> tuple["CanonicalFrame", DiscSide | None]:
+                  min_confidence: float = MIN_SIDE_CONFIDENCE, name: str = "image", detect: bool = True,
+                  fov: FieldOfView | None = None) -> tuple["CanonicalFrame", DiscSide | None]:
         """``from_image`` that also returns the disc detection it used (``DiscSide``, image
         pixels), or None when ``detect`` is False or (with ``disc_side`` given) the
         detector found no disc. The detection runs once for both; without ``disc_side`` it
-        always runs."""
+        always runs. ``fov``: the image's field of view when the caller has it (e.g. from
+        ``data.check_fundus_image``), so it is not detected again."""
         detect = detect or disc_side is None
         h, w = image.shape[:2]
-        fov = None if (w, h) in (CANONICAL_SIZE, GAMMA_WIDE_SIZE) else detect_fov(image)
+        gamma_size = (w, h) in (CANONICAL_SIZE, GAMMA_WIDE_SIZE)
+        if fov is None and not gamma_size:      # GAMMA sizes map by constants; detect_disc_side finds it
+            fov = detect_fov(image)
         det = None
         if detect:
             try:
@@ -383,7 +386,7 @@ class CanonicalFrame:
             disc_side = det.side
         if disc_side not in SIDES:
             raise ValueError(f"{name}: disc_side must be 'left' or 'right', got {disc_side!r}")
-        return cls.for_size((w, h), disc_side == "right", fov), det
+        return cls.for_size((w, h), disc_side == "right", None if gamma_size else fov), det
 
     # ---- points -------------------------------------------------------------------------
     def to_canonical(self, points: np.ndarray) -> np.ndarray:

@@ -93,10 +93,10 @@ class CanonicalCache:
         item = self._load_disk(image_id, path) if self.cache_dir else None
         if item is None:
             image = read_image(path)
-            check_fundus_image(image, path)
+            fov = check_fundus_image(image, path)
             try:
                 frame, det = CanonicalFrame.with_disc(image, disc_side=self.side_overrides.get(image_id),
-                                                      name=str(path))
+                                                      name=str(path), fov=fov)
             except ValueError as err:
                 msg = str(err) if str(path) in str(err) else f"{path}: {err}"
                 if isinstance(err, EyeSideError):
@@ -188,11 +188,12 @@ def crop(image: np.ndarray, origin: tuple[int, int], size: tuple[int, int]) -> n
     return out
 
 
-def roi_crop(canon: CanonicalImage, codec: HeatmapCodec) -> np.ndarray:
-    """The fixed-ROI crop (3, h, w) float32 of a canonical image at the codec's scale."""
+def roi_crop(canon: CanonicalImage, codec: HeatmapCodec, origin: tuple[int, int] | None = None) -> np.ndarray:
+    """The ROI crop (3, h, w) float32 of a canonical image at the codec's scale, at crop corner
+    ``origin`` (pixels of the scaled canonical image; None: the fixed ROI)."""
     if abs(canon.scale - codec.scale) > 1e-12:
         raise ValueError(f"canonical image at scale {canon.scale} but the codec works at {codec.scale}")
-    return crop(canon.image, codec.roi_origin_px, codec.heatmap_size)
+    return crop(canon.image, codec.roi_origin_px if origin is None else tuple(origin), codec.heatmap_size)
 
 
 class FoveaCropDataset:
