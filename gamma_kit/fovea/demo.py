@@ -72,7 +72,7 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
     Returns ``{"aed", "score", "baseline_aed", "baseline_score", "val_aed", "checkpoint", "n_test",
     "submission", "side_from_metadata", "seconds"}``.
     """
-    from gamma_kit.fovea.predict import predict
+    from gamma_kit.fovea.predict import find_checkpoints, predict
     from gamma_kit.fovea.train import load_training_data, train_fold
 
     t0 = time.perf_counter()
@@ -91,11 +91,10 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
 
     gt_path = find_fovea_gt(test.root.parent, "testing")
     sub = work_dir / "submission_fovea.csv"
-    # averaged weights when the config averages (predict's "auto"), and flip TTA (bench_fovea_cv.py)
-    which = "averaged" if cfg["train"].get("average_last") else "best"
+    # predict's default checkpoint ("auto": averaged weights where training wrote them), and flip TTA
     out = predict([run_dir / f"fold{fold}"], test.images, sub, gt=gt_path, device="cpu", progress=progress,
-                  figures_dir=work_dir / "figures", cache=cache,   # the baseline below reuses the decoded images
-                  which=which, flip=True)
+                  figures_dir=work_dir / "figures", cache=cache, flip=True)   # the baseline reuses the decoded images
+    which = find_checkpoints([run_dir / f"fold{fold}"])[0].stem        # the one predict took: averaged or best
     result = {"val_aed": metrics["averaged_aed"] if which == "averaged" else metrics["best_aed"],
               "checkpoint": which, "n_test": len(test.images), "submission": str(sub),
               "side_from_metadata": overridden,

@@ -167,16 +167,12 @@ def roi_origins(canons: Sequence, codec: HeatmapCodec, roi: RoiPolicy | None = N
 def roi_crops(canons: Sequence, codec: HeatmapCodec, origins: np.ndarray | None = None) -> np.ndarray:
     """ROI crops (N, 3, h, w) float32 of canonical images (CanonicalImage, at the codec's scale)
     at crop corners ``origins`` (N, 2) (None: the fixed ROI); pixels outside the image are 0."""
-    from gamma_kit.fovea.dataset import crop, roi_crop
+    from gamma_kit.fovea.dataset import roi_crop
 
     if not len(canons):
         return np.zeros((0, 3, codec.height, codec.width), np.float32)
-    if origins is None:
-        return np.stack([roi_crop(c, codec) for c in canons])
-    for c in canons:
-        if abs(c.scale - codec.scale) > 1e-12:
-            raise ValueError(f"canonical image at scale {c.scale} but the codec works at {codec.scale}")
-    return np.stack([crop(c.image, tuple(o), codec.heatmap_size) for c, o in zip(canons, origins)])
+    origins = [None] * len(canons) if origins is None else origins
+    return np.stack([roi_crop(c, codec, o) for c, o in zip(canons, origins)])
 
 
 def heatmap_to_image(codec: HeatmapCodec, xy: np.ndarray, frames: Sequence,
@@ -232,9 +228,12 @@ def combine(maps: Sequence[np.ndarray], codecs: Sequence[HeatmapCodec], ensemble
                         / found.sum(axis=0)[some, None])
         else:
             xy = stack.mean(axis=0)
-    if fill_empty and np.isnan(xy).any():
-        xy = np.where(np.isnan(xy), np.asarray(ORIGINAL_EMPTY_FALLBACK) * ref.scale, xy)
-    return xy, empty
+    return (_fill_fallback(xy, ref) if fill_empty else xy), empty
+
+
+def _fill_fallback(xy: np.ndarray, codec: HeatmapCodec) -> np.ndarray:
+    """Positions (N, 2) in heatmap pixels with NaN ones set to the original fallback (384, 240) x scale."""
+    return np.where(np.isnan(xy), np.asarray(ORIGINAL_EMPTY_FALLBACK) * codec.scale, xy) if np.isnan(xy).any() else xy
 
 
 @dataclass
@@ -287,7 +286,7 @@ def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], e
     canon_xy, guarded = roi.guard(ref.heatmap_to_canonical(xy, origins), centres, anchored, is_empty)
     xy = ref.canonical_to_heatmap(canon_xy, origins)
     if fill_empty and np.isnan(xy).any():      # NaN left where no guard applied: the original fallback
-        xy = np.where(np.isnan(xy), np.asarray(ORIGINAL_EMPTY_FALLBACK) * ref.scale, xy)
+        xy = _fill_fallback(xy, ref)
         canon_xy = ref.heatmap_to_canonical(xy, origins)
     image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons], origins)
     return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty, origins, anchored,

@@ -581,14 +581,13 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
     n = sum(m["n_val"] for m in per_fold.values())
 
     def pooled(key: str) -> float | None:
-        vals = [(m[key], m["n_val"]) for m in per_fold.values()]
+        vals = [(m.get(key), m["n_val"]) for m in per_fold.values()]   # metrics.json of older runs lack keys
         return None if any(v is None for v, _ in vals) else sum(v * w for v, w in vals) / n
 
     out = {"folds": {k: {"best_aed": m["best_aed"], "last_aed": m["last_aed"],
                          "averaged_aed": m.get("averaged_aed"), "n_val": m["n_val"]} for k, m in per_fold.items()},
            "mean_best_aed": pooled("best_aed"), "mean_last_aed": pooled("last_aed"),
-           "mean_averaged_aed": None if any(m.get("averaged_aed") is None for m in per_fold.values())
-           else pooled("averaged_aed")}
+           "mean_averaged_aed": pooled("averaged_aed")}
     atomic_write_text(run_dir / "cv_metrics.json", json.dumps(out, indent=1))
     from gamma_kit.fovea.figures import plot_training_curves
 
