@@ -63,7 +63,9 @@ def test_predict_exported_gives_the_dynamic_positions(synth, exported, tmp_path,
     static = predict(None, test.images, tmp_path / "static.csv", ensemble=ensemble, flip=flip, device="cpu",
                      progress=False, exported=out)
     assert static["n_models"] == 2
-    np.testing.assert_allclose(static["predictions"].to_numpy(), dyn["predictions"].to_numpy(), rtol=0, atol=1e-6)
+    # Paddle Inference and the dynamic graph sum float32 in other orders (by CPU kernel set): up to
+    # 6e-6 px apart on this machine; 1e-3 px is still far below any decode step
+    np.testing.assert_allclose(static["predictions"].to_numpy(), dyn["predictions"].to_numpy(), rtol=0, atol=1e-3)
     assert list(static["predictions"].index) == list(dyn["predictions"].index)
 
 

@@ -79,7 +79,7 @@ def test_main_config_is_the_original_recipe():
 def test_mixed_and_cpu_variants():
     mixed = Config(str(CONFIGS / "unet_gamma_512_mixedloss.yml")).dic
     assert mixed["loss"]["types"][0]["type"] == "MixedLoss"
-    assert [t["type"] for t in mixed["loss"]["types"][0]["losses"]] == ["CrossEntropyLoss", "DiceLoss"]
+    assert [t["type"] for t in mixed["loss"]["types"][0]["losses"]] == ["DiceLoss", "CrossEntropyLoss"]
     assert mixed["iters"] == 3750 and mixed["model"]["type"] == "UNet"
     cpu = Config(str(CONFIGS / "liteunet_gamma_cpu.yml")).dic
     assert cpu["model"]["type"] == "LiteUNet"
