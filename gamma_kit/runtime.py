@@ -19,7 +19,7 @@ import threading
 import warnings
 from typing import Callable, Iterator
 
-__all__ = ["configure_threads", "select_device", "run_cli", "USER_ERRORS", "positive_int", "positive_float",
+__all__ = ["configure_threads", "select_device", "launcher_gpu_id", "DEVICE_CHOICES", "run_cli", "USER_ERRORS", "positive_int", "positive_float",
            "parse_int_list", "ArgumentValueError", "describe_error"]
 
 #: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
@@ -175,11 +175,25 @@ def quiet_paddle_import() -> None:
         sys.meta_path.insert(0, _QuietPaddleImport())
 
 
+def launcher_gpu_id() -> int:
+    """The GPU that ``paddle.distributed.launch`` gave this process (``FLAGS_selected_gpus``,
+    as ``paddle.distributed.ParallelEnv().device_id`` reads it); 0 outside the launcher."""
+    ids = os.environ.get("FLAGS_selected_gpus", "").split(",")[0].strip()
+    if not ids:
+        return 0
+    if not ids.isdigit():
+        raise ValueError(f"FLAGS_selected_gpus={os.environ['FLAGS_selected_gpus']!r}: expected GPU numbers "
+                         "such as 0,1 (paddle.distributed.launch sets it)")
+    return int(ids)
+
+
 def select_device(device: str = "auto") -> str:
     """Select the Paddle device: ``auto`` takes the GPU when Paddle was built with
     CUDA and sees one, else the CPU. ``gpu`` without a GPU raises ``ValueError``.
+    Under ``paddle.distributed.launch`` each process takes its own GPU (``launcher_gpu_id``),
+    so several ranks never share ``gpu:0``.
 
-    Returns the device string that was set (``"cpu"`` or ``"gpu:0"``).
+    Returns the device string that was set (``"cpu"`` or ``"gpu:<k>"``).
     """
     if device not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {device!r}")
@@ -189,7 +203,7 @@ def select_device(device: str = "auto") -> str:
     if device == "gpu" and not has_gpu:
         raise ValueError("--device gpu was asked for, but this Paddle build sees no CUDA GPU "
                          "(install paddlepaddle-gpu, or use --device cpu / auto)")
-    chosen = "gpu:0" if (device == "gpu" or (device == "auto" and has_gpu)) else "cpu"
+    chosen = f"gpu:{launcher_gpu_id()}" if (device == "gpu" or (device == "auto" and has_gpu)) else "cpu"
     paddle.set_device(chosen)
     return chosen
 

@@ -140,3 +140,40 @@ def test_line_filter_keeps_partial_and_unmatched_lines():
     f.write("2\ntail")
     f.close()
     assert out.getvalue() == "keep 1\nkeep 2\ntail"
+
+
+class _FakeGpuPaddle:
+    """Stand-in for the bits of ``paddle`` that ``select_device`` asks: a CUDA build seeing ``n`` GPUs."""
+
+    def __init__(self, n: int):
+        import types
+
+        self.set_to = None
+        cuda = types.SimpleNamespace(device_count=lambda: n)
+        self.device = types.SimpleNamespace(is_compiled_with_cuda=lambda: True, cuda=cuda)
+
+    def set_device(self, name):
+        self.set_to = name
+
+
+@pytest.mark.parametrize("env, device, expected", [
+    (None, "gpu", "gpu:0"), ("3", "gpu", "gpu:3"), ("1,2", "auto", "gpu:1"), ("2", "cpu", "cpu")])
+def test_select_device_gives_each_launcher_rank_its_own_gpu(monkeypatch, env, device, expected):
+    from gamma_kit.runtime import select_device
+
+    fake = _FakeGpuPaddle(4)
+    monkeypatch.setitem(sys.modules, "paddle", fake)
+    if env is None:
+        monkeypatch.delenv("FLAGS_selected_gpus", raising=False)
+    else:
+        monkeypatch.setenv("FLAGS_selected_gpus", env)
+    assert select_device(device) == expected and fake.set_to == expected
+
+
+def test_select_device_bad_launcher_variable_is_one_line(monkeypatch):
+    from gamma_kit.runtime import select_device
+
+    monkeypatch.setitem(sys.modules, "paddle", _FakeGpuPaddle(2))
+    monkeypatch.setenv("FLAGS_selected_gpus", "gpu0")
+    with pytest.raises(ValueError, match="FLAGS_selected_gpus='gpu0'"):
+        select_device("gpu")
