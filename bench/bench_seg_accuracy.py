@@ -61,14 +61,16 @@ def main(argv: list[str] | None = None) -> dict:
         label, cfg, probe = ARMS[name]
         opts = opts_for(name == "roi")
         t0 = time.perf_counter()
-        run_dir = train_from_config(cfg, work / f"{name}_probe", iters=probe, opts=opts, device="cpu", seed=0,
+        run_dir = train_from_config(cfg, work / f"{name}_probe", iters=probe, opts=opts, fit_schedule=True,
+                                    log=lambda line: None, device="cpu", seed=0,
                                     do_eval=False, log_iters=probe, set_aside_old_run=True)
         per_iter = (time.perf_counter() - t0) / probe
         iters = max(probe, int(args.budget // per_iter))
         wall = per_iter * probe
         if iters >= 2 * probe:
             t0 = time.perf_counter()
-            run_dir = train_from_config(cfg, work / name, iters=iters, opts=opts, device="cpu", seed=0,
+            run_dir = train_from_config(cfg, work / name, iters=iters, opts=opts, fit_schedule=True,
+                                        log=lambda line: None, device="cpu", seed=0,
                                         do_eval=False, log_iters=max(1, iters // 5), set_aside_old_run=True)
             wall = time.perf_counter() - t0
         else:

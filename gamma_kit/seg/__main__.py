@@ -53,7 +53,8 @@ def cmd_split(a) -> None:
 def cmd_train(a) -> None:
     from gamma_kit.seg.training import train_from_config
     out = train_from_config(a.config, a.save_dir, iters=a.iters, batch_size=a.batch_size,
-                            learning_rate=a.learning_rate, opts=a.opts, device=a.device, do_eval=not a.no_eval,
+                            learning_rate=a.learning_rate, opts=a.opts, fit_schedule=a.fit_schedule,
+                            device=a.device, do_eval=not a.no_eval,
                             save_interval=a.save_interval, log_iters=a.log_iters, use_vdl=a.use_vdl,
                             seed=a.seed, resume_model=a.resume_model, num_workers=a.num_workers,
                             set_aside_old_run=a.set_aside_old_run)
@@ -156,7 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a PaddleSeg YAML (as tools/train.py --config)")
     p.add_argument("--config", required=True)
     p.add_argument("--save-dir", default="output/seg")
-    p.add_argument("--iters", type=positive_int, default=None)
+    p.add_argument("--iters", type=positive_int, default=None,
+                   help="training iterations, as tools/train.py --iters: the config's learning-rate schedule is "
+                        "kept as written (see --fit-schedule)")
+    p.add_argument("--fit-schedule", action="store_true",
+                   help="with --iters: end the config's warmup + cosine schedule at the last iteration (adds the "
+                        "lr_scheduler opts that tools/train.py --opts would need; they are printed)")
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--learning-rate", type=positive_float, default=None)
     p.add_argument("--opts", nargs="*", default=None, help="config overrides key.sub=value")

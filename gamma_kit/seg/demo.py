@@ -86,6 +86,7 @@ def run_demo(data_root: str | os.PathLike, work_dir: str | os.PathLike, iters: i
     t0 = time.perf_counter()
     # no PaddleSeg evaluation of the val split at the end: the demo scores the test split per image
     run_dir = train_from_config(config, work / ("seg_roi_run" if two_stage else "seg_run"), iters=iters, opts=opts,
+                                fit_schedule=True, log=lambda line: None,
                                 device=device, seed=seed, log_iters=max(1, iters // 5), do_eval=False,
                                 set_aside_old_run=True)
     train_seconds = time.perf_counter() - t0

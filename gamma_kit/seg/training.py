@@ -46,7 +46,7 @@ from gamma_kit.safety import Interrupted, set_aside
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
-           "sync_schedule_to_iters", "read_crop_roi", "write_model_dirs", "capture_console",
+           "fit_schedule_opts", "schedule_note", "read_crop_roi", "write_model_dirs", "capture_console",
            "console_defaults",
            "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "OPTIMIZER_NAME", "ROI_NAME",
            "load_paddle_file", "check_resume_model", "latest_checkpoint", "interrupted_line", "held_run_files"]
@@ -277,21 +277,62 @@ def _check_save_dir(save_dir: Path, resume_model: str | None, set_aside_old_run:
     return True
 
 
-def sync_schedule_to_iters(cfg, old_iters: int) -> None:
-    """After ``iters`` was overridden, stretch a cosine ``T_max`` that was tied to the old
-    iterations (``T_max`` == old iters, or old iters - warmup) so the schedule still ends
-    where the config meant it to."""
-    lr = cfg.dic.get("lr_scheduler", {})
-    if lr.get("type") != "CosineAnnealingDecay" or cfg.iters == old_iters:
-        return
-    warm = int(lr.get("warmup_iters", 0))
-    if lr.get("T_max") == old_iters:
-        lr["T_max"] = max(1, cfg.iters)
-    elif lr.get("T_max") == old_iters - warm:
-        lr["T_max"] = max(1, cfg.iters - warm)
-    if warm >= cfg.iters:
-        lr["warmup_iters"] = max(1, cfg.iters // 10)
-        lr["T_max"] = max(1, cfg.iters - lr["warmup_iters"])
+def _cosine_schedule(cfg) -> dict | None:
+    """The config's warmup + ``CosineAnnealingDecay`` settings, or None for another schedule
+    (PaddleSeg derives a ``PolynomialDecay``'s steps from the iterations itself)."""
+    lr = cfg.dic.get("lr_scheduler") or {}
+    if lr.get("type") != "CosineAnnealingDecay" or "T_max" not in lr:
+        return None
+    return {"warmup": int(lr.get("warmup_iters", 0)), "T_max": int(lr["T_max"]),
+            "lr": float(lr.get("learning_rate", 0.0)), "eta_min": float(lr.get("eta_min", 0.0))}
+
+
+def fit_schedule_opts(cfg, iters: int) -> list[str]:
+    """The ``--opts`` that end ``cfg``'s warmup + cosine schedule at iteration ``iters``.
+
+    ``--iters`` means what it means in PaddleSeg's ``tools/train.py`` on every route: the
+    iterations, with the config's schedule as written (a cosine ``T_max`` is a number of its own).
+    To train a shorter run to the end of its schedule, pass these opts (any route's ``--opts``;
+    ``seg train --fit-schedule`` adds them): a ``T_max`` equal to the config's iterations (the
+    original recipe's) becomes ``iters``, otherwise ``iters - warmup``; a warmup as long as the
+    run becomes a tenth of it (and the cosine the rest). Empty for other schedules and when nothing changes.
+    """
+    sched = _cosine_schedule(cfg)
+    iters = int(iters)
+    if sched is None or iters <= 0:
+        return []
+    warm = sched["warmup"]
+    if warm >= iters:
+        warm = max(1, iters // 10)
+        t_max = iters - warm
+    else:
+        t_max = iters if sched["T_max"] == int(cfg.iters) else iters - warm
+    opts = []
+    if warm != sched["warmup"]:
+        opts.append(f"lr_scheduler.warmup_iters={warm}")
+    if max(1, t_max) != sched["T_max"]:
+        opts.append(f"lr_scheduler.T_max={max(1, t_max)}")
+    return opts
+
+
+def schedule_note(cfg, iters: int) -> str | None:
+    """One line when ``iters`` stop training before ``cfg``'s cosine schedule ends (``cfg``: the
+    config as loaded, before ``--iters``), naming the rate it stops at and the opts that fit the
+    schedule (``fit_schedule_opts``); None when the schedule ends in time or is not a cosine."""
+    import math
+
+    sched = _cosine_schedule(cfg)
+    iters = int(iters)
+    if sched is None or iters >= sched["warmup"] + sched["T_max"]:
+        return None
+    warm, t_max = sched["warmup"], sched["T_max"]
+    if iters < warm:
+        rate = sched["lr"] * iters / warm
+    else:
+        rate = sched["eta_min"] + (sched["lr"] - sched["eta_min"]) * (1 + math.cos(math.pi * (iters - warm) / t_max)) / 2
+    return (f"note: the config's learning-rate schedule spans {warm + t_max} iterations (warmup {warm} + cosine "
+            f"T_max {t_max}); --iters {iters} stops it with the rate at {rate:.3g} (peak {sched['lr']:.3g}); to "
+            f"end the schedule there add --opts {' '.join(fit_schedule_opts(cfg, iters))} (seg train: --fit-schedule)")
 
 
 def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval: bool = True,
@@ -457,13 +498,16 @@ def _resume_iter(resume_model: str | None) -> int:
 def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "output/seg",
                       iters: int | None = None, batch_size: int | None = None,
                       learning_rate: float | None = None, opts: list[str] | None = None,
-                      **kwargs) -> Path:
+                      fit_schedule: bool = False, log=None, **kwargs) -> Path:
     """Train ``config`` (PaddleSeg YAML) into ``save_dir``; returns ``save_dir``.
 
-    ``iters``/``batch_size``/``learning_rate``/``opts`` override the YAML as tools/train.py's
-    flags do (a cosine schedule tied to the iterations is stretched to match). Other keyword
-    arguments go to ``run_training`` (device, do_eval, save_interval, log_iters, seed,
-    resume_model, set_aside_old_run, ...);
+    ``iters``/``batch_size``/``learning_rate``/``opts`` override the YAML exactly as
+    tools/train.py's flags do (the learning-rate schedule stays the config's);
+    ``fit_schedule`` also adds ``fit_schedule_opts`` so a warmup + cosine schedule ends at
+    ``iters``. ``log`` (default: print to stderr) gets the one line naming the fitted opts, or the
+    ``schedule_note`` when ``iters`` stop the schedule early. Other keyword arguments go to
+    ``run_training`` (device, do_eval, save_interval,
+    log_iters, seed, resume_model, set_aside_old_run, ...);
     ``save_interval`` defaults to the iterations (one evaluation and checkpoint at the end).
     """
     for name, value in (("iters", iters), ("batch_size", batch_size)):
@@ -471,10 +515,19 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
             raise ValueError(f"{name} must be positive, got {value}")
     if learning_rate is not None and learning_rate <= 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate}")
-    base_iters = load_config(config).iters if iters else None
-    cfg = load_config(config, iters=iters, batch_size=batch_size, learning_rate=learning_rate, opts=opts)
-    if base_iters:
-        sync_schedule_to_iters(cfg, base_iters)
+    opts = list(opts or [])
+    if fit_schedule and not iters:
+        raise ValueError("--fit-schedule needs --iters: it fits the config's schedule to them")
+    if iters:
+        log = log or (lambda line: print(line, file=sys.stderr))
+        base = load_config(config, batch_size=batch_size, learning_rate=learning_rate, opts=opts or None)
+        if fit_schedule:
+            extra = fit_schedule_opts(base, iters)
+            log(f"schedule fitted to {iters} iterations: --opts {' '.join(extra) or '(none needed)'}")
+            opts += extra
+        elif (note := schedule_note(base, iters)) is not None:
+            log(note)
+    cfg = load_config(config, iters=iters, batch_size=batch_size, learning_rate=learning_rate, opts=opts or None)
     return run_training(cfg, save_dir, **kwargs)
 
 
