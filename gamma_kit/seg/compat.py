@@ -123,8 +123,6 @@ def _single_process_paddle(real):
 
 def _run_one_train_iteration() -> None:
     """Run PaddleSeg's ``core.train`` for one logged iteration on a 1x1-conv model (one process)."""
-    from paddleseg.models.losses import DiceLoss
-
     mod = _train_module()
     model = _TinyModel()
     opt = paddle.optimizer.SGD(learning_rate=0.0, parameters=model.parameters())
@@ -134,7 +132,7 @@ def _run_one_train_iteration() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             mod.train(model, _TinyDataset(), optimizer=opt, save_dir=tmp, iters=1, batch_size=1,
-                      save_interval=10, log_iters=1, losses={"types": [DiceLoss()], "coef": [1]})
+                      save_interval=10, log_iters=1, losses={"types": [_dice_class()()], "coef": [1]})
     finally:
         mod.time, mod.paddle = real_time, real_paddle
 
@@ -148,11 +146,9 @@ def _probe_train_log() -> bool:
 
 
 def _probe_metrics() -> bool:
-    from paddleseg.utils import metrics
-
     pred = paddle.to_tensor(np.array([[[[0, 1], [1, 1]]]], dtype="int64"))
     try:
-        metrics.calculate_area(pred, pred, 2)
+        _metrics_module().calculate_area(pred, pred, 2)
     except (ValueError, RuntimeError):
         return True
     return False
@@ -167,44 +163,33 @@ def _tiny_logits_labels(seed: int = 0):
 
 
 def _probe_ce() -> bool:
-    from paddleseg.models.losses import CrossEntropyLoss
-
     logits, labels = _tiny_logits_labels()
     try:
-        CrossEntropyLoss()(logits, labels)
+        _ce_class()()(logits, labels)
     except TypeError:
         return True
     return False
 
 
 def _probe_dice() -> bool:
-    from paddleseg.models.losses import DiceLoss
-
     logits, labels = _tiny_logits_labels()
     before = labels.numpy().copy()
-    DiceLoss()(logits, labels)
+    _dice_class()()(logits, labels)
     return not np.array_equal(before, labels.numpy())
 
 
 # --------------------------------------------------------------------------- fixes
-def _fix_train_log() -> None:
-    mod = _train_module()
-    original = mod.loss_computation
-
+# Each fix builds the replacement from the original; ``Patch`` installs it (marking it and keeping
+# the original as ``__wrapped__``, which ``undo`` puts back).
+def _train_log_fix(original):
     def loss_computation(*args, **kwargs):
         return [paddle.reshape(loss, [1]) if loss.ndim == 0 else loss
                 for loss in original(*args, **kwargs)]
 
-    loss_computation.__wrapped__ = original
-    loss_computation._gamma_kit_compat = True
-    mod.loss_computation = loss_computation
+    return loss_computation
 
 
-def _fix_metrics() -> None:
-    from paddleseg.utils import metrics
-
-    original = metrics.calculate_area
-
+def _metrics_fix(_original):
     def calculate_area(pred, label, num_classes, ignore_index=255):
         """Intersection, prediction and label pixel counts per class, each (num_classes,) int64."""
         if len(pred.shape) == 4:
@@ -222,16 +207,10 @@ def _fix_metrics() -> None:
         count = lambda b: paddle.sum(paddle.cast(b, "int64"), axis=axes)  # noqa: E731
         return count(paddle.logical_and(pred_1h, label_1h)), count(pred_1h), count(label_1h)
 
-    calculate_area.__wrapped__ = original
-    calculate_area._gamma_kit_compat = True
-    metrics.calculate_area = calculate_area
+    return calculate_area
 
 
-def _fix_ce() -> None:
-    from paddleseg.models.losses import CrossEntropyLoss
-
-    original = CrossEntropyLoss._post_process_loss
-
+def _ce_fix(_original):
     def _post_process_loss(self, logit, label, semantic_weights, loss):
         """Mask ignored pixels, weight, and average (top-k optional); dtypes made explicit."""
         if self.avg_non_ignore:
@@ -259,56 +238,67 @@ def _fix_ce() -> None:
         coef.stop_gradient = True
         return loss.mean() / (paddle.mean(coef) + self.EPS)
 
-    _post_process_loss.__wrapped__ = original
-    _post_process_loss._gamma_kit_compat = True
-    CrossEntropyLoss._post_process_loss = _post_process_loss
+    return _post_process_loss
 
 
-def _fix_dice() -> None:
-    from paddleseg.models.losses import DiceLoss
-
-    original = DiceLoss.forward
-
+def _dice_fix(original):
     def forward(self, logits, labels):
         return original(self, logits, labels.clone())
 
-    forward.__wrapped__ = original
-    forward._gamma_kit_compat = True
-    DiceLoss.forward = forward
-
-
-def _undo_train_log() -> None:
-    mod = _train_module()
-    mod.loss_computation = getattr(mod.loss_computation, "__wrapped__", mod.loss_computation)
-
-
-def _undo_metrics() -> None:
-    from paddleseg.utils import metrics
-    metrics.calculate_area = getattr(metrics.calculate_area, "__wrapped__", metrics.calculate_area)
-
-
-def _undo_ce() -> None:
-    from paddleseg.models.losses import CrossEntropyLoss
-    f = CrossEntropyLoss._post_process_loss
-    CrossEntropyLoss._post_process_loss = getattr(f, "__wrapped__", f)
-
-
-def _undo_dice() -> None:
-    from paddleseg.models.losses import DiceLoss
-    DiceLoss.forward = getattr(DiceLoss.forward, "__wrapped__", DiceLoss.forward)
+    return forward
 
 
 # --------------------------------------------------------------------------- registry
+def _metrics_module():
+    from paddleseg.utils import metrics
+    return metrics
+
+
+def _ce_class():
+    from paddleseg.models.losses import CrossEntropyLoss
+    return CrossEntropyLoss
+
+
+def _dice_class():
+    from paddleseg.models.losses import DiceLoss
+    return DiceLoss
+
+
 @dataclass(frozen=True)
 class Patch:
-    """One targeted fix. ``probe()`` is True when the installed PaddleSeg shows the bug."""
+    """One targeted fix: ``owner().<attr>`` is replaced by ``make(original)``.
+
+    ``probe()`` is True when the installed PaddleSeg shows the bug. The installed replacement
+    carries ``_gamma_kit_compat`` (so ``is_applied`` can tell) and the original as ``__wrapped__``.
+    """
 
     name: str
     description: str
     probe: Callable[[], bool]
-    fix: Callable[[], None]
-    undo: Callable[[], None]
-    is_applied: Callable[[], bool]
+    owner: Callable[[], object]
+    attr: str
+    make: Callable[[Callable], Callable]
+
+    def current(self) -> Callable:
+        return getattr(self.owner(), self.attr)
+
+    def is_applied(self) -> bool:
+        return bool(getattr(self.current(), "_gamma_kit_compat", False))
+
+    def fix(self) -> None:
+        """Install the replacement (whether or not the bug shows; ``apply`` asks the probe first)."""
+        if self.is_applied():
+            return
+        original = self.current()
+        replacement = self.make(original)
+        replacement.__wrapped__ = original
+        replacement._gamma_kit_compat = True
+        setattr(self.owner(), self.attr, replacement)
+
+    def undo(self) -> None:
+        """Put the original back (a no-op when the patch is not installed)."""
+        current = self.current()
+        setattr(self.owner(), self.attr, getattr(current, "__wrapped__", current))
 
     def apply(self) -> bool:
         """Apply the fix if the bug shows; return whether it was (or already is) applied."""
@@ -320,34 +310,15 @@ class Patch:
         return True
 
 
-def _applied(getter: Callable[[], object]) -> Callable[[], bool]:
-    return lambda: bool(getattr(getter(), "_gamma_kit_compat", False))
-
-
-def _ce_method():
-    from paddleseg.models.losses import CrossEntropyLoss
-    return CrossEntropyLoss._post_process_loss
-
-
-def _dice_method():
-    from paddleseg.models.losses import DiceLoss
-    return DiceLoss.forward
-
-
-def _metrics_fn():
-    from paddleseg.utils import metrics
-    return metrics.calculate_area
-
-
 PATCHES: dict[str, Patch] = {p.name: p for p in (
     Patch("train_log_0d_loss", "core.train indexes a 0-D loss with [0] when logging",
-          _probe_train_log, _fix_train_log, _undo_train_log, _applied(lambda: _train_module().loss_computation)),
+          _probe_train_log, _train_module, "loss_computation", _train_log_fix),
     Patch("metrics_0d_concat", "utils.metrics.calculate_area concatenates 0-D sums",
-          _probe_metrics, _fix_metrics, _undo_metrics, _applied(_metrics_fn)),
+          _probe_metrics, _metrics_module, "calculate_area", _metrics_fix),
     Patch("ce_int_promotion", "CrossEntropyLoss multiplies a float32 mask by an int64 tensor",
-          _probe_ce, _fix_ce, _undo_ce, _applied(_ce_method)),
+          _probe_ce, _ce_class, "_post_process_loss", _ce_fix),
     Patch("dice_inplace_label", "DiceLoss modifies its label tensor in place",
-          _probe_dice, _fix_dice, _undo_dice, _applied(_dice_method)),
+          _probe_dice, _dice_class, "forward", _dice_fix),
 )}
 
 # train_log's probe runs a real loss through core.train: the loss patches go first.
