@@ -62,7 +62,17 @@ def machine_info() -> dict:
     return {"cpu": model, "cores": usable, "cpu_count": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2 ** 30, 1),
             "os": platform.platform(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "KMP_BLOCKTIME": os.environ.get("KMP_BLOCKTIME"), "load_avg": [round(x, 2) for x in load_avg()]}
+            "KMP_BLOCKTIME": os.environ.get("KMP_BLOCKTIME"), "load_avg": [round(x, 2) for x in load_avg()],
+            "gpus": gpu_names()}
+
+
+def gpu_names() -> list[str]:
+    """Names of the CUDA GPUs this Paddle build sees (empty on a CPU build or without a GPU)."""
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        return []
+    return [paddle.device.cuda.get_device_name(k) for k in range(paddle.device.cuda.device_count())]
 
 
 def versions() -> dict:

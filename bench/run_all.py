@@ -413,6 +413,17 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "/").replace("\n", " ")
 
 
+def _gpu_line(gpus: list[str] | None) -> str:
+    """The machine section's GPU line, from what Paddle saw (``common.machine_info``'s ``gpus``)."""
+    if gpus is None:
+        return "- GPU: not recorded by this run"
+    if not gpus:
+        return ("- GPU: **none** (Paddle saw no CUDA device): no GPU figures. The original configs are GPU recipes; "
+                "on a GPU their forward passes take milliseconds and the CPU-side speed-ups here (decode, dataset) "
+                "matter more.")
+    return f"- GPU: {len(gpus)} seen by Paddle ({', '.join(sorted(set(gpus)))}); each row says its device"
+
+
 def render(machine: dict, vers: dict, results: dict, demo: dict | None, args, seconds: float,
            load_end: tuple) -> str:
     """RESULTS.md text."""
@@ -433,8 +444,7 @@ def render(machine: dict, vers: dict, results: dict, demo: dict | None, args, se
              "other jobs shared these cores during the run, so absolute times are inflated by roughly the load / "
              "cores; ratios measured in the same process are the robust figures.",
              "- Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()),
-             "- GPU: **none lent to this session**: no GPU figures. The original configs are GPU recipes; on a GPU "
-             "their forward passes take milliseconds and the CPU-side speed-ups here (decode, dataset) matter more.",
+             _gpu_line(machine.get("gpus")),
              "", "## Results", "",
              "| Measure | Original | Kit | Ratio | Target | Met | Peak memory | Notes |",
              "|---|---|---|---|---|---|---|---|"]

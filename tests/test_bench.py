@@ -54,7 +54,13 @@ def test_render_writes_table_with_ratio_and_targets(tmp_path):
                           12.0, (0.2, 0.2, 0.2))
     assert "| Decode | 1 s | 5 ms | 200x | >= 100x | yes |" in text
     assert "| Segmentation | 3 s | 2 s | 1.5x | <= 1 s | **no** |" in text
-    assert "no GPU" in text or "none lent" in text
+    assert "- GPU: not recorded by this run" in text       # the machine dict above has no "gpus"
+    machine["gpus"] = []
+    cpu_only = run_all.render(machine, {"python": "3"}, {}, None, args, 12.0, (0.2, 0.2, 0.2))
+    assert "- GPU: **none** (Paddle saw no CUDA device): no GPU figures" in cpu_only
+    machine["gpus"] = ["NVIDIA H200", "NVIDIA H200"]
+    gpu = run_all.render(machine, {"python": "3"}, {}, None, args, 12.0, (0.2, 0.2, 0.2))
+    assert "- GPU: 2 seen by Paddle (NVIDIA H200)" in gpu and "no GPU figures" not in gpu
     assert "- hello" in text
 
 
@@ -65,8 +71,8 @@ def test_time_call_and_memory_helpers():
         np.ones(2 ** 20)   # 8 MiB
     assert mem["mb"] >= 7.9
     with common.RssPeak() as rss:
-        pass
-    assert rss.peak_mb >= 0
+        block = np.ones(2 ** 23)   # 64 MiB, touched, alive until the block ends
+    assert 60 <= rss.peak_mb < 200 and block.size
     assert common.fmt_s(0.0123) == "12.3 ms" and common.fmt_s(2.5) == "2.5 s"
 
 
