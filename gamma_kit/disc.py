@@ -32,10 +32,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from gamma_kit.geometry import DISC_RADIUS_PRIOR, NOMINAL_DISC_RADIUS, FieldOfView, find_disc
+from gamma_kit.geometry import DISC_RADIUS_PRIOR, NOMINAL_DISC_RADIUS, FieldOfView, find_disc, largest_component
 
 __all__ = ["DiscLocation", "locate_disc", "classical_confidence", "SOURCES", "SURE_MARGIN", "SURE_EDGES",
            "MIN_CONFIDENCE", "MIN_MODEL_DOMINANCE", "MODEL_SIZE_TOLERANCE"]
@@ -85,15 +84,10 @@ def _model_disc(model, image: np.ndarray) -> tuple[tuple[float, float], float, f
     if labels.shape != image.shape[:2]:
         raise ValueError(f"model.predict_labels returned shape {labels.shape}, expected the image size "
                          f"{image.shape[:2]} (labels 0 cup, 1 rim, 2 background)")
-    disc = (labels <= 1).astype(np.uint8)
-    n, comp, stats, centroids = cv2.connectedComponentsWithStats(disc, connectivity=8)
-    if n <= 1:
+    disc = largest_component(labels <= 1)
+    if disc is None:
         return None
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    area = float(stats[k, cv2.CC_STAT_AREA])
-    diameter = max(float(stats[k, cv2.CC_STAT_HEIGHT]), 2.0 * math.sqrt(area / math.pi))
-    cx, cy = centroids[k]                                   # OpenCV: pixel centres on integers
-    return (float(cx) + 0.5, float(cy) + 0.5), diameter, area / float(stats[1:, cv2.CC_STAT_AREA].sum())
+    return disc.centre, max(disc.height, 2.0 * math.sqrt(disc.area / math.pi)), disc.share
 
 
 def _fmt(xy: tuple[float, float]) -> str:

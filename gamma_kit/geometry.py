@@ -38,7 +38,7 @@ import pandas as pd
 __all__ = [
     "CANONICAL_SIZE", "GAMMA_WIDE_SIZE", "GAMMA_WIDE_OFFSET", "CANONICAL_FOV_CENTRE", "CANONICAL_FOV_RADIUS",
     "FieldOfView", "DiscSide", "DiscEstimate", "detect_fov", "find_disc", "detect_disc_side", "read_side_overrides",
-    "CanonicalFrame", "EyeSideError",
+    "CanonicalFrame", "EyeSideError", "Component", "largest_component",
 ]
 
 CANONICAL_SIZE = (1956, 1934)          # (w, h) of the original frame; also the square-ish GAMMA camera
@@ -98,18 +98,42 @@ def _small(image: np.ndarray) -> tuple[np.ndarray, float]:
     return image, f
 
 
+@dataclass(frozen=True)
+class Component:
+    """The largest 8-connected component of a binary image (``largest_component``).
+
+    ``mask`` (H, W) bool; ``area`` in px; ``share`` of all foreground px it holds; ``centre`` its
+    centroid (x, y) in continuous coordinates (pixel centres at +0.5); ``height`` its bounding-box height.
+    """
+
+    mask: np.ndarray
+    area: float
+    share: float
+    centre: tuple[float, float]
+    height: float
+
+
+def largest_component(binary: np.ndarray) -> Component | None:
+    """The largest 8-connected component of ``binary`` (H, W), or None when it has no foreground."""
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(np.asarray(binary).astype(np.uint8),
+                                                                   connectivity=8)
+    if n <= 1:
+        return None
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    k = 1 + int(np.argmax(areas))
+    cx, cy = centroids[k]                    # OpenCV: pixel centres on integers
+    return Component(labels == k, float(stats[k, cv2.CC_STAT_AREA]), float(stats[k, cv2.CC_STAT_AREA] / areas.sum()),
+                     (float(cx) + 0.5, float(cy) + 0.5), float(stats[k, cv2.CC_STAT_HEIGHT]))
+
+
 def _fov_mask(small: np.ndarray) -> np.ndarray:
     """Boolean mask of the largest bright connected region (the illuminated field)."""
     grey = small.max(axis=2)
     grey = cv2.GaussianBlur(grey, (5, 5), 0)
     otsu, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     thr = float(np.clip(0.5 * otsu, 8, 40))   # the surround is near black; the rim of the field is dim
-    binary = (grey > thr).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
-    if n <= 1:
-        return np.zeros(grey.shape, bool)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    return labels == largest
+    field = largest_component(grey > thr)
+    return np.zeros(grey.shape, bool) if field is None else field.mask
 
 
 def _fov_in_small(mask: np.ndarray) -> tuple[float, float, float]:

@@ -177,3 +177,17 @@ def test_disc_side_on_real_idrid_photos(idrid):
         fovea = frame.to_canonical([[fv.loc[i, "Fovea_X"], fv.loc[i, "Fovea_Y"]]])[0]
         disc = frame.to_canonical([[od.loc[i, "OD_X"], od.loc[i, "OD_Y"]]])[0]
         assert disc[0] < fovea[0], i                    # canonical frame: disc on the left
+
+
+def test_largest_component_known_answer():
+    from gamma_kit.geometry import largest_component
+
+    img = np.zeros((10, 12), bool)
+    img[1:3, 1:3] = True              # 4 px
+    img[5:9, 6:9] = True              # 12 px: rows 5-8, columns 6-8
+    img[0, 11] = img[1, 10] = True    # 2 px, 8-connected diagonally
+    part = largest_component(img)
+    assert part.area == 12 and part.share == pytest.approx(12 / 18) and part.height == 4
+    assert part.centre == pytest.approx((7.5, 7.0))          # columns 6..8 -> 7 + 0.5; rows 5..8 -> 6.5 + 0.5
+    assert part.mask.sum() == 12 and part.mask[5:9, 6:9].all()
+    assert largest_component(np.zeros((4, 4), bool)) is None

@@ -41,6 +41,7 @@ from gamma_kit.data import (IMAGE_DIR, DataWarning, atomic_write_bytes, atomic_w
                             check_photo_sizes, find_mask_dir, find_task_dir, list_images, list_masks, read_image,
                             read_mask, write_image)
 from gamma_kit.disc import locate_disc
+from gamma_kit.geometry import largest_component
 from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_paddle_file
 
@@ -346,10 +347,8 @@ def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -
 
 # --------------------------------------------------------------------------- post-processing
 def _largest_component(binary: np.ndarray) -> np.ndarray:
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros(binary.shape, bool)
-    return comp == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    part = largest_component(binary)
+    return np.zeros(binary.shape, bool) if part is None else part.mask
 
 
 def _fill_holes(binary: np.ndarray) -> np.ndarray:
