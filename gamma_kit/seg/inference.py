@@ -34,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.special import softmax
 from tqdm import tqdm
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
@@ -91,11 +92,6 @@ def labels_at_size(logits: np.ndarray, size: tuple[int, int], upsample: str = "n
 # --------------------------------------------------------------------------- predictors
 def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return (labels[..., None] == np.arange(num_classes)).astype(np.float32)
-
-
-def _softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 @dataclass
@@ -165,9 +161,9 @@ class PredictorCore:
         horizontal, vertical and both flips (one batch of 4), each flipped back."""
         x = self.preprocess(image)
         if not tta:
-            return _softmax(self._forward(x)[0])
+            return softmax(self._forward(x)[0], axis=0)
         batch = np.concatenate([x, x[..., ::-1], x[..., ::-1, :], x[..., ::-1, ::-1]])
-        p = _softmax(self._forward(np.ascontiguousarray(batch)), axis=1)
+        p = softmax(self._forward(np.ascontiguousarray(batch)), axis=1)
         return (p[0] + p[1][..., ::-1] + p[2][..., ::-1, :] + p[3][..., ::-1, ::-1]) / 4
 
     # ---- photos -----------------------------------------------------------------------
