@@ -136,12 +136,15 @@ def summary_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gamma_kit.runtime import DEVICE_CHOICES
+
     ap = argparse.ArgumentParser(prog="python -m gamma_kit.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     ap.add_argument("--train", type=int, default=60, help="synthetic training images (default 60)")
     ap.add_argument("--test", type=int, default=20, help="synthetic test images (default 20)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    ap.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                    help="auto (default): a GPU when Paddle sees one")
     ap.add_argument("--tasks", default="fovea,seg", help="comma-separated subset of fovea,seg")
     ap.add_argument("--fovea-epochs", type=int, default=12, help="fovea training epochs (default 12)")
     ap.add_argument("--seg-iters", type=int, default=120, help="segmentation training iterations (default 120)")

@@ -5,8 +5,10 @@
     python -m gamma_kit.fovea cv --config ... [--folds 1,2]
     python -m gamma_kit.fovea predict --checkpoints runs/unet_heatmap --out submission.csv
     python -m gamma_kit.fovea demo --data-root DIR --work-dir demo_out
+    python -m gamma_kit.fovea configs                   # the shipped configs and their paths
 
 Data: --data-root (or $GAMMA_DATA) with the GAMMA layout, or --images DIR --gt FILE.
+--config takes a file or a shipped config's name (unet_heatmap_cpu.yml, fovea/...; a path that exists wins).
 """
 from __future__ import annotations
 
@@ -19,15 +21,15 @@ from pathlib import Path
 
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.resources import config_path
-from gamma_kit.runtime import positive_float, positive_int
+from gamma_kit.runtime import DEVICE_CHOICES, positive_float, positive_int
 
-COMMANDS = ("train", "cv", "predict", "export", "demo")
+COMMANDS = ("train", "cv", "predict", "export", "demo", "configs")
 DEFAULT_CONFIG = config_path("fovea/unet_heatmap.yml")
 EPILOG = """shortcut:
   python -m gamma_kit.fovea --fold K [train options]
                         = train --fold K: one fold of the original recipe (configs/fovea/unet_heatmap.yml,
                           88 M parameters, 200 epochs; meant for a GPU). On a CPU add
-                          --config configs/fovea/unet_heatmap_cpu.yml (~14 s per epoch of 80 images).
+                          --config unet_heatmap_cpu.yml (~14 s per epoch of 80 images).
   python -m paddle.distributed.launch --gpus 0,1,2,3 gamma-kit-fovea train --fold 3
                         one fold data-parallel on 4 GPUs (global batch and lr as one process;
                         rank 0 writes; tested with 2 CPU processes, untested on GPUs). The
@@ -51,13 +53,17 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gt", help="fovea ground truth csv/xlsx (data,Fovea_X,Fovea_Y)")
     p.add_argument("--side-overrides", help="CSV data,disc_side for images whose eye side is not detected")
     p.add_argument("--cache-dir", help="keep decoded canonical images here as .npy")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--device", choices=DEVICE_CHOICES,
+                   help="default auto (a GPU when Paddle sees one; train/cv: the config's train.device, auto "
+                        "in the shipped configs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     _data_args(p)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: the original recipe)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="YAML config: a file or a shipped config's name, e.g. unet_heatmap_cpu.yml (default: the "
+                        "original recipe; the configs command lists them)")
     p.add_argument("--run-dir", help="run folder (default: runs/<config name>)")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
@@ -76,10 +82,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     prog = "python -m gamma_kit.fovea"
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0], epilog=EPILOG,
-                                 usage=f"{prog} [-h] {{train,cv,predict,export,demo}} ...\n       {prog} --fold K "
+                                 usage=f"{prog} [-h] {{train,cv,predict,export,demo,configs}} ...\n       {prog} --fold K "
                                        "[train options]   (= train --fold K)",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,cv,predict,export,demo}", prog=prog)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,cv,predict,export,demo,configs}", prog=prog)
     t = sub.add_parser("train", help="train one fold (also: python -m gamma_kit.fovea --fold K)")
     t.add_argument("--fold", type=positive_int, required=True, help="1-based fold")
     t.add_argument("--init-from", help="checkpoint to fine-tune from (same model config; not with --resume)")
@@ -110,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root", required=True)
     d.add_argument("--work-dir", required=True)
     d.add_argument("--epochs", type=positive_int, default=None)
+    d.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="auto (default): a GPU when Paddle sees one")
+    sub.add_parser("configs", help="list the shipped configs (names for --config) and their paths")
     return ap
 
 
@@ -160,6 +168,11 @@ def resume_command(argv: list[str]) -> str:
 def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if getattr(args, "run", None) is not None:      # commands that bring their own runner (export)
         return args.run(args)
+    if args.command == "configs":
+        from gamma_kit.resources import format_config_list
+
+        print(format_config_list("fovea"))
+        return 0
     if args.command in ("train", "cv"):
         from gamma_kit.fovea.train import cross_validate, load_training_data, train_fold
 
@@ -210,7 +223,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from gamma_kit.fovea.demo import run_demo
 
         kw = {} if args.epochs is None else {"epochs": args.epochs}
-        print(json.dumps(run_demo(args.data_root, args.work_dir, **kw), indent=1, default=str))
+        print(json.dumps(run_demo(args.data_root, args.work_dir, overrides=(f"train.device={args.device}",), **kw),
+                         indent=1, default=str))
     return 0
 
 

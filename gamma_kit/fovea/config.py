@@ -100,11 +100,17 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
-    """DEFAULTS <- YAML file (with ``_base_``) <- overrides. Returns a plain dict."""
+    """DEFAULTS <- YAML file (with ``_base_``) <- overrides. Returns a plain dict.
+
+    ``path`` is a file or a shipped config's name (``unet_heatmap_cpu.yml``, ``fovea/unet_heatmap_cpu.yml``;
+    ``gamma_kit.resources.resolve_config``: a path that exists wins).
+    """
+    from gamma_kit.resources import resolve_config
+
     cfg = copy.deepcopy(DEFAULTS)
     cfg["name"] = "default"
     if path is not None:
-        data = _read_yaml(Path(path))
+        data = _read_yaml(resolve_config(path, "fovea"))
         name = data.pop("name")
         cfg = merge({k: v for k, v in cfg.items() if k != "name"}, data, str(path))
         cfg["name"] = name

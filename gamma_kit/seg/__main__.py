@@ -7,9 +7,12 @@
     python -m gamma_kit.seg evaluate --pred output/seg_pred/Disc_Cup_Segmentations --gt <mask folder>
     python -m gamma_kit.seg export   --model output/seg_cpu --out output/seg_export
     python -m gamma_kit.seg demo     --data-root D --work-dir demo_out/seg
+    python -m gamma_kit.seg configs  # the shipped configs and their paths
 
-Run from the repository root: the configs' data paths are relative to it. Each command
-only parses its arguments and calls a function of ``gamma_kit.seg``.
+``--config`` takes a file or a shipped config's name (``roi_liteunet_cpu.yml``, ``seg/...``;
+``gamma_kit.resources.resolve_config``: a path that exists wins). The configs' data paths are
+relative to the working directory (the repo root, or ``--opts`` them). Each command only
+parses its arguments and calls a function of ``gamma_kit.seg``.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import sys
 from pathlib import Path
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.runtime import positive_float, positive_int
+from gamma_kit.runtime import DEVICE_CHOICES, positive_float, positive_int
 
 
 def _summary(metrics: dict) -> str:
@@ -116,9 +119,14 @@ def cmd_export(a) -> None:
     print(f"exported to {export_static(a.model, a.out)}")
 
 
+def cmd_configs(a) -> None:
+    from gamma_kit.resources import format_config_list
+    print(format_config_list("seg"))
+
+
 def cmd_demo(a) -> None:
     from gamma_kit.seg.demo import run_demo
-    res = run_demo(a.data_root, a.work_dir, iters=a.iters)
+    res = run_demo(a.data_root, a.work_dir, iters=a.iters, device=a.device)
     print(json.dumps(res, indent=1))
 
 
@@ -155,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("train", help="train a PaddleSeg YAML (as tools/train.py --config)")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True,
+                   help="PaddleSeg YAML: a file, or a shipped config's name (see the configs command)")
     p.add_argument("--save-dir", default="output/seg")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="training iterations, as tools/train.py --iters: the config's learning-rate schedule is "
@@ -166,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--learning-rate", type=positive_float, default=None)
     p.add_argument("--opts", nargs="*", default=None, help="config overrides key.sub=value")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="auto (default): a GPU when Paddle sees one")
     p.add_argument("--no-eval", action="store_true", help="skip validation")
     p.add_argument("--save-interval", type=positive_int, default=None, help="iterations between checkpoints (default: end)")
     p.add_argument("--log-iters", type=positive_int, default=10)
@@ -196,15 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
     p.add_argument("--upsample", default="nearest", choices=("nearest", "bilinear"),
                    help="label map to the source size: nearest arg-max (original) or bilinear logits")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="auto (default): a GPU when Paddle sees one")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="challenge metrics of predicted masks (or PaddleSeg's pooled IoU)")
     p.add_argument("--pred", default=None, help="folder of predicted <id>.bmp masks")
     p.add_argument("--gt", default=None, help="folder of ground-truth masks")
-    p.add_argument("--config", default=None, help="with --model: PaddleSeg evaluation of val_dataset")
+    p.add_argument("--config", default=None, help="with --model: PaddleSeg evaluation of val_dataset "
+                                                   "(a file or a shipped config's name)")
     p.add_argument("--model", default=None)
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "gpu"))
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="auto (default): a GPU when Paddle sees one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -218,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="demo_out/seg")
     p.add_argument("--iters", type=positive_int, default=None,
                    help="training iterations (default: the demo's, small)")
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="auto (default): a GPU when Paddle sees one")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("configs", help="list the shipped configs (names for --config) and their paths")
+    p.set_defaults(func=cmd_configs)
     return ap
 
 

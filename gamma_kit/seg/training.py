@@ -60,14 +60,17 @@ CROPS_NAME = "crops.json"
 
 def load_config(path: str | os.PathLike, iters: int | None = None, batch_size: int | None = None,
                 learning_rate: float | None = None, opts: list[str] | None = None):
-    """Load a PaddleSeg YAML with the kit's models registered; ``opts`` are ``key.sub=value`` overrides."""
+    """Load a PaddleSeg YAML with the kit's models registered; ``opts`` are ``key.sub=value`` overrides.
+
+    ``path`` is a file or a shipped config's name (``roi_liteunet_cpu.yml``, ``seg/roi_liteunet_cpu.yml``;
+    ``gamma_kit.resources.resolve_config``: a path that exists wins).
+    """
     from paddleseg.cvlibs import Config
 
     import gamma_kit.seg.models  # noqa: F401  (registers LiteUNet)
+    from gamma_kit.resources import resolve_config
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found (paths are relative to {Path.cwd()})")
+    path = resolve_config(path, "seg")
     if path.suffix not in (".yml", ".yaml"):
         raise ValueError(f"config {path} must be a .yml/.yaml file")
     try:
