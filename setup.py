@@ -4,8 +4,14 @@ Paddle itself is an extra: AI Studio images already carry paddlepaddle-gpu, and 
 CPU build installed on top would shadow it.
 
     pip install -e ".[cpu,test]"   # this machine / CI (no GPU)
-    pip install -e ".[gpu]"        # a CUDA machine without Paddle yet
+    pip install -e .               # a CUDA machine: Paddle 3 GPU installed first (see below)
     pip install -e ".[cpu,bench]"  # to run python bench/run_all.py
+
+There is no gpu extra on purpose: PyPI carries paddlepaddle-gpu only up to 2.6.2 (the kit
+needs Paddle 3), so an extra naming it cannot resolve. The GPU build comes from Paddle's own
+package index, one per CUDA version (e.g. ``python -m pip install paddlepaddle-gpu==3.3.1 -i
+https://www.paddlepaddle.org.cn/packages/stable/cu126/``); AI Studio images already have it.
+``python -m gamma_kit.doctor`` (gamma-kit-doctor) shows what got installed.
 
 Why each pin (all checked together on Python 3.11):
 - paddleseg==2.8.0: newest on PyPI; gamma_kit.seg.compat patches its four known
@@ -17,6 +23,9 @@ Why each pin (all checked together on Python 3.11):
   scipy after ``import paddle``.
 - openpyxl: the GAMMA ground truth comes as .xlsx.
 constraints.txt holds the exact versions CI installs (pip install -c constraints.txt ...).
+A wheel user has no constraints.txt: the pins above are the ones that matter (the exact
+paddleseg and paddlepaddle, and the NumPy-1 chain they force), so ``pip install gamma_kit-*.whl
+paddlepaddle==3.3.1`` (or ``"gamma_kit-*.whl[cpu]"``) resolves to a working set without it.
 - wheel==0.45.1 (test extra): .ci/run builds the wheel offline (pip wheel --no-build-isolation);
   setuptools 65 needs the wheel package for bdist_wheel, and wheel >= 0.46 needs setuptools >= 70.1.
 
@@ -86,7 +95,7 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle==3.3.1"],
-        "gpu": ["paddlepaddle-gpu>=3.0"],
+        # no "gpu" extra: PyPI has no paddlepaddle-gpu >= 3 (see the docstring)
         "test": [
             "pytest==9.0.3",
             "nbclient==0.11.0",
@@ -104,5 +113,6 @@ setup(
         "gamma-kit-seg=gamma_kit.seg.__main__:main",
         "gamma-kit-synth=gamma_kit.synth.__main__:main",
         "gamma-kit-evaluate=gamma_kit.evaluate:main",
+        "gamma-kit-doctor=gamma_kit.doctor:main",
     ]},
 )
