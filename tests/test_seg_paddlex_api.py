@@ -1,5 +1,11 @@
-"""gamma_kit.seg.paddlex_api: the original notebook's PaddleX 2 calls, on tiny data."""
+"""gamma_kit.seg.paddlex_api: the original notebook's PaddleX 2 calls, on tiny data; the documented
+workflow with every option also in a fresh process (nothing imported beforehand registers LiteUNet)."""
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -107,3 +113,72 @@ def test_bad_arguments(prepared):
         pdx.UNet(num_classes=3).predict(np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(FileNotFoundError, match="no trained weights"):
         pdx.load_model(str(prepared / "prep"))
+
+
+FRESH_PROCESS = textwrap.dedent("""
+    import json, sys, warnings
+    from pathlib import Path
+    from gamma_kit.seg import paddlex_api as pdx
+    from gamma_kit.seg.paddlex_api import transforms as T
+
+    prep, out = Path(sys.argv[1]), Path(sys.argv[2])
+    pdx.split_dataset(str(prep), val_value=0.0001)
+    train_tf = T.Compose([T.Resize(target_size=32, interp="AREA"), T.RandomHorizontalFlip(),
+                          T.RandomVerticalFlip(), T.RandomDistort(), T.RandomBlur(prob=0.05), T.Normalize()])
+    eval_tf = T.Compose([T.Resize(target_size=32, interp="AREA"), T.Normalize()])
+    train_ds = pdx.SegDataset(str(prep), str(prep / "train_list.txt"), str(prep / "labels.txt"), train_tf,
+                              shuffle=True)
+    eval_ds = pdx.SegDataset(str(prep), str(prep / "val_list.txt"), str(prep / "labels.txt"), eval_tf)
+    # the module docstring's recipe, with the kit's LiteUNet (base_channels) at a tiny size
+    model = pdx.UNet(num_classes=3, use_mixed_loss=[("DiceLoss", 1)], base_channels=4, levels=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(num_epochs=1, train_dataset=train_ds, train_batch_size=2, eval_dataset=eval_ds,
+                    learning_rate=0.001, warmup_steps=1, warmup_start_lr=0.0, save_interval_epochs=1,
+                    log_interval_steps=1, save_dir=str(out / "lite"), use_vdl=True, pretrain_weights="IMAGENET",
+                    optimizer={"type": "SGD", "momentum": 0.9, "weight_decay": 1e-4}, lr_schedule="cosine",
+                    early_stop=True, device="cpu", seed=0)
+    loaded = pdx.load_model(str(out / "lite" / "best_model"), device="cpu")
+    photo = sys.argv[3]
+    one, flipped = loaded.predict(photo), loaded.predict([photo], tta=True)[0]
+    # the other documented options: use_mixed_loss=True (CE + Dice), fine-tuning from a .pdparams,
+    # the default polynomial decay with lr_decay_power, align_corners
+    tuned = pdx.UNet(num_classes=3, use_mixed_loss=True, base_channels=4, levels=2, align_corners=True)
+    tuned.train(num_epochs=1, train_dataset=train_ds, train_batch_size=2, learning_rate=0.01, lr_decay_power=0.5,
+                pretrain_weights=str(out / "lite" / "best_model" / "model.pdparams"), save_dir=str(out / "tuned"),
+                device="cpu")
+    print(json.dumps({"warnings": [str(w.message) for w in caught],
+                      "label_shape": list(one["label_map"].shape), "score_shape": list(one["score_map"].shape),
+                      "tta_shape": list(flipped["label_map"].shape), "two_stage": loaded.two_stage,
+                      "tuned_shape": list(tuned.predict(photo)["label_map"].shape)}))
+""")
+
+
+def test_documented_options_in_a_fresh_process(prepared, tmp_path):
+    """PaddleX 2's calls with every documented option, LiteUNet (base_channels) included, in a new
+    interpreter that imports nothing but the API first (issue 16.9: it failed with 'LiteUNet was not found')."""
+    from gamma_kit.seg.models import LiteUNet
+
+    photo = next((prepared / "gamma").rglob("testing/fundus color images/*.jpg"))
+    res = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(prepared / "prep"), str(tmp_path), str(photo)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert any("IMAGENET" in w and "scratch" in w for w in out["warnings"])
+    assert out["label_shape"] == out["tta_shape"] == out["tuned_shape"] == [128, 144]
+    assert out["score_shape"] == [128, 144, 3] and out["two_stage"] is False
+    lite = yaml.safe_load((tmp_path / "lite" / "train_config.yml").read_text())
+    assert lite["model"] == {"type": "LiteUNet", "num_classes": 3, "base_channels": 4, "levels": 2,
+                             "align_corners": False}
+    assert lite["lr_scheduler"]["type"] == "CosineAnnealingDecay" and lite["lr_scheduler"]["warmup_iters"] == 1
+    assert lite["optimizer"] == {"type": "SGD", "momentum": 0.9, "weight_decay": 1e-4}
+    assert "val_dataset" in lite and lite["train_dataset"]["transforms"][3]["type"] == "RandomDistort"
+    # the weights really are a base_channels=4, 2-level LiteUNet's
+    saved = paddle.load(str(tmp_path / "lite" / "best_model" / "model.pdparams"))
+    expected = LiteUNet(num_classes=3, base_channels=4, levels=2).state_dict()
+    assert {k: list(v.shape) for k, v in saved.items()} == {k: list(v.shape) for k, v in expected.items()}
+    assert list((tmp_path / "lite").rglob("vdlrecords.*")), "use_vdl=True wrote no VisualDL log"
+    tuned = yaml.safe_load((tmp_path / "tuned" / "train_config.yml").read_text())
+    assert tuned["model"]["pretrained"].endswith("model.pdparams") and tuned["model"]["align_corners"] is True
+    assert tuned["lr_scheduler"]["type"] == "PolynomialDecay" and tuned["lr_scheduler"]["power"] == 0.5
+    assert [t["type"] for t in tuned["loss"]["types"][0]["losses"]] == ["CrossEntropyLoss", "DiceLoss"]

@@ -261,9 +261,7 @@ class UNet:
         the warmup, as PaddleX 2's default optimiser. ``lr_schedule="cosine"`` (kit only) gives the
         original notebook's cosine decay over all steps. ``early_stop`` is accepted and unused.
         """
-        from paddleseg.cvlibs import Config
-
-        from gamma_kit.seg.training import run_training
+        from gamma_kit.seg.training import load_config, run_training
 
         if not isinstance(train_dataset, SegDataset):
             raise TypeError("train_dataset must be a SegDataset")
@@ -301,7 +299,7 @@ class UNet:
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = atomic_write_text(save_dir / "train_config.yml", yaml.safe_dump(cfg_dict, sort_keys=False))
-        cfg = Config(str(cfg_path))
+        cfg = load_config(cfg_path)     # the one config loader: it registers the kit's models (LiteUNet)
         opt_obj = None if optimizer is None or isinstance(optimizer, dict) else optimizer
         run_training(cfg, save_dir, device=device, do_eval=eval_dataset is not None,
                      save_interval=max(1, save_interval_epochs * steps_per_epoch), log_iters=log_interval_steps,
