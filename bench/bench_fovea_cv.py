@@ -45,11 +45,11 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gamma_kit  # noqa: E402,F401  (threads before paddle)
 from gamma_kit.data import atomic_write_text  # noqa: E402
+from gamma_kit.fovea.checkpoints import average_weights, read_state  # noqa: E402
 from gamma_kit.fovea.config import build_codec, build_model, load_config  # noqa: E402
 from gamma_kit.fovea.dataset import CanonicalCache, make_items  # noqa: E402
 from gamma_kit.fovea.folds import get_fold, read_splits  # noqa: E402
-from gamma_kit.fovea.inference import (_read_state, average_weights, predict_heatmaps, roi_crops,  # noqa: E402
-                                       roi_origins)
+from gamma_kit.fovea.inference import predict_heatmaps, roi_crops, roi_origins  # noqa: E402
 from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset  # noqa: E402
 from gamma_kit.fovea.train import load_training_data  # noqa: E402
 from gamma_kit.metrics import fovea_ed  # noqa: E402
@@ -110,7 +110,7 @@ def run_fold(fold: int, run: Path, data, cache: CanonicalCache, k_last: int, fro
     out: dict[str, dict[int, dict]] = {v: {} for v in PER_EPOCH}
     last_maps = []
     for epoch, path in snaps.items():
-        model.set_state_dict(_read_state(path))
+        model.set_state_dict(read_state(path))
         for place in ("fixed", "disc"):
             plain, flip = _heatmaps(model, crops[place])
             out[place][epoch] = _score(codec, plain, placements[place], val)
@@ -127,7 +127,7 @@ def run_fold(fold: int, run: Path, data, cache: CanonicalCache, k_last: int, fro
     swa_maps = _heatmaps(model, crops["disc"])[1]
     out[f"disc+flip+swa{k_last}"] = {last: _score(codec, swa_maps, placements["disc"], val)}
     out[f"disc+flip+swa{k_last}+guard"] = {last: _score(codec, swa_maps, placements["disc"], val, guard)}
-    model.set_state_dict(_read_state(snaps[last]))
+    model.set_state_dict(read_state(snaps[last]))
     first = out["disc+flip"][last]["canon"]
     re_origins = codec.origins_px(first)
     re_maps = _heatmaps(model, roi_crops([v.canon for v in val], codec, re_origins))[1]

@@ -68,11 +68,13 @@ def kit_epochs(cfg: dict, data, run_dir: Path, cache) -> tuple[list[float], floa
     warm-up, ends at the first one), peak RSS MiB, metrics, and per-epoch seconds of its
     parts: validation, checkpoint files (atomic paddle saves), other writes (JSON, CSV)."""
     import gamma_kit.fovea.inference as inference
+    import gamma_kit.fovea.run_dir as run_dir_mod
     import gamma_kit.fovea.train as train_mod
 
     stamps: list[float] = []
     parts = {"validation": 0.0, "checkpoints": 0.0, "json_csv": 0.0}
-    real_write, real_save, real_eval = train_mod.atomic_write_text, train_mod.atomic_save_paddle, inference.evaluate_items
+    real_write, real_save, real_eval = run_dir_mod.atomic_write_text, run_dir_mod.atomic_save_paddle, \
+        inference.evaluate_items
 
     def timed(fn, key):
         def wrapper(*a, **k):
@@ -90,13 +92,13 @@ def kit_epochs(cfg: dict, data, run_dir: Path, cache) -> tuple[list[float], floa
             stamps.append(time.perf_counter())
         return out
 
-    train_mod.atomic_write_text, train_mod.atomic_save_paddle = stamped, timed(real_save, "checkpoints")
+    run_dir_mod.atomic_write_text, run_dir_mod.atomic_save_paddle = stamped, timed(real_save, "checkpoints")
     inference.evaluate_items = timed(real_eval, "validation")
     try:
         with RssPeak() as mem:
             metrics = train_mod.train_fold(cfg, 1, data, run_dir, progress=False, cache=cache)
     finally:
-        train_mod.atomic_write_text, train_mod.atomic_save_paddle = real_write, real_save
+        run_dir_mod.atomic_write_text, run_dir_mod.atomic_save_paddle = real_write, real_save
         inference.evaluate_items = real_eval
     epochs = list(np.diff(stamps))
     return epochs, mem.peak_mb, metrics, {k: v / max(1, len(epochs)) for k, v in parts.items()}

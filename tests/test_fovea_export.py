@@ -11,8 +11,9 @@ import pytest
 
 import gamma_kit  # noqa: F401
 from gamma_kit.data import load_fovea_split
-from gamma_kit.fovea.export import MANIFEST_NAME, add_export_cli, export_static, load_exported
-from gamma_kit.fovea.inference import load_checkpoint, predict_heatmaps
+from gamma_kit.fovea.checkpoints import MANIFEST_NAME, load_checkpoint, load_exported
+from gamma_kit.fovea.export import add_export_cli, export_static
+from gamma_kit.fovea.inference import predict_heatmaps
 from gamma_kit.fovea.predict import predict
 
 from fovea_fixtures import random_run, tiny_synth

@@ -11,11 +11,11 @@ import pytest
 import gamma_kit  # noqa: F401
 from gamma_kit.data import load_fovea_split, write_image
 from gamma_kit.fovea.__main__ import main as cli_main
+from gamma_kit.fovea.checkpoints import load_checkpoint
 from gamma_kit.fovea.config import build_codec, load_config
 from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, make_items, roi_crop
 from gamma_kit.fovea.demo import CPU_CONFIG
 from gamma_kit.fovea.predict import predict
-from gamma_kit.fovea.inference import load_checkpoint
 from gamma_kit.fovea.train import cross_validate, load_training_data, train_fold
 
 TINY = ["model.width=4", "train.epochs=1", "train.batch_size=4", "train.device=cpu"]

@@ -213,7 +213,7 @@ def test_chain_guards_a_far_peak_with_the_disc_prior():
 
 
 def test_auto_checkpoint_prefers_averaged_weights(tmp_path):
-    from gamma_kit.fovea.predict import find_checkpoints
+    from gamma_kit.fovea.checkpoints import find_checkpoints
 
     for k, files in ((1, ("best", "averaged")), (2, ("best",))):
         d = tmp_path / "run" / f"fold{k}"

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.fovea import train as train_mod
+from gamma_kit.fovea import trainer as trainer_mod
 from gamma_kit.fovea.__main__ import main as cli_main
 from gamma_kit.fovea.config import load_config
 from gamma_kit.fovea.demo import CPU_CONFIG
+from gamma_kit.fovea.run_dir import FoldFolder
 from gamma_kit.fovea.train import load_training_data, train_fold
 from gamma_kit.safety import Interrupted
 from fovea_fixtures import tiny_synth
@@ -175,7 +176,7 @@ def test_sigterm_during_a_checkpoint_write_then_resume(synth, tiny_yml, tmp_path
     assert proc.returncode == 130, err
     assert lines[-1].startswith("interrupted in epoch 2 of 3") and lines[-1].endswith("--resume")
     assert "Traceback" not in err and not list((run / "fold1").glob("*.tmp")) and not list((run / "fold1").glob(".*"))
-    state = train_mod._read_last_state(run / "fold1")        # CRCs match: every named file is complete
+    state = FoldFolder(run / "fold1").read_last()        # CRCs match: every named file is complete
     assert state["epoch"] == 1 and set(state["files"]) == {"best.pdparams", "last.pdparams", "last.pdopt"}
     command = lines[-1].split("resume with ", 1)[1]
     assert command.startswith("python -m gamma_kit.fovea train --fold 1") and "--resume" in command
@@ -198,32 +199,32 @@ def test_ctrl_c_during_a_step_names_the_epoch_and_the_resume_command(synth, tmp_
             os.kill(os.getpid(), signal.SIGINT)
         return time.perf_counter()
 
-    monkeypatch.setattr(train_mod, "_clock", clock)
+    monkeypatch.setattr(trainer_mod, "_clock", clock)
     data = load_training_data(synth)
     with pytest.raises(Interrupted) as err:
         train_fold(_cfg("train.epochs=3"), 1, data, tmp_path / "r", progress=False, resume_command="CMD")
     assert str(err.value).startswith("interrupted in epoch 2 of 3 (epoch 1 is saved in ")
     assert str(err.value).endswith("resume with CMD --resume")
     assert json.loads((tmp_path / "r" / "fold1" / "last_state.json").read_text())["epoch"] == 0
-    monkeypatch.setattr(train_mod, "_clock", time.perf_counter)
+    monkeypatch.setattr(trainer_mod, "_clock", time.perf_counter)
     m = train_fold(_cfg("train.epochs=3"), 1, data, tmp_path / "r", resume=True, progress=False)
     assert [r["epoch"] for r in m["history"]] == [0, 1, 2]
 
 
 def test_long_run_hint_after_the_first_steps(synth, tmp_path, monkeypatch, capsys):
     ticks = iter(range(0, 10 ** 9, 5000))               # every step "takes" 5000 s: over 4 h, under 40 h
-    monkeypatch.setattr(train_mod, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(trainer_mod, "_clock", lambda: next(ticks))
     train_fold(_cfg("train.epochs=2"), 1, load_training_data(synth), tmp_path / "r", progress=False)
     err = capsys.readouterr().err
     hint = [ln for ln in err.splitlines() if ln.startswith("note:")]
     assert len(hint) == 1 and "configs/fovea/unet_heatmap_cpu.yml" in hint[0]
     assert "one epoch of this config takes ~2.8 h" in hint[0] and "2 epochs take ~5.6 h" in hint[0]
     ticks = iter(range(0, 10 ** 12, 10 ** 6))           # far over: said after the very first step
-    monkeypatch.setattr(train_mod, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(trainer_mod, "_clock", lambda: next(ticks))
     train_fold(_cfg("train.epochs=2"), 1, load_training_data(synth), tmp_path / "s", progress=False)
     hint = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note:")]
     assert len(hint) == 1 and "one epoch of this config takes ~23.1 days" in hint[0]
-    monkeypatch.setattr(train_mod, "_clock", time.perf_counter)   # a quick run: no hint
+    monkeypatch.setattr(trainer_mod, "_clock", time.perf_counter)   # a quick run: no hint
     train_fold(_cfg("train.epochs=1"), 1, load_training_data(synth), tmp_path / "q", progress=False)
     assert "note:" not in capsys.readouterr().err
 
@@ -252,7 +253,7 @@ def test_top_level_help_shows_the_fold_shortcut(capsys):
         cli_main(["--help"])
     out = capsys.readouterr().out
     assert exc.value.code == 0
-    assert "python -m gamma_kit.fovea --fold K" in out and "configs/fovea/unet_heatmap_cpu.yml" in out
+    assert "python -m gamma_kit.fovea --fold K" in out and "unet_heatmap_cpu.yml" in out
     from gamma_kit.fovea.__main__ import build_parser
 
     args = build_parser().parse_args(["train", "--fold", "3"])    # what `--fold 3` becomes

@@ -72,7 +72,8 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
     Returns ``{"aed", "score", "baseline_aed", "baseline_score", "val_aed", "checkpoint", "n_test",
     "submission", "side_from_metadata", "seconds"}``.
     """
-    from gamma_kit.fovea.predict import find_checkpoints, predict
+    from gamma_kit.fovea.checkpoints import find_checkpoints
+    from gamma_kit.fovea.predict import predict
     from gamma_kit.fovea.train import load_training_data, train_fold
 
     t0 = time.perf_counter()

@@ -15,12 +15,11 @@ codec's scale (N free); output (N, 1, h, w) heatmaps. Every file is written to a
 name, fsynced and renamed (gamma_kit.safety), so an interrupted export leaves no manifest
 and is refused as a whole.
 
-``load_exported(out)`` checks the manifest and every file (missing, or not the size the
-export wrote: one line naming the file) and returns one :class:`ExportedModel` per fold.
-They run through ``paddle.inference``; on the CPU with oneDNN disabled (Paddle 3.3.1's
-CPU predictor raises NotImplementedError with it on; SPEC 4), as the segmentation
-predictor does. ``predict(..., exported=out)`` uses them through the same inference chain
-as the dynamic models (gamma_kit.fovea.inference), so positions agree.
+This module only writes. ``gamma_kit.fovea.checkpoints.load_exported(out)`` reads an export back
+(manifest and every file checked) as one ``ExportedModel`` per fold, run by ``paddle.inference``
+(on the CPU with oneDNN disabled: Paddle 3.3.1's CPU predictor raises NotImplementedError with it
+on; SPEC 4); ``predict(..., exported=out)`` uses them through the same inference chain as the
+dynamic models (gamma_kit.fovea.inference), so positions agree.
 """
 from __future__ import annotations
 
@@ -31,17 +30,12 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import atomic_write_text
+from gamma_kit.fovea.checkpoints import (CHECKPOINT_CHOICES, CONFIG_NAME, EXPORT_FORMAT, MANIFEST_NAME, MODEL_PREFIX,
+                                         find_checkpoints, load_checkpoint)
 
-__all__ = ["MANIFEST_NAME", "export_static", "ExportedModel", "load_exported", "add_export_cli"]
-
-MANIFEST_NAME = "export.json"
-MODEL_PREFIX = "model"
-CONFIG_NAME = "config.yml"
-FORMAT = 1
+__all__ = ["export_static", "add_export_cli"]
 
 
 def _model_name(path: Path, k: int, taken: set[str]) -> str:
@@ -53,7 +47,7 @@ def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], 
                   which: str = "auto") -> Path:
     """Export every fold model of ``checkpoints`` (run folder(s), fold folder(s) or
     ``.pdparams`` files; ``which`` = auto / best / last / averaged for folders, as
-    ``predict.find_checkpoints``) to ``out_dir``; returns it.
+    ``checkpoints.find_checkpoints``) to ``out_dir``; returns it.
 
     ``out_dir`` must not be, or lie inside, an input, and must be new or empty
     (FileExistsError otherwise: an earlier export is never overwritten).
@@ -61,8 +55,6 @@ def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], 
     import paddle
 
     from gamma_kit.fovea.config import build_codec, dump_config
-    from gamma_kit.fovea.inference import load_checkpoint
-    from gamma_kit.fovea.predict import find_checkpoints
     from gamma_kit.safety import check_output_path, deferred_interrupts, fsync_replace
 
     sources = [checkpoints] if isinstance(checkpoints, (str, os.PathLike)) else list(checkpoints)
@@ -96,77 +88,9 @@ def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], 
             shutil.rmtree(tmp, ignore_errors=True)
         entries.append({"name": name, "source": str(f), "files": sizes,
                         "input_shape": [None, 3, codec.height, codec.width], "config": cfg["name"]})
-    atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": FORMAT, "kind": "gamma_kit.fovea",
+    atomic_write_text(out / MANIFEST_NAME, json.dumps({"format": EXPORT_FORMAT, "kind": "gamma_kit.fovea",
                                                        "models": entries}, indent=1))
     return out
-
-
-class ExportedModel:
-    """One exported fold model run by ``paddle.inference``.
-
-    ``predict_heatmaps(crops (N, 3, h, w) float32, batch_size, flip)`` -> (N, h, w) float32,
-    as gamma_kit.fovea.inference.predict_heatmaps does for a dynamic model.
-    """
-
-    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", cpu_threads: int | None = None) -> None:
-        from gamma_kit.runtime import InferenceModel
-
-        d = Path(model_dir)
-        self.model = InferenceModel(d / MODEL_PREFIX, device, cpu_threads)
-        self.path = d
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self.model.run(x)[:, 0]
-
-    def predict_heatmaps(self, crops: np.ndarray, batch_size: int = 8, flip: bool = False) -> np.ndarray:
-        """Heatmaps (N, h, w) float32; ``flip`` averages with the mirrored map of the mirrored crop."""
-        crops = np.asarray(crops, dtype=np.float32)
-        out = []
-        for s in range(0, len(crops), batch_size):
-            x = crops[s:s + batch_size]
-            y = self._run(x).astype(np.float32)
-            if flip:
-                y = np.float32(0.5) * (y + self._run(x[..., ::-1])[..., ::-1])
-            out.append(y)
-        return np.concatenate(out) if out else np.zeros((0,) + crops.shape[2:], np.float32)
-
-
-def load_exported(export_dir: str | os.PathLike, device: str = "cpu") -> tuple[list[ExportedModel], list[dict],
-                                                                                 list[Path]]:
-    """Models, configs and model folders of an export folder, after checking the manifest
-    and that every file it lists is there with the size the export wrote."""
-    from gamma_kit.fovea.config import load_config
-
-    d = Path(export_dir)
-    manifest = d / MANIFEST_NAME
-    if not d.is_dir():
-        raise FileNotFoundError(f"export folder not found: {d}")
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: not a finished fovea export (run "
-                                "python -m gamma_kit.fovea export --checkpoints RUN --out DIR)")
-    try:
-        info = json.loads(manifest.read_text())
-        entries = info["models"]
-        assert isinstance(entries, list) and entries
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise ValueError(f"{manifest}: broken export manifest (expected JSON with a non-empty 'models' list)") \
-            from None
-    models, cfgs, dirs = [], [], []
-    for e in entries:
-        md = d / str(e.get("name", ""))
-        for fname, size in (e.get("files") or {}).items():
-            p = md / fname
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: missing from the export (listed in {manifest}); export again")
-            if p.stat().st_size != int(size):
-                raise ValueError(f"{p} is {p.stat().st_size} bytes, the export wrote {size} "
-                                 "(truncated or replaced?); export again")
-        if not (md / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{md / CONFIG_NAME}: missing from the export; export again")
-        cfgs.append(load_config(md / CONFIG_NAME))
-        models.append(ExportedModel(md, device=device))
-        dirs.append(md)
-    return models, cfgs, dirs
 
 
 def add_export_cli(subparsers) -> None:
@@ -174,7 +98,7 @@ def add_export_cli(subparsers) -> None:
     p = subparsers.add_parser("export", help="static export of fold checkpoints for Paddle Inference")
     p.add_argument("--checkpoints", nargs="+", required=True, help="run folder(s), fold folder(s) or .pdparams")
     p.add_argument("--out", required=True, help="new (or empty) folder for the exported models")
-    p.add_argument("--which", choices=("auto", "best", "last", "averaged"), default="auto",
+    p.add_argument("--which", choices=CHECKPOINT_CHOICES, default="auto",
                    help="checkpoint of each fold folder (auto: averaged where training wrote it, else best)")
     p.set_defaults(run=_run_export)
 

@@ -1,4 +1,7 @@
-"""Figures for fovea runs (matplotlib, Agg backend; files only, never a window).
+"""Figures for fovea runs (matplotlib, files only, never a window).
+
+Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot, so no backend is chosen
+or changed (a notebook or a user's own backend stays as it is) and nothing opens a window.
 
 - ``plot_heatmap_examples``: ROI crop beside its predicted heatmap, predicted (red)
   and true (green) crosses; points in heatmap pixels (x, y).
@@ -13,23 +16,26 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 __all__ = ["plot_heatmap_examples", "plot_fovea_distribution", "plot_training_curves",
            "plot_prediction_figures"]
 
 
+def _figure(**kw):
+    """A new figure that belongs to no pyplot state (so no backend is selected or changed)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
 def _save(fig, path: str | Path) -> Path:
+    """Write ``fig`` atomically (gamma_kit.safety.atomic_file), in the format of ``path``'s suffix."""
+    from gamma_kit.safety import atomic_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -38,7 +44,8 @@ def plot_heatmap_examples(path: str | Path, ids: Sequence[str], crops: np.ndarra
                           max_images: int = 6) -> Path:
     """crops (N, 3, h, w) 0-255, heatmaps (N, h, w), pred_xy (N, 2) heatmap pixels."""
     n = min(len(ids), max_images)
-    fig, axes = plt.subplots(n, 2, figsize=(8, 2.6 * n), squeeze=False)
+    fig = _figure(figsize=(8, 2.6 * n))
+    axes = fig.subplots(n, 2, squeeze=False)
     for k in range(n):
         img = np.clip(crops[k].transpose(1, 2, 0), 0, 255).astype(np.uint8)
         for ax, data, title in ((axes[k, 0], heatmaps[k], f"{ids[k]} heatmap"), (axes[k, 1], img, "ROI")):
@@ -56,12 +63,15 @@ def plot_fovea_distribution(path: str | Path, pred_canon: np.ndarray, true_canon
                             codec) -> Path:
     """Foveae (N, 2) in the full-scale canonical frame, with the codec's fixed ROI (a
     disc-anchored ROI moves per image; the rectangle is the original window)."""
+    from matplotlib.patches import Rectangle
+
     from gamma_kit.geometry import CANONICAL_SIZE
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure(figsize=(5, 5))
+    ax = fig.subplots()
     ox, oy = codec.roi_origin
     w, h = codec.roi_size_full
-    ax.add_patch(plt.Rectangle((ox, oy), w, h, fill=False, color="k", lw=1, label="ROI"))
+    ax.add_patch(Rectangle((ox, oy), w, h, fill=False, color="k", lw=1, label="ROI"))
     ax.scatter(*np.asarray(pred_canon).T, s=12, c="r", marker="+", label="predicted")
     if true_canon is not None and len(true_canon):
         ax.scatter(*np.asarray(true_canon).T, s=10, c="g", marker="x", label="true")
@@ -75,7 +85,8 @@ def plot_fovea_distribution(path: str | Path, pred_canon: np.ndarray, true_canon
 
 def plot_training_curves(path: str | Path, metrics_files: Sequence[str | Path]) -> Path:
     """Train loss and validation AED per epoch, one line per metrics.json (fold)."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig = _figure(figsize=(10, 3.5))
+    a1, a2 = fig.subplots(1, 2)
     for f in metrics_files:
         m = json.loads(Path(f).read_text())
         ep = [r["epoch"] for r in m["history"]]

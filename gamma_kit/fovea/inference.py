@@ -1,6 +1,7 @@
-"""The one fovea inference chain: checkpoints -> models, ROI crops -> heatmaps -> positions
-in the source image. Training validation (``evaluate_items``), ``predict``, the figures
-and the benchmarks all go through it, so the way back to the image exists once.
+"""The one fovea inference chain: ROI crops -> heatmaps -> positions in the source image
+(the models come from gamma_kit.fovea.checkpoints). Training validation (``evaluate_items``),
+``predict``, the figures and the benchmarks all go through it, so the way back to the image
+exists once.
 
 The chain, for a canonical image (gamma_kit.fovea.dataset.CanonicalImage)::
 
@@ -17,7 +18,7 @@ pixels of the original photo.
 
 ``predict_heatmaps`` takes a dynamic model (a ``paddle.nn.Layer``) or any object with its
 own ``predict_heatmaps(crops, batch_size, flip)`` (the exported Paddle Inference models of
-gamma_kit.fovea.export), so both paths share the rest of the chain.
+gamma_kit.fovea.checkpoints.load_exported), so both paths share the rest of the chain.
 """
 from __future__ import annotations
 
@@ -30,91 +31,14 @@ import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea.codec import ORIGINAL_EMPTY_FALLBACK, HeatmapCodec
-from gamma_kit.fovea.config import build_model, model_signature
 from gamma_kit.fovea.roi import RoiPolicy
 
-__all__ = ["ENSEMBLES", "Located", "load_checkpoint", "average_weights", "check_same_geometry", "predict_heatmaps", "roi_origins",
-           "roi_crops",
+__all__ = ["ENSEMBLES", "Located", "check_same_geometry", "predict_heatmaps", "roi_origins", "roi_crops",
            "heatmap_to_image", "image_to_heatmap", "combine", "locate", "evaluate_items"]
 
 #: ``coords``: decode each model, average the positions (the original);
 #: ``heatmap``: average the heatmaps, decode once.
 ENSEMBLES = ("coords", "heatmap")
-
-
-def _read_state(path: Path) -> dict:
-    """``paddle.load`` of a checkpoint, with one line naming the file when it is empty or broken."""
-    import paddle
-
-    size = path.stat().st_size
-    if size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes): an interrupted save? Use another checkpoint "
-                         "(e.g. last.pdparams / best.pdparams of the same fold) or retrain")
-    try:
-        state = paddle.load(str(path))
-    except Exception as err:  # paddle raises EOFError, ValueError, UnpicklingError, ... on broken files
-        raise ValueError(f"checkpoint {path} ({size} bytes) cannot be read, truncated or not a Paddle "
-                         f"state dict ({type(err).__name__}): use another checkpoint or retrain") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of parameters")
-    return state
-
-
-def load_checkpoint(path: str | Path, cfg: dict | None = None):
-    """Model from a ``.pdparams`` checkpoint (or a fold folder: its ``best.pdparams``) and
-    the config.yml beside it.
-
-    With ``cfg`` the checkpoint must have been trained with the same model and codec
-    geometry (ValueError naming both otherwise). Every tensor must fit the model of the
-    checkpoint's config. An empty or truncated file is a ValueError naming it.
-    Returns (model in eval mode, cfg_of_checkpoint).
-    """
-    from gamma_kit.fovea.config import load_config
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pdparams"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    cfg_path = path.parent / "config.yml"
-    ck_cfg = load_config(cfg_path) if cfg_path.is_file() else cfg
-    if ck_cfg is None:
-        raise FileNotFoundError(f"{path}: no config.yml beside the checkpoint; pass the config it was trained with")
-    if cfg is not None and model_signature(cfg) != model_signature(ck_cfg):
-        raise ValueError(f"checkpoint {path} was trained with another config ({model_signature(ck_cfg)}); "
-                         f"this run uses {model_signature(cfg)}. Use a matching --config or another checkpoint.")
-    state = _read_state(path)
-    model = build_model(ck_cfg)
-    own = model.state_dict()
-    bad = [k for k in own if k not in state or list(state[k].shape) != list(own[k].shape)]
-    if bad:
-        raise ValueError(f"checkpoint {path} does not fit the model of its config ({model_signature(ck_cfg)}): "
-                         f"{len(bad)} mismatched tensors, e.g. {bad[:3]}")
-    model.set_state_dict(state)
-    model.eval()
-    return model, ck_cfg
-
-
-def average_weights(paths: Sequence[str | Path]) -> dict:
-    """The element-wise mean of the state dicts in ``paths`` (checkpoints of one model, e.g.
-    the last snapshots of a run: stochastic weight averaging without a BatchNorm refit; the
-    BatchNorm running statistics are averaged too). Integer tensors come from the last file.
-    ValueError naming the file that does not match the first."""
-    import paddle
-
-    if not len(paths):
-        raise ValueError("no checkpoints to average")
-    states = [_read_state(Path(p)) for p in paths]
-    ref = states[0]
-    for p, st in zip(paths, states):
-        if set(st) != set(ref) or any(list(st[k].shape) != list(ref[k].shape) for k in ref):
-            raise ValueError(f"checkpoint {p} does not match {paths[0]}: average checkpoints of one model")
-    out = {}
-    for k, v in ref.items():
-        arrs = [np.asarray(st[k].numpy() if hasattr(st[k], "numpy") else st[k]) for st in states]
-        mean = np.mean(arrs, axis=0).astype(arrs[0].dtype) if np.issubdtype(arrs[0].dtype, np.floating) else arrs[-1]
-        out[k] = paddle.to_tensor(mean)
-    return out
 
 
 def check_same_geometry(names: Sequence[str | Path], codecs: Sequence[HeatmapCodec]) -> HeatmapCodec:

@@ -20,42 +20,15 @@ import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import atomic_write_text, list_images, match_gt_to_images, read_fovea_gt, write_fovea_csv
+from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES, find_checkpoints, load_checkpoint, load_exported
 from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
-from gamma_kit.fovea.inference import ENSEMBLES
+from gamma_kit.fovea.inference import ENSEMBLES, check_same_geometry, locate
 from gamma_kit.fovea.roi import policy_of_models
 from gamma_kit.geometry import EyeSideError, read_side_overrides
 from gamma_kit.metrics import evaluate_fovea
 
-__all__ = ["ENSEMBLES", "find_checkpoints", "predict", "check_gt_inside"]
-
-
-CHECKPOINT_CHOICES = ("auto", "best", "last", "averaged")
-
-
-def find_checkpoints(paths: Sequence[str | Path], which: str = "auto") -> list[Path]:
-    """Expand run dirs (fold*/<which>.pdparams), fold dirs and files into checkpoint files.
-    ``which="auto"``: averaged.pdparams where a fold folder has one (train.average_last), else
-    best.pdparams."""
-    if which not in CHECKPOINT_CHOICES:
-        raise ValueError(f"which must be one of {CHECKPOINT_CHOICES}, got {which!r}")
-    if which == "auto":
-        return [f if f.name != "best.pdparams" or not (f.parent / "averaged.pdparams").is_file()
-                else f.parent / "averaged.pdparams" for f in find_checkpoints(paths, "best")]
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            out.append(p)
-        elif (p / f"{which}.pdparams").is_file():
-            out.append(p / f"{which}.pdparams")
-        elif p.is_dir() and sorted(p.glob(f"fold*/{which}.pdparams")):
-            out.extend(sorted(p.glob(f"fold*/{which}.pdparams")))
-        else:
-            raise FileNotFoundError(f"no checkpoint at {p} (expected a .pdparams file, a fold folder with "
-                                    f"{which}.pdparams, or a run folder with fold*/{which}.pdparams)")
-    if not out:
-        raise ValueError("no checkpoints given")
-    return out
+__all__ = ["ENSEMBLES", "CHECKPOINT_CHOICES", "predict", "check_gt_inside"]
 
 
 def check_gt_inside(gt: pd.DataFrame, sizes: dict[str, tuple[int, int]], name: str) -> None:
@@ -86,6 +59,47 @@ def _scores_path(out_csv: Path) -> Path:
     return out_csv.with_name(out_csv.stem + "_scores.json")
 
 
+def _load_models(files: list[Path], exported: str | Path | None, device: str) -> tuple[list, list[dict], list]:
+    """(models, their configs, their files or export folders): the exported models of ``exported``
+    (Paddle Inference on ``device``'s kind) or the dynamic models of checkpoint ``files``."""
+    if exported is not None:
+        return load_exported(exported, device="gpu" if device.startswith("gpu") else "cpu")
+    models, cfgs = zip(*(load_checkpoint(f) for f in files))
+    return list(models), list(cfgs), files
+
+
+def _canonical_images(paths: dict[str, Path], cache: CanonicalCache, progress: bool) -> dict:
+    """id -> CanonicalImage of every photo; the photos whose eye side is undecidable are named in one error."""
+    from tqdm import tqdm
+
+    canon, failed = {}, []
+    for i, p in tqdm(paths.items(), desc="load images", unit="img", disable=not progress, leave=False):
+        try:
+            canon[i] = cache.get(i, p)
+        except EyeSideError:
+            failed.append(str(p))
+    if failed:
+        raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
+                         f"{SIDE_OVERRIDE_HINT}")
+    return canon
+
+
+def _flags(found, anchor: str) -> dict:
+    """The ids predict names: empty heatmaps, no disc to anchor the ROI (fixed window used), guarded positions."""
+    return {"empty": [i for i, e in zip(found.ids, found.empty) if e], "roi_anchor": anchor,
+            "roi_fallback": [] if anchor == "fixed" else [i for i, a in zip(found.ids, found.anchored) if not a],
+            "guarded": [i for i, g in zip(found.ids, found.guarded) if g]}
+
+
+def _score(pred_df: pd.DataFrame, gt_df: pd.DataFrame, sizes: dict, gt_name: str, scores_path: Path) -> dict:
+    """Challenge scores of the predictions that have a GT row (gamma_kit.metrics), also written to ``scores_path``."""
+    check_gt_inside(gt_df, sizes, gt_name)
+    scores = evaluate_fovea(pred_df.loc[[i for i in sizes if i in gt_df.index]], gt_df, sizes)
+    atomic_write_text(scores_path, json.dumps({"aed": scores["aed"], "score": scores["score"], "n": scores["n"],
+                                               "per_image": scores["per_image"]["ed"].to_dict()}, indent=1))
+    return scores
+
+
 def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict, out_csv: str | Path,
             ensemble: str = "coords", flip: bool = False, side_overrides: str | Path | None = None,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
@@ -94,10 +108,10 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             batch_size: int = 8, which: str = "auto") -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
-    Models: ``checkpoints`` (dynamic, see :func:`find_checkpoints`; ``which``: the checkpoint
+    Models: ``checkpoints`` (dynamic, see ``checkpoints.find_checkpoints``; ``which``: the checkpoint
     of each fold folder: auto (averaged where training wrote it, else best), best, last,
     averaged) or ``exported`` (a folder
-    written by gamma_kit.fovea.export, run by Paddle Inference); not both.
+    written by gamma_kit.fovea.export, read by ``checkpoints.load_exported``, run by Paddle Inference); not both.
     ``amp``: float16 autocast on a GPU (ignored on the CPU and for exported models).
     ``cache``: a :class:`CanonicalCache` at the models' scale to share decoded images with
     the caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
@@ -111,9 +125,6 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     "roi_anchor", "roi_fallback": [ids], "guarded": [ids]}``;
     scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
     """
-    from tqdm import tqdm
-
-    from gamma_kit.fovea.inference import check_same_geometry, load_checkpoint, locate
     from gamma_kit.runtime import select_device
 
     if ensemble not in ENSEMBLES:
@@ -126,52 +137,28 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     image_inputs = [images] if not isinstance(images, dict) else list(paths.values())
     _check_outputs(out_csv, figures_dir, [*image_inputs, gt, side_overrides, exported,
                                           *(checkpoints or []), *files])
-    gt_df = read_fovea_gt(gt) if gt is not None else None     # a broken GT fails before the work
-    if gt_df is not None:      # GT ids match file names by value (1 <-> 0001.jpg); every GT id needs an image
-        gt_df = match_gt_to_images(gt_df, paths, gt, warn=False)
+    # a broken GT fails before the work; GT ids match file names by value (1 <-> 0001.jpg), each needs an image
+    gt_df = match_gt_to_images(read_fovea_gt(gt), paths, gt, warn=False) if gt is not None else None
     dev = select_device(device)
-    amp = bool(amp) and dev.startswith("gpu")   # float16 autocast only helps (and works) on a GPU
-    if exported is not None:
-        from gamma_kit.fovea.export import load_exported
-
-        models, cfgs, files = load_exported(exported, device="gpu" if dev.startswith("gpu") else "cpu")
-        amp = False
-    else:
-        models, cfgs = zip(*(load_checkpoint(f) for f in files))
+    # float16 autocast only helps (and works) on a GPU; exported models run as they were exported
+    amp = bool(amp) and dev.startswith("gpu") and exported is None
+    models, cfgs, files = _load_models(files, exported, dev)
     codecs = [build_codec(c) for c in cfgs]
     ref = check_same_geometry(files, codecs)
     if cache is None:
-        overrides = read_side_overrides(side_overrides) if side_overrides else {}
-        cache = CanonicalCache(ref.scale, cache_dir, overrides)
+        cache = CanonicalCache(ref.scale, cache_dir, read_side_overrides(side_overrides) if side_overrides else {})
     elif cache.scale != ref.scale:
         raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")
-    canon, failed = {}, []
-    for i, p in tqdm(paths.items(), desc="load images", unit="img", disable=not progress, leave=False):
-        try:
-            canon[i] = cache.get(i, p)
-        except EyeSideError:
-            failed.append(str(p))
-    if failed:
-        raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
-                         f"{SIDE_OVERRIDE_HINT}")
+    canon = _canonical_images(paths, cache, progress)
     ids = list(canon)
     roi = policy_of_models(cfgs)
     found = locate(list(models), [canon[i] for i in ids], codecs, ensemble=ensemble, flip=flip, amp=amp,
                    batch_size=batch_size, fill_empty=True, roi=roi)
     pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
-    out = {"predictions": pred_df, "n_models": len(models), "device": dev,
-           "empty": [i for i, e in zip(ids, found.empty) if e], "scores": None, "roi_anchor": roi.anchor,
-           "roi_fallback": [] if roi.anchor == "fixed" else [i for i, a in zip(ids, found.anchored) if not a],
-           "guarded": [i for i, g in zip(ids, found.guarded) if g]}
-    if gt_df is not None:
-        sizes = {i: canon[i].size for i in ids}
-        check_gt_inside(gt_df, sizes, str(gt))
-        scores = evaluate_fovea(pred_df.loc[[i for i in ids if i in gt_df.index]], gt_df, sizes)
-        out["scores"] = scores
-        atomic_write_text(_scores_path(out_csv), json.dumps(
-            {"aed": scores["aed"], "score": scores["score"], "n": scores["n"],
-             "per_image": scores["per_image"]["ed"].to_dict()}, indent=1))
+    out = {"predictions": pred_df, "n_models": len(models), "device": dev, **_flags(found, roi.anchor),
+           "scores": None if gt_df is None else _score(pred_df, gt_df, {i: canon[i].size for i in ids}, str(gt),
+                                                       _scores_path(out_csv))}
     if figures_dir is not None:
         from gamma_kit.fovea.figures import plot_prediction_figures
 

@@ -1,0 +1,60 @@
+"""Several processes of one fovea training under ``paddle.distributed.launch``: the world size,
+Paddle's collective set-up, and the few reductions the trainer and cross-validation need.
+
+Outside the launcher every function is a no-op on one process (rank 0 of a world of 1), so the
+trainer calls them unconditionally. The device of each rank is chosen by
+``gamma_kit.runtime.select_device`` (rank-aware through ``FLAGS_selected_gpus``). Collectives run
+on NCCL on GPUs and gloo on the CPU; both are tested with 2 CPU processes only.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["world_size", "init_parallel", "rank_and_world", "mean_over_ranks", "barrier"]
+
+
+def world_size() -> int:
+    """Processes of this job as ``paddle.distributed.launch`` sets them (1 outside the launcher)."""
+    return max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1))
+
+
+def init_parallel() -> tuple[int, int]:
+    """(rank, world size); initialises Paddle's collective environment once under the launcher
+    (NCCL on GPUs, gloo on the CPU)."""
+    world = world_size()
+    if world == 1:
+        return 0, 1
+    import paddle.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_parallel_env()
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised collective environment; (0, 1) without one."""
+    if world_size() == 1:
+        return 0, 1
+    import paddle.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def mean_over_ranks(value: float, world: int) -> float:
+    """The mean of ``value`` over the ``world`` ranks (float64 all-reduce; ``value`` itself on one rank)."""
+    if world == 1:
+        return value
+    import paddle
+    import paddle.distributed as dist
+
+    t = paddle.to_tensor([value], dtype="float64")
+    dist.all_reduce(t)
+    return float(t.numpy()[0]) / world
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank (nothing to wait for on one process)."""
+    if world > 1:
+        import paddle.distributed as dist
+
+        dist.barrier()
