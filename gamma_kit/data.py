@@ -15,6 +15,9 @@ whole numbers of the same value (GT id ``1`` matches ``1.jpg``, ``0001.jpg`` and
 ``00001.jpg``); ``match_gt_to_images`` applies that one rule and warns about images that
 have no GT row. Test ground truth may sit in ``<split>_GT/`` beside ``<split>/``
 (``find_fovea_gt``, ``find_mask_dir``: the one place that knows where things live).
+``find_challenge_data`` finds the data where a platform puts it (``$GAMMA_DATA``, AI Studio's
+``/home/aistudio/data/*/``, ``data/``): an unpacked layout, or the challenge zip, which it unpacks once
+into a folder of the caller's (``extract_zip`` refuses members that would land outside it).
 Images are RGB ``uint8`` (H, W, 3); masks are (H, W) ``uint8`` with values in
 {0 = cup, 128 = disc rim, 255 = background} (``check_mask_values`` is the one check and
 message for them). Points are (x, y) = (column, row).
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import threading
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -57,7 +61,8 @@ __all__ = [
     "check_mask_values", "check_fundus_image", "check_photo_size", "check_photo_sizes",
     "sniff_format", "jpeg_end",
     "image_size", "list_images", "list_masks", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images",
-    "find_task_dir", "find_fovea_gt", "find_mask_dir", "FoveaSplit", "SegSplit", "load_fovea_split",
+    "find_task_dir", "find_fovea_gt", "find_mask_dir", "AISTUDIO_DATA", "CHALLENGE_ZIPS", "extract_zip",
+    "find_challenge_data", "FoveaSplit", "SegSplit", "load_fovea_split",
     "load_seg_split", "atomic_write_bytes", "atomic_write_text", "atomic_copy", "write_image", "write_fovea_csv",
 ]
 
@@ -69,6 +74,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MASK_EXTS = (".bmp", ".png")
 GT_COLUMNS = ("data", "Fovea_X", "Fovea_Y")
 TASK_MARKERS = {"fovea": "Fovea", "seg": "disc_cup"}
+#: Where AI Studio mounts the data sets added to a project (each as ``data<NUMBER>/``), and the
+#: challenge's archive names there (SPEC 1).
+AISTUDIO_DATA = Path("/home/aistudio/data")
+CHALLENGE_ZIPS = {"fovea": "task2_Fovea_localization.zip", "seg": "task3_disc_cup_segmentation.zip"}
 
 
 def resolve_data_root(path: str | os.PathLike | None = None) -> Path:
@@ -639,6 +648,78 @@ def find_task_dir(root: str | os.PathLike, task: str) -> Path:
         return (marked or found)[0]
     raise FileNotFoundError(f"{root}: no GAMMA {task} layout found (expected a folder with "
                             f"training/{IMAGE_DIR}/ or testing/{IMAGE_DIR}/ at most two levels down)")
+
+
+def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Unzip the challenge archive into ``dest`` unless its files are already there; returns ``dest``.
+
+    Members that would land outside ``dest`` (absolute paths, ``..``) are refused; existing
+    files are never overwritten.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"archive {zip_path} not found")
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{zip_path} is not a zip archive ({exc})") from exc
+    with zf:
+        root = dest.resolve()
+        for info in zf.infolist():
+            target = (dest / info.filename).resolve()
+            if root != target and root not in target.parents:
+                raise ValueError(f"{zip_path}: member {info.filename!r} would be written outside {dest}")
+        for info in zf.infolist():
+            if not (dest / info.filename).exists():
+                zf.extract(info, dest)
+    return dest
+
+
+def find_challenge_data(task: str, unpack_to: str | os.PathLike,
+                        search: Iterable[str | os.PathLike] | None = None) -> Path | None:
+    """The data root of ``task`` ("fovea" or "seg") wherever the challenge data lies; None when nowhere.
+
+    Looks in ``search``, by default ``$GAMMA_DATA``, ``AISTUDIO_DATA`` and each folder in it (AI Studio
+    mounts every data set as ``/home/aistudio/data/data<NUMBER>/``), ``./data`` and a source
+    checkout's ``data/``. In each folder, in that order: an unpacked layout (``find_task_dir``) is
+    returned as it is; else the task's zip (``CHALLENGE_ZIPS``) is unpacked into
+    ``unpack_to/<zip name without .zip>/`` and that folder returned. A zip is unpacked once: into a
+    hidden staging folder first, renamed into place when complete, and not again while the folder
+    exists. The zip and the folders searched are only read.
+    """
+    if task not in CHALLENGE_ZIPS:
+        raise ValueError(f"task must be one of {sorted(CHALLENGE_ZIPS)}, got {task!r}")
+    if search is None:
+        checkout = Path(__file__).resolve().parents[1]
+        search = [os.environ.get(DATA_ENV) or None, AISTUDIO_DATA,
+                  *(sorted(AISTUDIO_DATA.iterdir()) if AISTUDIO_DATA.is_dir() else []), Path("data"),
+                  checkout / "data" if (checkout / "setup.py").is_file() else None]
+    seen = set()
+    for folder in (Path(f).expanduser() for f in search if f):
+        if not folder.is_dir() or folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        try:
+            find_task_dir(folder, task)
+            return folder
+        except FileNotFoundError:
+            pass
+        archive = folder / CHALLENGE_ZIPS[task]
+        if not archive.is_file():
+            continue
+        target = Path(unpack_to) / archive.stem
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            extract_zip(archive, staging)
+            staging.rename(target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)    # only the staging folder this call made
+            raise
+        return target
+    return None
 
 
 @dataclass

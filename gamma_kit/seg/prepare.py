@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from gamma_kit.data import extract_zip  # noqa: F401  (lives in gamma_kit.data; importable from here too)
 from gamma_kit.data import (IMAGE_DIR, atomic_copy, atomic_write_bytes, atomic_write_text, check_fundus_image,
                             find_mask_dir, find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
                             unexpected_mask_values, write_image)
@@ -50,31 +50,6 @@ _MASK_TO_LABEL = np.full(256, 255, np.uint8)
 _MASK_TO_LABEL[[0, 128, 255]] = [0, 1, 2]
 _LABEL_TO_MASK = np.full(256, 255, np.uint8)
 _LABEL_TO_MASK[[0, 1, 2]] = [0, 128, 255]
-
-
-def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Unzip the challenge archive into ``dest`` unless its files are already there; returns ``dest``.
-
-    Members that would land outside ``dest`` (absolute paths, ``..``) are refused; existing
-    files are never overwritten.
-    """
-    zip_path, dest = Path(zip_path), Path(dest)
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"archive {zip_path} not found")
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"{zip_path} is not a zip archive ({exc})") from exc
-    with zf:
-        root = dest.resolve()
-        for info in zf.infolist():
-            target = (dest / info.filename).resolve()
-            if root != target and root not in target.parents:
-                raise ValueError(f"{zip_path}: member {info.filename!r} would be written outside {dest}")
-        for info in zf.infolist():
-            if not (dest / info.filename).exists():
-                zf.extract(info, dest)
-    return dest
 
 
 def mask_to_labels(mask: np.ndarray) -> np.ndarray:
