@@ -42,18 +42,23 @@ def test_wheel_carries_every_config(wheel):
     expected = {str(p.relative_to(REPO / "configs")) for p in (REPO / "configs").rglob("*.yml")}
     assert expected and shipped == expected
     assert "gamma_kit/resources.py" in names and "gamma_kit/seg/training.py" in names
+    assert "gamma_kit/doctor.py" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "gamma-kit-doctor = gamma_kit.doctor:main" in scripts and "gamma-kit-seg = gamma_kit.seg.__main__:main" in scripts
     assert not any(n.startswith(("configs/", "tests/", "tools/")) for n in names)
 
 
 def test_configs_resolve_inside_the_unpacked_wheel(wheel, tmp_path, monkeypatch):
-    """config_path finds the packaged copy first; PaddleSeg's Config resolves _base_ inside it."""
+    """config_path finds the packaged copy first; PaddleSeg's Config resolves _base_ inside it; a config
+    named as shipped (--config NAME.yml, from a folder without such a file) is the packaged copy."""
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     res = subprocess.run(
         [sys.executable, "-c",
          "import sys; sys.path.insert(0, sys.argv[1]);"
          "import gamma_kit.resources as r; from gamma_kit.seg.training import load_config;"
-         "p = r.config_path('seg/unet_gamma_512_mixedloss.yml'); cfg = load_config(p);"
-         "print(p); print(r.config_path('fovea/unet_heatmap_cpu.yml'));"
+         "p = r.config_path('seg/unet_gamma_512_mixedloss.yml'); cfg = load_config('unet_gamma_512_mixedloss.yml');"
+         "assert cfg.dic == load_config(p).dic; print(p); print(r.resolve_config('unet_heatmap_cpu.yml', 'fovea'));"
          "print(cfg.train_dataset_cfg['dataset_root'], cfg.iters, cfg.dic['loss']['types'][0]['type'])",
          str(tmp_path / "site")],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
