@@ -19,8 +19,8 @@ import threading
 import warnings
 from typing import Callable, Iterator
 
-__all__ = ["configure_threads", "select_device", "launcher_gpu_id", "DEVICE_CHOICES", "run_cli", "USER_ERRORS", "positive_int", "positive_float",
-           "parse_int_list", "ArgumentValueError", "describe_error"]
+__all__ = ["configure_threads", "select_device", "resolve_device", "launcher_gpu_id", "DEVICE_CHOICES", "run_cli",
+           "USER_ERRORS", "positive_int", "positive_float", "parse_int_list", "ArgumentValueError", "describe_error"]
 
 #: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
 #: these as one line and exit 2, anything else keeps its traceback.
@@ -187,13 +187,12 @@ def launcher_gpu_id() -> int:
     return int(ids)
 
 
-def select_device(device: str = "auto") -> str:
-    """Select the Paddle device: ``auto`` takes the GPU when Paddle was built with
-    CUDA and sees one, else the CPU. ``gpu`` without a GPU raises ``ValueError``.
-    Under ``paddle.distributed.launch`` each process takes its own GPU (``launcher_gpu_id``),
-    so several ranks never share ``gpu:0``.
+def resolve_device(device: str = "auto") -> str:
+    """The Paddle device ``device`` names, without setting it: ``auto`` is the GPU when Paddle
+    was built with CUDA and sees one, else the CPU; ``gpu`` without a GPU raises ``ValueError``.
+    Under ``paddle.distributed.launch`` each process gets its own GPU (``launcher_gpu_id``).
 
-    Returns the device string that was set (``"cpu"`` or ``"gpu:<k>"``).
+    Returns ``"cpu"`` or ``"gpu:<k>"``.
     """
     if device not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {device!r}")
@@ -203,7 +202,15 @@ def select_device(device: str = "auto") -> str:
     if device == "gpu" and not has_gpu:
         raise ValueError("--device gpu was asked for, but this Paddle build sees no CUDA GPU "
                          "(install paddlepaddle-gpu, or use --device cpu / auto)")
-    chosen = f"gpu:{launcher_gpu_id()}" if (device == "gpu" or (device == "auto" and has_gpu)) else "cpu"
+    return f"gpu:{launcher_gpu_id()}" if (device == "gpu" or (device == "auto" and has_gpu)) else "cpu"
+
+
+def select_device(device: str = "auto") -> str:
+    """Set Paddle's global device to ``resolve_device(device)`` (several ranks under
+    ``paddle.distributed.launch`` never share ``gpu:0``) and return it (``"cpu"`` or ``"gpu:<k>"``)."""
+    import paddle
+
+    chosen = resolve_device(device)
     paddle.set_device(chosen)
     return chosen
 
@@ -281,32 +288,48 @@ def run_cli(call: Callable[[], object]) -> int:
 
 
 class InferenceModel:
-    """A static model (``PREFIX.json`` or ``.pdmodel`` + ``PREFIX.pdiparams``) run by ``paddle.inference``,
-    shared by the fovea and segmentation exports.
+    """A static model run by ``paddle.inference``, shared by the fovea and segmentation exports.
 
-    On the CPU oneDNN is disabled: Paddle 3.3.1's CPU inference raises NotImplementedError with
-    it (SPEC 4). ``run(x)`` feeds the first input and returns the first output as NumPy.
-    A missing, empty or unloadable file is a one-line error naming it.
+    ``model`` is the graph file (``.pdmodel``, the legacy program format, or ``.json``, Paddle 3's
+    PIR format) or the common prefix of the files (``PREFIX.json`` or ``PREFIX.pdmodel`` +
+    ``PREFIX.pdiparams``; the PIR graph is taken when both exist). ``params`` defaults to the
+    graph's ``.pdiparams`` sibling.
+
+    ``device``: ``auto`` / ``cpu`` / ``gpu`` (as ``resolve_device``, which leaves Paddle's global
+    device alone) or ``gpu:<k>``. On the CPU oneDNN is disabled: Paddle 3.3.1's CPU inference
+    raises NotImplementedError with it on PIR graphs (SPEC 4). ``run(x, output)`` feeds the first
+    input and returns output number ``output`` as NumPy. A missing, empty or unloadable file is a
+    one-line error naming it.
     """
 
-    def __init__(self, prefix: "str | os.PathLike", device: str = "cpu", cpu_threads: int | None = None):
+    GRAPH_SUFFIXES = (".json", ".pdmodel")
+
+    def __init__(self, model: "str | os.PathLike", device: str = "cpu", cpu_threads: int | None = None,
+                 params: "str | os.PathLike | None" = None):
         from pathlib import Path
 
         import paddle.inference as paddle_infer
 
-        prefix = Path(prefix)
-        params = prefix.with_name(prefix.name + ".pdiparams")
-        graph = next((prefix.with_name(prefix.name + s) for s in (".json", ".pdmodel")
-                      if prefix.with_name(prefix.name + s).is_file()), None)
+        model = Path(model)
+        if model.suffix in self.GRAPH_SUFFIXES:
+            graph = model if model.is_file() else None
+            stem = model.with_suffix("")
+        else:
+            stem = model
+            graph = next((model.with_name(model.name + s) for s in self.GRAPH_SUFFIXES
+                          if model.with_name(model.name + s).is_file()), None)
+        params = Path(params) if params is not None else stem.with_name(stem.name + ".pdiparams")
         if graph is None or not params.is_file():
-            raise FileNotFoundError(f"{prefix.parent}: no exported model ({prefix.name}.json or .pdmodel, "
-                                    f"plus {prefix.name}.pdiparams)")
+            what = model.name if model.suffix in self.GRAPH_SUFFIXES else f"{stem.name}.json or .pdmodel"
+            raise FileNotFoundError(f"{stem.parent}: no exported model ({what}, plus {params.name})")
         for f in (graph, params):
             if f.stat().st_size == 0:
                 raise ValueError(f"{f}: empty file (0 bytes; an interrupted export?): export again")
+        if not device.startswith("gpu:"):
+            device = resolve_device(device)
         config = paddle_infer.Config(str(graph), str(params))
         if device.startswith("gpu"):
-            config.enable_use_gpu(256, int(device.split(":")[1]) if ":" in device else 0)
+            config.enable_use_gpu(256, int(device.split(":")[1]))
         else:
             config.disable_gpu()
             config.disable_mkldnn()
@@ -318,9 +341,10 @@ class InferenceModel:
             raise ValueError(f"{graph} / {params.name}: cannot be loaded as an exported model (truncated or "
                              f"corrupt: {type(exc).__name__})") from None
         self.graph = graph
+        self.device = device
 
-    def run(self, x):
-        """(N, ...) float32 input -> the first output as a NumPy array."""
+    def run(self, x, output: int = 0):
+        """(N, ...) float32 input -> output number ``output`` of the graph as a NumPy array."""
         import numpy as np
 
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -333,4 +357,8 @@ class InferenceModel:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ValueError(f"{self.graph}: the exported model failed to run ({type(exc).__name__}: "
                              f"{first[:200]})") from None
-        return self.predictor.get_output_handle(self.predictor.get_output_names()[0]).copy_to_cpu()
+        names = self.predictor.get_output_names()
+        if not 0 <= output < len(names):
+            raise ValueError(f"{self.graph}: has {len(names)} output(s), output {output} was asked for "
+                             "(an export of another kind?)")
+        return self.predictor.get_output_handle(names[output]).copy_to_cpu()
