@@ -101,3 +101,12 @@ def small_transforms(size: int = 64) -> tuple[str, str]:
     val = (f"[{{'type': 'Resize', 'target_size': [{size}, {size}], 'interp': 'AREA'}}, "
            "{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]")
     return f"train_dataset.transforms={train}", f"val_dataset.transforms={val}"
+
+
+def dataset_opts(prepared: Path, train_list: str = "train_list.txt", val_list: str = "val_list.txt",
+                 size: int = 32) -> list[str]:
+    """``opts`` pointing a config's train/val datasets at the prepared folder ``prepared`` (absolute
+    list paths), with ``small_transforms(size)``."""
+    return [f"train_dataset.dataset_root={prepared}", f"train_dataset.train_path={prepared / train_list}",
+            f"val_dataset.dataset_root={prepared}", f"val_dataset.val_path={prepared / val_list}",
+            *small_transforms(size)]

@@ -98,7 +98,7 @@ def test_static_export_matches_dynamic(trained):
 
     assert main(["export", "--model", str(trained / "run"), "--out", str(trained / "export")]) == 0
     files = {p.name for p in (trained / "export").iterdir()}
-    assert "deploy.yml" in files and "model.pdiparams" in files and files & {"model.json", "model.pdmodel"}
+    assert {"deploy.yaml", "model.pdmodel", "model.pdiparams"} <= files and "deploy.yml" not in files
     static = StaticPredictor(trained / "export")
     dynamic = load_model(trained / "run")
     for p in sorted((trained / "gamma").rglob("testing/fundus color images/*.jpg")):

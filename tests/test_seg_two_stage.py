@@ -212,6 +212,6 @@ def test_broken_export_folder_is_one_line(two_stage, tmp_path):
     (broken / "model.pdiparams").write_bytes(b"\x00" * 64)
     with pytest.raises(ValueError, match="cannot be loaded as an exported model|failed to run"):
         StaticPredictor(broken).logits(np.zeros((48, 48, 3), np.uint8))
-    (broken / "deploy.yml").write_text("::: not yaml :::\n  - [")
+    (broken / "deploy.yaml").write_text("::: not yaml :::\n  - [")
     with pytest.raises(ValueError, match="deploy"):
         StaticPredictor(broken)

@@ -4,11 +4,17 @@
         --model_path output/seg_cpu/best_model/model.pdparams \
         --save_dir output/inference_model --input_shape 1 3 160 160
 
-Writes ``paddle.jit.save``'s files under ``--save_dir`` and ``deploy.yaml`` (transforms, input
-shape, output op). On Paddle 3.x the graph is ``model.json`` (``model.pdmodel`` on 2.x);
-``deploy.yaml`` names the file that was written. CPU inference through ``paddle.inference``
-needs ``config.disable_mkldnn()`` on Paddle 3.3.1; ``gamma_kit.seg.export.StaticPredictor``
-does that for exports of ``python -m gamma_kit.seg export``.
+Writes ``model.pdmodel`` + ``model.pdiparams`` (Paddle's legacy program format, which PaddleSeg's
+``deploy/python/infer.py`` runs on Paddle 3.3.1; its PIR ``model.json`` it does not) and
+``deploy.yaml`` (transforms, input shape, output op) under ``--save_dir``; see
+``gamma_kit.seg.export``. Then, with PaddleSeg 2.8 or 2.9's deploy script, on a CPU:
+
+    python PaddleSeg/deploy/python/infer.py \
+        --config output/inference_model/deploy.yaml --image_path IMAGES --save_dir output/infer --device cpu
+
+(``--output_op none`` exports logits: add ``--with_argmax`` there). The weights are checked against
+the config first (names and shapes). For ``python -m gamma_kit.seg predict --exported`` use
+``python -m gamma_kit.seg export``, whose folder infer.py runs as well.
 """
 import argparse
 import os
@@ -34,13 +40,12 @@ def parse_args(argv=None):
 
 
 def main(args):
-    import paddle
     import yaml
     from paddleseg.cvlibs import SegBuilder
-    from paddleseg.deploy.export import WrappedModel
     from paddleseg.utils import logger, utils
 
     from gamma_kit.data import atomic_write_text
+    from gamma_kit.seg.export import DEPLOY_NAME, OutputHead, deploy_info, save_inference_model
 
     cfg = _kit.load_config(args.config, opts=args.opts)
     _kit.check_weights(args.model_path, required=False)
@@ -57,25 +62,14 @@ def main(args):
 
     model = builder.model
     if args.model_path is not None:
-        model.set_dict(paddle.load(args.model_path))
+        _kit.load_weights(model, args.model_path, args.config)
         logger.info("Loaded trained params successfully.")
-    if args.output_op != "none":
-        model = WrappedModel(model, args.output_op)
-
     shape = [None, 3, None, None] if args.input_shape is None else args.input_shape
-    model.eval()
-    model = paddle.jit.to_static(model, input_spec=[paddle.static.InputSpec(shape=shape, dtype="float32")])
-    save_dir = Path(args.save_dir)
-    paddle.jit.save(model, str(save_dir / "model"))
-
-    graph = "model.json" if (save_dir / "model.json").is_file() else "model.pdmodel"
-    deploy_info = {"Deploy": {"model": graph, "params": "model.pdiparams",
-                              "transforms": cfg.val_dataset_cfg.get("transforms"), "input_shape": shape,
-                              "output_op": args.output_op,
-                              "output_dtype": "int32" if args.output_op == "argmax" else "float32"}}
-    logger.info("\n---------------Deploy Information---------------\n" + yaml.dump(deploy_info))
-    atomic_write_text(save_dir / "deploy.yaml", yaml.dump(deploy_info))
-    logger.info(f"The inference model is saved in {save_dir}")
+    graph = save_inference_model(OutputHead(model, (args.output_op,)), shape, args.save_dir)
+    deploy = deploy_info(graph, cfg.val_dataset_cfg.get("transforms"), shape, args.output_op)
+    logger.info("\n---------------Deploy Information---------------\n" + yaml.dump(deploy))
+    atomic_write_text(Path(args.save_dir) / DEPLOY_NAME, yaml.dump(deploy))
+    logger.info(f"The inference model is saved in {args.save_dir}")
 
 
 if __name__ == "__main__":

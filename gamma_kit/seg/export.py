@@ -1,35 +1,130 @@
-"""Static export of a trained segmentation model, and a CPU predictor for it.
+"""Static export of a trained segmentation model, in the form PaddleSeg's deployment script runs,
+and the kit's predictor for it.
 
-``export_static(model_dir, out_dir)`` traces the model with ``paddle.jit.to_static``
-(input (N, 3, h, w) float32 at the config's eval size) and saves it with
-``paddle.jit.save``; Paddle 3.x writes ``model.json`` + ``model.pdiparams`` (older
-versions ``model.pdmodel``). ``deploy.yml`` beside it records the eval transforms and
-the input size. ``StaticPredictor`` runs it through ``paddle.inference`` on the CPU with
-oneDNN disabled: Paddle 3.3.1's CPU predictor raises NotImplementedError with oneDNN
-on (SPEC 4), which is also why PaddleSeg's ``deploy/python/infer.py`` does not run as is.
+Format (one for ``python -m gamma_kit.seg export`` and ``tools/export.py``): ``model.pdmodel`` +
+``model.pdiparams``, Paddle's legacy program format, and ``deploy.yaml`` with PaddleSeg's
+``Deploy`` keys (``model``, ``params``, ``transforms``, ``input_shape``, ``output_op``,
+``output_dtype``). Paddle 3.x writes its new PIR format (``model.json``) by default, which
+PaddleSeg 2.8.0 / 2.9.1 ``deploy/python/infer.py`` cannot run on Paddle 3.3.1: it calls
+``enable_memory_optim()`` unconditionally, and Paddle Inference fails on a PIR program with it
+("Not find predictor_id 0 and pass_name memory_optimize_pass"); infer.py then exits 0 having
+written nothing. ``legacy_program()`` therefore saves with PIR off. The legacy program runs under
+infer.py with its default flags, and with ``--enable_mkldnn True`` too.
 
-Pre-processing, flip TTA and the two-stage path are ``inference.PredictorCore``, shared with
-the dynamic model (PaddleSeg transforms from ``deploy.yml``), so exported and dynamic
-predictions agree. A two-stage model's ``roi.json`` is copied into the export.
+``paddle.argmax`` has no legacy-program form in Paddle 3.3 (it only takes PIR values), so the
+``argmax`` head is the top-1 index (``paddle.topk``), cast to int32 as PaddleSeg's is.
+
+``export_static`` writes two outputs: output 0 the int32 label map (N, h, w) that infer.py saves
+as it is (``output_op: argmax``, no ``--with_argmax``), output 1 the logits (N, C, h, w) the kit
+needs (flip TTA, bilinear upsampling); ``deploy.yaml`` adds the kit's keys ``num_classes``,
+``input_size`` (w, h), ``labels`` and ``logits_output: 1``. A two-stage model's ``roi.json`` is
+copied beside it. infer.py's masks are at the network's input size (it does not resize back) and,
+for a two-stage model, of the disc-centred crop it is given.
+
+``StaticPredictor`` runs such an export (and the kit's older exports: ``deploy.yml``, one logits
+output, ``model.json``) through ``gamma_kit.runtime.InferenceModel`` on ``inference.PredictorCore``,
+the same pre-processing, TTA and two-stage path as the dynamic model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
+import paddle
 from gamma_kit.data import atomic_write_text
 from gamma_kit.runtime import InferenceModel
 from gamma_kit.seg.inference import ROI_NAME, PredictorCore
 
-__all__ = ["export_static", "StaticPredictor", "DEPLOY_NAME"]
+__all__ = ["export_static", "StaticPredictor", "OutputHead", "save_inference_model", "deploy_info",
+           "legacy_program", "DEPLOY_NAME", "OLD_DEPLOY_NAME", "OUTPUT_OPS"]
 
-DEPLOY_NAME = "deploy.yml"
+DEPLOY_NAME = "deploy.yaml"       # PaddleSeg's name: infer.py --config EXPORT/deploy.yaml
+OLD_DEPLOY_NAME = "deploy.yml"    # the kit's exports before this format (read, never written)
 MODEL_PREFIX = "model"
+OUTPUT_OPS = ("argmax", "softmax", "none")   # tools/export.py --output_op
+LABELS = {0: "cup", 1: "disc rim", 2: "background"}
+
+
+def legacy_program():
+    """Context in which ``paddle.jit.save`` writes the legacy program (``.pdmodel``), not PIR
+    (``.json``): ``paddle.pir_utils.DygraphOldIrGuard`` on Paddle 3.x; nothing to do on Paddle 2.x,
+    where PIR is off."""
+    from paddle import pir_utils
+
+    guard = getattr(pir_utils, "DygraphOldIrGuard", None)
+    return guard() if guard is not None else contextlib.nullcontext()
+
+
+class OutputHead(paddle.nn.Layer):
+    """A PaddleSeg model's first output, logits (N, C, H, W), as the outputs ``ops`` name, in
+    order: ``argmax`` -> (N, H, W) int32 labels, ``softmax`` -> (N, C, H, W) float32, ``none`` ->
+    the logits. PaddleSeg's ``WrappedModel`` with argmax cannot be saved as a legacy program on
+    Paddle 3.3 (see the module docstring)."""
+
+    def __init__(self, model, ops=("argmax",)):
+        super().__init__()
+        unknown = [op for op in ops if op not in OUTPUT_OPS]
+        if unknown or not ops:
+            raise ValueError(f"output ops must be some of {OUTPUT_OPS}, got {list(ops)}")
+        self.model = model
+        self.ops = tuple(ops)
+
+    def forward(self, x):
+        logits = self.model(x)[0]
+        outs = []
+        for op in self.ops:
+            if op == "argmax":
+                top = paddle.topk(logits, k=1, axis=1)[1]
+                outs.append(paddle.cast(paddle.squeeze(top, axis=1), "int32"))
+            elif op == "softmax":
+                outs.append(paddle.nn.functional.softmax(logits, axis=1))
+            else:
+                outs.append(logits)
+        return outs
+
+
+def save_inference_model(layer, input_shape, out_dir: str | os.PathLike, prefix: str = MODEL_PREFIX) -> Path:
+    """Trace ``layer`` (``paddle.jit.to_static``, input ``input_shape`` float32, None = any) and save
+    it as ``out_dir/prefix.pdmodel`` + ``.pdiparams`` (``legacy_program``), written beside and then
+    each file replaced, so an interrupted export leaves the old one whole. A graph of the other format
+    left by an earlier export under the same prefix is removed. Returns the graph file."""
+    from gamma_kit.safety import deferred_interrupts, fsync_replace
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    layer.eval()
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
+    try:
+        with legacy_program():
+            static = paddle.jit.to_static(layer, full_graph=True,
+                                          input_spec=[paddle.static.InputSpec(list(input_shape), "float32", "x")])
+            paddle.jit.save(static, str(tmp / prefix))
+        written = sorted(tmp.iterdir())
+        graph = next(f for f in written if f.name in (f"{prefix}.pdmodel", f"{prefix}.json"))
+        with deferred_interrupts():
+            for f in written:
+                fsync_replace(f, out / f.name)
+            for stale in {f"{prefix}.pdmodel", f"{prefix}.json"} - {graph.name}:
+                (out / stale).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / graph.name
+
+
+def deploy_info(graph: Path, transforms: list, input_shape, output_op: str, **kit_keys) -> dict:
+    """PaddleSeg's ``deploy.yaml`` content (as its ``tools/export.py`` writes it) for ``graph``,
+    plus ``kit_keys`` (the kit's own, which PaddleSeg's ``DeployConfig`` ignores)."""
+    return {"Deploy": {"model": graph.name, "params": graph.with_suffix(".pdiparams").name,
+                       "transforms": transforms, "input_shape": list(input_shape), "output_op": output_op,
+                       "output_dtype": "int32" if output_op == "argmax" else "float32", **kit_keys}}
 
 
 def _eval_size(transforms) -> tuple[int, int]:
@@ -41,9 +136,7 @@ def _eval_size(transforms) -> tuple[int, int]:
 
 
 def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Export the model of ``model_dir`` to ``out_dir`` (static graph + ``deploy.yml``); returns ``out_dir``."""
-    import paddle
-
+    """Export the model of ``model_dir`` to ``out_dir`` (see the module docstring); returns ``out_dir``."""
     from gamma_kit.safety import check_output_path
     from gamma_kit.seg.inference import load_model
     from gamma_kit.seg.training import MODEL_CONFIG_NAME
@@ -52,42 +145,16 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> P
     predictor = load_model(model_dir, device="cpu")
     w, h = _eval_size(predictor.transforms)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model = predictor.model
-    model.eval()
-
-    class _LogitsOnly(paddle.nn.Layer):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            return self.inner(x)[0]
-
-    static = paddle.jit.to_static(_LogitsOnly(model),
-                                  input_spec=[paddle.static.InputSpec([None, 3, h, w], "float32", "x")],
-                                  full_graph=True)
-    import shutil
-    import tempfile
-
-    from gamma_kit.safety import deferred_interrupts, fsync_replace
-
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
-    try:   # written beside, then each file replaced: an interrupted export leaves the old one whole
-        paddle.jit.save(static, str(tmp / MODEL_PREFIX))
-        with deferred_interrupts():
-            for f in sorted(tmp.iterdir()):
-                fsync_replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    cfg = yaml.safe_load((predictor.model_dir / MODEL_CONFIG_NAME).read_text()
-                         if (predictor.model_dir / MODEL_CONFIG_NAME).is_file()
-                         else (predictor.model_dir.parent / MODEL_CONFIG_NAME).read_text())
-    deploy = {"Deploy": {"model": MODEL_PREFIX, "input_size": [w, h], "num_classes": predictor.num_classes,
-                         "transforms": (cfg.get("val_dataset") or {}).get("transforms") or [
-                             t for t in cfg["train_dataset"]["transforms"] if not t["type"].startswith("Random")],
-                         "labels": {0: "cup", 1: "disc rim", 2: "background"}}}
+    graph = save_inference_model(OutputHead(predictor.model, ("argmax", "none")), [None, 3, h, w], out)
+    cfg_file = predictor.model_dir / MODEL_CONFIG_NAME
+    cfg = yaml.safe_load((cfg_file if cfg_file.is_file() else predictor.model_dir.parent / MODEL_CONFIG_NAME)
+                         .read_text())
+    transforms = (cfg.get("val_dataset") or {}).get("transforms") or [
+        t for t in cfg["train_dataset"]["transforms"] if not t["type"].startswith("Random")]
+    deploy = deploy_info(graph, transforms, [None, 3, h, w], "argmax", logits_output=1, input_size=[w, h],
+                         num_classes=predictor.num_classes, labels=LABELS)
     atomic_write_text(out / DEPLOY_NAME, yaml.safe_dump(deploy, sort_keys=False))
+    (out / OLD_DEPLOY_NAME).unlink(missing_ok=True)   # an earlier export's; it names the replaced graph
     if predictor.roi is not None:   # a two-stage model: the export carries its crop geometry
         atomic_write_text(out / ROI_NAME, json.dumps(predictor.roi.to_json(), indent=1))
     else:
@@ -95,39 +162,60 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> P
     return out
 
 
+def read_deploy(export_dir: Path) -> tuple[Path, dict]:
+    """(path, ``Deploy`` dict) of the kit's export in ``export_dir``: ``deploy.yaml``, else an older
+    export's ``deploy.yml``. One-line errors for a missing folder or file, YAML that is not a kit
+    export, and a PaddleSeg ``tools/export.py`` export (labels only, no logits)."""
+    if not export_dir.is_dir():
+        raise FileNotFoundError(f"export folder {export_dir} does not exist (python -m gamma_kit.seg export)")
+    path = next((p for p in (export_dir / DEPLOY_NAME, export_dir / OLD_DEPLOY_NAME) if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{export_dir / DEPLOY_NAME} not found: export first (python -m gamma_kit.seg export)")
+    try:
+        deploy = yaml.safe_load(path.read_text())["Deploy"]
+        deploy["transforms"] = [dict(t) for t in deploy["transforms"]]
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a deploy file written by export ({type(exc).__name__}: {exc})") from exc
+    if "num_classes" not in deploy:
+        raise ValueError(f"{path}: a PaddleSeg export (tools/export.py, output {deploy.get('output_op', '?')}) "
+                         "without the logits and class count the kit's predictor needs; PaddleSeg's "
+                         "deploy/python/infer.py runs it; for --exported use python -m gamma_kit.seg export")
+    return path, deploy
+
+
 class StaticPredictor(PredictorCore):
-    """CPU predictor for an exported model (``paddle.inference``, oneDNN off), on the same
+    """Predictor for an exported model (``paddle.inference``; oneDNN off on the CPU), on the same
     ``inference.PredictorCore`` as the dynamic model (transforms, TTA, two-stage ROI path).
 
     ``predict_labels(image)`` -> (H, W) uint8 labels (0 cup, 1 rim, 2 background) at the source size.
-    An export of a two-stage model carries its ``roi.json``; ``stage1`` is as for ``SegPredictor``.
+    ``device``: ``auto`` (a GPU when Paddle sees one), ``cpu``, ``gpu`` or ``gpu:<k>``; Paddle's
+    global device is left alone. An export of a two-stage model carries its ``roi.json``;
+    ``stage1`` is as for ``SegPredictor``.
     """
 
-    def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None):
+    def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None,
+                 device: str = "auto"):
         from paddleseg.cvlibs import manager
 
         import gamma_kit.seg.models  # noqa: F401
         from gamma_kit.seg.inference import read_roi
 
         d = Path(export_dir)
-        if not d.is_dir():
-            raise FileNotFoundError(f"export folder {d} does not exist (python -m gamma_kit.seg export)")
-        deploy_path = d / DEPLOY_NAME
-        if not deploy_path.is_file():
-            raise FileNotFoundError(f"{deploy_path} not found: export first (python -m gamma_kit.seg export)")
+        path, deploy = read_deploy(d)
         try:
-            deploy = yaml.safe_load(deploy_path.read_text())["Deploy"]
-            transforms = [dict(t) for t in deploy["transforms"]]
             num_classes = int(deploy["num_classes"])
-        except (yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{deploy_path}: not a deploy file written by export ({type(exc).__name__}: {exc})") \
-                from exc
-        self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), cpu_threads=cpu_threads)
+            self.logits_output = int(deploy.get("logits_output", 0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a deploy file written by export ({exc})") from exc
+        params = d / deploy["params"] if "params" in deploy else None
+        self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), device=device, cpu_threads=cpu_threads,
+                                    params=params)
         ops = []
-        for t in transforms:
+        for t in deploy["transforms"]:
             ops.append(manager.TRANSFORMS[t.pop("type")](**t))
         super().__init__(ops, num_classes, read_roi(d), stage1)
         self.export_dir = d
+        self.device = self.model.device
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
-        return self.model.run(x)
+        return self.model.run(x, output=self.logits_output)

@@ -47,8 +47,9 @@ from gamma_kit.seg.prepare import labels_to_mask
 from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_paddle_file
 
 __all__ = ["labels_at_size", "UPSAMPLE_MODES", "PredictorCore", "SegPredictor", "PhotoPrediction", "load_model",
-           "resolve_model_dir", "read_roi", "check_state_dict", "postprocess_labels", "parse_postprocess",
-           "POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "predict_folder", "write_submission_zip", "overlay",
+           "resolve_model_dir", "read_roi", "check_state_dict", "load_checked_weights", "postprocess_labels",
+           "parse_postprocess", "POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "predict_folder", "write_submission_zip",
+           "overlay",
            "find_gt_mask_dir", "PredictionRun", "SUBMISSION_DIR", "ROI_NAME", "MANIFEST_NAME", "STAGE1_REPORT"]
 
 SUBMISSION_DIR = "Disc_Cup_Segmentations"
@@ -271,6 +272,17 @@ def check_state_dict(state: dict, model, weights: Path, cfg_path: Path) -> None:
                          "(weights from another config?)")
 
 
+def load_checked_weights(model, weights: str | os.PathLike, cfg_path: str | os.PathLike) -> None:
+    """Load ``weights`` (a ``.pdparams`` file) into ``model`` after ``check_state_dict``: PaddleSeg's
+    own loaders skip mismatching weights with a warning each and go on with random ones."""
+    weights = Path(weights)
+    state = load_paddle_file(weights)
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: holds no parameter dictionary")
+    check_state_dict(state, model, weights, Path(cfg_path))
+    model.set_state_dict(state)
+
+
 class SegPredictor(PredictorCore):
     """A trained segmentation model (dynamic Paddle) plus its eval transforms.
 
@@ -299,12 +311,7 @@ class SegPredictor(PredictorCore):
         cfg = load_config(cfg_path)
         builder = SegBuilder(cfg)
         model = builder.model
-        weights = d / WEIGHTS_NAME
-        state = load_paddle_file(weights)
-        if not isinstance(state, dict):
-            raise ValueError(f"{weights}: holds no parameter dictionary")
-        check_state_dict(state, model, weights, cfg_path)
-        model.set_state_dict(state)
+        load_checked_weights(model, d / WEIGHTS_NAME, cfg_path)
         num_classes = int(cfg.model_cfg.get("num_classes", 3))
         return cls(model, eval_transforms(cfg, builder), num_classes, d, read_roi(d), stage1)
 
