@@ -153,6 +153,107 @@ def test_export_matches_dynamic(trained):
     assert np.array_equal(static.astype(np.int64), dynamic.astype(np.int64))
 
 
+@pytest.fixture(scope="module")
+def fovea_weights(tmp_path_factory) -> Path:
+    """A fovea checkpoint (the heatmap U-Net's state dict): weights of another model altogether."""
+    import paddle
+
+    from gamma_kit.fovea.model import FoveaUNet
+
+    path = tmp_path_factory.mktemp("fovea") / "best.pdparams"
+    paddle.save(FoveaUNet(width=4, levels=2).state_dict(), str(path))
+    return path
+
+
+@pytest.mark.parametrize("tool", ["val", "predict", "export"])
+def test_weights_of_another_model_are_refused_in_one_line(trained, fovea_weights, tool):
+    """PaddleSeg's loaders warn once per parameter and go on with random weights; the tools refuse
+    (exit 2, one error line naming the file) before anything is evaluated or written."""
+    work, _ = trained
+    out = work / f"refused_{tool}"
+    extra = {"val": [], "predict": ["--image_path", work / "data" / "seg_prepared" / "JPEGImages",
+                                    "--save_dir", out],
+             "export": ["--save_dir", out]}[tool]
+    res = _tool(tool, "--config", CONFIGS / "liteunet_gamma_cpu.yml", "--model_path", fovea_weights,
+                *(["--device", "cpu"] if tool != "export" else []), *extra, "--opts", *SMALL, cwd=work)
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and f"{fovea_weights} does not match the model" in last
+    assert "parameter(s) missing" in last and "Traceback" not in res.stderr
+    assert "Loaded trained" not in res.stdout and "[EVAL]" not in res.stdout
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def roi_trained(tmp_path_factory):
+    """A two-stage model through tools/train.py: ``prepare --roi`` crops (48 px) in data/seg_prepared,
+    the ROI CPU config, 2 iterations; its model dirs carry roi.json."""
+    from gamma_kit.seg.prepare import RoiSettings, prepare_dataset, split_dataset
+    from seg_fixtures import make_tiny_seg_data
+
+    work = tmp_path_factory.mktemp("tools_roi")
+    task = make_tiny_seg_data(work / "gamma", n_train=4, n_test=2, size=(240, 160), seed=3)
+    prepare_dataset(work / "gamma", work / "data" / "seg_prepared", roi=RoiSettings(size=48), progress=False)
+    split_dataset(work / "data" / "seg_prepared", val_value=0.25, seed=0)
+    res = _tool("train", "--config", CONFIGS / "roi_liteunet_cpu.yml", "--iters", 2, "--batch_size", 2,
+                "--device", "cpu", "--seed", 0, "--save_dir", "output", "--opts", *SMALL, cwd=work)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (work / "output" / "last_model" / "roi.json").is_file()
+    return work, task / "testing" / "fundus color images"
+
+
+def test_predict_two_stage_model_on_full_photos(roi_trained):
+    """tools/predict.py with a ROI model runs the kit's two-stage path on the full photos: PaddleSeg's
+    outputs at each photo's size, the same labels as the kit's predictor (not the crop model run on the
+    whole photo, which labelled 99.6 % of it disc rim)."""
+    import cv2
+    from PIL import Image
+
+    from gamma_kit.data import read_image
+    from gamma_kit.seg.inference import load_model
+
+    work, photos = roi_trained
+    res = _tool("predict", "--config", CONFIGS / "roi_liteunet_cpu.yml", "--model_path",
+                "output/last_model/model.pdparams", "--image_path", photos, "--save_dir", "output/result",
+                "--device", "cpu", "--opts", *SMALL, cwd=work)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.count("two-stage (ROI) model") == 1
+    kit = load_model(work / "output" / "last_model")
+    assert kit.roi is not None
+    names = sorted(p.name for p in photos.glob("*.jpg"))
+    assert len(names) == 2
+    for name in names:
+        image = read_image(photos / name)
+        result = work / "output" / "result"
+        labels = np.array(Image.open(result / "pseudo_color_prediction" / name.replace(".jpg", ".png")))
+        assert labels.shape == image.shape[:2]
+        assert np.array_equal(labels, kit.predict_labels(image))
+        assert (labels == 2).mean() > 0.5          # background outside the disc window
+        added = cv2.imread(str(result / "added_prediction" / name))
+        assert added.shape == image.shape
+
+
+def test_predict_two_stage_refuses_paddleseg_aug_pred(roi_trained):
+    work, photos = roi_trained
+    res = _tool("predict", "--config", CONFIGS / "roi_liteunet_cpu.yml", "--model_path",
+                "output/last_model/model.pdparams", "--image_path", photos, "--save_dir", "output/aug",
+                "--device", "cpu", "--aug_pred", "--flip_horizontal", "--opts", *SMALL, cwd=work)
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --aug_pred") and "python -m gamma_kit.seg predict" in last
+    assert not (work / "output" / "aug").exists()
+
+
+def test_val_two_stage_config_says_the_scores_are_on_crops(roi_trained):
+    work, _ = roi_trained
+    res = _tool("val", "--config", CONFIGS / "roi_liteunet_cpu.yml", "--model_path",
+                "output/last_model/model.pdparams", "--device", "cpu", "--opts", *SMALL, cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    note = [line for line in res.stdout.splitlines() if "two-stage (ROI) config" in line]
+    assert len(note) == 1 and "disc-centred crops" in note[0] and "python -m gamma_kit.seg predict" in note[0]
+    assert re.search(r"\[EVAL\] #Images: \d+ mIoU:", res.stdout)
+
+
 @pytest.mark.parametrize("name", ["unet_gamma_512.yml", "unet_gamma_512_mixedloss.yml"])
 def test_train_main_recipes_in_process(name, tmp_path, monkeypatch):
     """The GPU recipe (DiceLoss) and its MixedLoss variant through tools/train.py's main, with --do_eval."""

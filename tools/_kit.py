@@ -39,6 +39,71 @@ def check_weights(model_path, required: bool = False) -> None:
         raise FileNotFoundError(f"--model_path {model_path} is not a file (expected .../model.pdparams)")
 
 
+def load_weights(model, model_path, config) -> None:
+    """Load ``--model_path`` into ``model`` after checking names and shapes against ``--config``
+    (``gamma_kit.seg.inference.load_checked_weights``): a mismatch is one line, not PaddleSeg's
+    warning per parameter followed by results from random weights."""
+    from gamma_kit.seg.inference import load_checked_weights
+
+    check_weights(model_path, required=True)
+    load_checked_weights(model, model_path, config)
+
+
+def two_stage_roi(cfg, model_path):
+    """The crop geometry of a two-stage (ROI) setup, else None: ``roi.json`` beside ``--model_path``
+    (or in its parent, the run folder; what the model was trained with), else the ``"roi"`` of
+    ``crops.json`` in the config's ``dataset_root`` (``prepare --roi`` data)."""
+    from gamma_kit.seg.inference import read_roi
+    from gamma_kit.seg.prepare import RoiSettings
+    from gamma_kit.seg.training import CROPS_NAME, read_crop_roi
+
+    if model_path is not None:
+        roi = read_roi(Path(model_path).parent)
+        if roi is not None:
+            return roi
+    roi = read_crop_roi(cfg)
+    if roi is None:
+        return None
+    return RoiSettings.from_json(roi, f"{cfg.dic['train_dataset']['dataset_root']}/{CROPS_NAME}")
+
+
+def predict_two_stage(predictor, image_list, image_dir, save_dir, custom_color=None) -> None:
+    """``paddleseg.core.predict``'s outputs, from the kit's two-stage path: each full photo through
+    ``predictor.predict_photo`` (stage 1, crop, segment, paste back), the (H, W) label map at the
+    photo's size written as PaddleSeg does (``pseudo_color_prediction/<name>.png`` and
+    ``added_prediction/<name>``, by PaddleSeg's own ``visualize`` helpers), each file atomically."""
+    import io
+    import os
+
+    import cv2
+    from paddleseg.utils import logger, progbar, visualize
+
+    from gamma_kit.data import atomic_write_bytes, check_photo_sizes, read_image
+
+    check_photo_sizes(image_list)
+    added_dir, pred_dir = Path(save_dir) / "added_prediction", Path(save_dir) / "pseudo_color_prediction"
+    color_map = visualize.get_color_map_list(256, custom_color=custom_color)
+    bar = progbar.Progbar(target=len(image_list), verbose=1)
+    unsure = []
+    for k, im_path in enumerate(image_list):
+        im_file = im_path.replace(image_dir, "") if image_dir is not None else os.path.basename(im_path)
+        im_file = im_file.lstrip("/\\")
+        photo = predictor.predict_photo(read_image(im_path), name=os.path.basename(im_path))
+        if photo.location is not None and (photo.location.unsure or photo.fallback):
+            unsure.append(os.path.basename(im_path))
+        ok, added = cv2.imencode(os.path.splitext(im_file)[1] or ".png",
+                                 visualize.visualize(im_path, photo.labels, color_map, weight=0.6))
+        atomic_write_bytes(added_dir / im_file, added.tobytes())
+        buf = io.BytesIO()
+        visualize.get_pseudo_color_map(photo.labels, color_map).save(buf, format="PNG")
+        atomic_write_bytes(pred_dir / (os.path.splitext(im_file)[0] + ".png"), buf.getvalue())
+        bar.update(k + 1)
+    if unsure:
+        logger.warning(f"stage 1 was unsure or found no disc on {len(unsure)} of {len(image_list)} photo(s): "
+                       f"{unsure[:10]} (python -m gamma_kit.seg predict lists them in stage1_report.json)")
+    logger.info(f"Predicted images are saved in {added_dir} and {pred_dir} .")
+
+
 def run(main, args) -> int:
     """``main(args)`` with the kit's CLI error handling (one ``error:`` line, exit 2)."""
     from gamma_kit.runtime import run_cli

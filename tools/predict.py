@@ -5,8 +5,14 @@
         --image_path data/seg_prepared/JPEGImages --save_dir output/result --device cpu
 
 Writes PaddleSeg's ``pseudo_color_prediction/`` (label maps 0/1/2 as a palette PNG) and
-``added_prediction/`` (overlays) under ``--save_dir``. For GAMMA submissions (0/128/255 BMPs at
-the original size, zipped) use ``python -m gamma_kit.seg predict``.
+``added_prediction/`` (overlays) under ``--save_dir``, at each image's size. The weights are
+checked against the config first (names and shapes; a mismatch is one line, exit 2).
+
+A two-stage (ROI) model, trained on disc-centred crops (``roi.json`` beside ``--model_path``, or
+``crops.json`` in the config's ``dataset_root``), takes the kit's two-stage path on full photos
+(``gamma_kit.seg.inference``: stage 1 locates the disc, the crop is segmented and pasted back),
+said in one log line; ``--aug_pred`` and ``--is_slide`` are refused there. For GAMMA submissions
+(0/128/255 BMPs, zipped, stage 1's report) use ``python -m gamma_kit.seg predict``.
 """
 import argparse
 from pathlib import Path
@@ -49,10 +55,17 @@ def main(args):
     from paddleseg.transforms import Compose
     from paddleseg.utils import get_image_list, logger, utils
 
+    from gamma_kit.safety import check_output_path
+
     cfg = _kit.load_config(args.config, opts=args.opts)
     _kit.check_weights(args.model_path, required=True)
     if args.image_path is None or not Path(args.image_path).exists():
         raise FileNotFoundError(f"--image_path {args.image_path} does not exist (an image, a list file or a folder)")
+    check_output_path(args.save_dir, [args.image_path], "--save_dir")
+    roi = _kit.two_stage_roi(cfg, args.model_path)
+    if roi is not None and (args.aug_pred or args.is_slide):
+        raise ValueError("--aug_pred / --is_slide: not on the two-stage path of this ROI model; flip TTA there is "
+                         "python -m gamma_kit.seg predict --model RUN --images DIR --out OUT --tta")
     _kit.prepare()
     builder = SegBuilder(cfg)
     test_config = merge_test_config(cfg, args)
@@ -62,13 +75,23 @@ def main(args):
     utils.set_device(args.device)
 
     model = builder.model
-    transforms = Compose(builder.val_transforms)
+    _kit.load_weights(model, args.model_path, args.config)
     image_list, image_dir = get_image_list(args.image_path)
     if not image_list:
         raise ValueError(f"--image_path {args.image_path}: no images found")
     logger.info("The number of images: {}".format(len(image_list)))
 
-    predict(model, model_path=args.model_path, transforms=transforms, image_list=image_list,
+    if roi is not None:
+        from gamma_kit.seg.inference import SegPredictor, eval_transforms
+
+        logger.info(f"two-stage (ROI) model, trained on disc-centred crops ({roi.size} px, window {roi.factor:g} x "
+                    "the disc): stage 1 locates the disc on each full photo, the crop is segmented and pasted back "
+                    "at the photo's size (gamma_kit.seg.inference; python -m gamma_kit.seg predict for submissions)")
+        predictor = SegPredictor(model, eval_transforms(cfg, builder), int(cfg.model_cfg.get("num_classes", 3)),
+                                 roi=roi)
+        _kit.predict_two_stage(predictor, image_list, image_dir, args.save_dir, test_config.get("custom_color"))
+        return
+    predict(model, model_path=args.model_path, transforms=Compose(builder.val_transforms), image_list=image_list,
             image_dir=image_dir, save_dir=args.save_dir, **test_config)
 
 

@@ -5,7 +5,10 @@
 
 Prints PaddleSeg's pooled mIoU / Acc / Kappa and per-class IoU (Dice = 2 IoU / (1 + IoU)).
 The challenge averages Dice per image: ``python -m gamma_kit.seg predict ... --gt`` reports that.
-The compat patches (``calculate_area`` on Paddle 3.x) and the kit's models are set up first.
+The compat patches (``calculate_area`` on Paddle 3.x) and the kit's models are set up first, and
+the weights are checked against the config (names and shapes; a mismatch is one line, exit 2).
+A two-stage (ROI) config's val list holds disc-centred crops: the scores are crop scores, which
+one log line says.
 """
 import argparse
 
@@ -58,9 +61,13 @@ def main(args):
 
     model = builder.model
     if args.model_path:
-        utils.load_entire_model(model, args.model_path)
+        _kit.load_weights(model, args.model_path, args.config)
         logger.info("Loaded trained weights successfully.")
     val_dataset = builder.val_dataset
+    if _kit.two_stage_roi(cfg, args.model_path) is not None:
+        logger.info("two-stage (ROI) config: the scores below are on the disc-centred crops of val_path; full-photo "
+                    "scores: python -m gamma_kit.seg predict --model RUN --data-root D --gt MASKS (or "
+                    "python -m gamma_kit.evaluate seg --pred DIR --gt MASKS)")
 
     return evaluate(model, val_dataset, num_workers=args.num_workers, **test_config)
 
