@@ -69,14 +69,14 @@ def test_iters_keeps_the_config_schedule_on_every_route(work):
     assert kit_lrs == pytest.approx(expected, abs=1e-6)          # the log prints 6 decimals
     assert _lrs(_tools(work, REPO / "tools" / "train.py", "tools").stdout) == kit_lrs
     # one line tells the user that the schedule goes on past --iters, and how to end it
-    note = [line for line in kit.stderr.splitlines() if line.startswith("note: the config's learning-rate")]
+    note = [line for line in kit.stdout.splitlines() if line.startswith("note: the config's learning-rate")]
     assert len(note) == 1 and "spans 300 iterations" in note[0] and "--opts lr_scheduler.T_max=4 " in note[0]
     assert "--fit-schedule" in note[0]
 
 
 def test_fit_schedule_equals_the_opts_it_names_on_tools_train(work):
     kit = _kit(work, "kit_fit", "--fit-schedule")
-    line = next(line for line in kit.stderr.splitlines() if line.startswith("schedule fitted"))
+    line = next(line for line in kit.stdout.splitlines() if line.startswith("schedule fitted"))
     opts = line.split("--opts ", 1)[1].split()
     assert opts == ["lr_scheduler.T_max=4"]       # warmup 20 kept, the cosine ends at iteration 24
     kit_lrs = _lrs(kit.stdout)

@@ -507,7 +507,7 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
     ``iters``/``batch_size``/``learning_rate``/``opts`` override the YAML exactly as
     tools/train.py's flags do (the learning-rate schedule stays the config's);
     ``fit_schedule`` also adds ``fit_schedule_opts`` so a warmup + cosine schedule ends at
-    ``iters``. ``log`` (default: print to stderr) gets the one line naming the fitted opts, or the
+    ``iters``. ``log`` (default: print to stdout, beside PaddleSeg's own log) gets the one line naming the fitted opts, or the
     ``schedule_note`` when ``iters`` stop the schedule early. Other keyword arguments go to
     ``run_training`` (device, do_eval, save_interval,
     log_iters, seed, resume_model, set_aside_old_run, ...);
@@ -522,7 +522,7 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
     if fit_schedule and not iters:
         raise ValueError("--fit-schedule needs --iters: it fits the config's schedule to them")
     if iters:
-        log = log or (lambda line: print(line, file=sys.stderr))
+        log = log or print
         base = load_config(config, batch_size=batch_size, learning_rate=learning_rate, opts=opts or None)
         if fit_schedule:
             extra = fit_schedule_opts(base, iters)
