@@ -76,7 +76,7 @@ def cmd_predict(a) -> None:
                          "whole-image model")
     if a.exported is not None:
         from gamma_kit.seg.export import StaticPredictor
-        model = StaticPredictor(a.exported, stage1=stage1)
+        model = StaticPredictor(a.exported, stage1=stage1, device=a.device)
     else:
         model = load_model(a.model, device=a.device, stage1=stage1)
     if a.images is not None:
