@@ -9,9 +9,10 @@ into a temporary folder), fold 1 of its 5-fold split: 80 training and 20 validat
 configs/fovea/unet_heatmap_cpu.yml (1/4 scale, U-Net width 16, 3x3, batch 8: 10 steps).
 
 - kit: ``gamma_kit.fovea.train.train_fold`` as the CLI runs it: training steps, validation
-  AED on the 20 images every epoch, best/last checkpoints and optimizer state written
-  atomically (fsync) and last_state.json / metrics.csv. An epoch = the time between two
-  consecutive last_state.json writes (so it holds everything of one epoch).
+  AED on the 20 images every epoch, the checkpoint set (weights, optimizer state, best)
+  written atomically (fsync) and committed by its pointer last_checkpoint.json, metrics.csv.
+  An epoch = the time between two consecutive pointer writes (so it holds everything of one
+  epoch).
 - plain loop: the faithful re-statement of "the same recipe in a plain loop": the same
   model, optimiser and batches (the same FoveaCropDataset crops and shuffles), forward /
   loss / backward / step, nothing else.
@@ -64,7 +65,7 @@ def ensure_data(data: str | None, n_images: int = N_IMAGES, out: Path | None = N
 
 
 def kit_epochs(cfg: dict, data, run_dir: Path, cache) -> tuple[list[float], float, dict, dict]:
-    """Whole-epoch seconds of train_fold (between last_state.json writes; epoch 0, the
+    """Whole-epoch seconds of train_fold (between checkpoint pointer writes; epoch 0, the
     warm-up, ends at the first one), peak RSS MiB, metrics, and per-epoch seconds of its
     parts: validation, checkpoint files (atomic paddle saves), other writes (JSON, CSV)."""
     import gamma_kit.fovea.inference as inference
@@ -88,7 +89,7 @@ def kit_epochs(cfg: dict, data, run_dir: Path, cache) -> tuple[list[float], floa
 
     def stamped(path, text):
         out = timed(real_write, "json_csv")(path, text)
-        if Path(path).name == "last_state.json":
+        if Path(path).name == run_dir_mod.POINTER_NAME:
             stamps.append(time.perf_counter())
         return out
 

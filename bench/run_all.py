@@ -123,8 +123,10 @@ def time_demo(work: Path, timeout: float) -> dict:
 
 def idrid_cv(run_dir: Path, models: dict | None) -> dict | None:
     """Rows for an IDRiD cross-validation run of the CPU config written by ``python -m gamma_kit.fovea cv``
-    (fold*/metrics.json, or last_state.json while a fold is running), with the original config's
+    (fold*/metrics.json, or its last checkpoint set's state while a fold is running), with the original config's
     estimated cost for the same epochs."""
+    from gamma_kit.fovea.run_dir import FoldFolder
+
     folds = {}
     for d in sorted(run_dir.glob("fold*")):
         f = d / "metrics.json"
@@ -132,8 +134,8 @@ def idrid_cv(run_dir: Path, models: dict | None) -> dict | None:
             m = json.loads(f.read_text())
             folds[d.name] = (m["best_aed"], len(m["history"]), m["n_train"],
                              sum(h["seconds"] for h in m["history"]) / max(1, len(m["history"])), True)
-        elif (d / "last_state.json").is_file():
-            m = json.loads((d / "last_state.json").read_text())
+        elif FoldFolder(d).progress_state() is not None:
+            m = FoldFolder(d).progress_state()
             folds[d.name] = (m["best_aed"], len(m["history"]), None,
                              sum(h["seconds"] for h in m["history"]) / max(1, len(m["history"])), False)
     if not folds:

@@ -12,6 +12,9 @@ not at all, and Ctrl-C / SIGTERM never leave half a file behind.
 - ``Interrupted``: raised by long commands on Ctrl-C with the one line to print (for example
   "interrupted in epoch 37; resume with ... --resume"); ``runtime.run_cli`` prints it and
   exits 130.
+- ``RunLock(folder)``: one run at a time in a run folder (``<folder>.lock`` beside it, held with
+  ``flock`` and naming its process); a second run is refused in one line, a stale lock of a
+  process that is gone is taken over with one line.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 __all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_file", "atomic_save_paddle", "fsync_replace", "set_aside",
-           "deferred_interrupts", "with_path", "make_parent"]
+           "deferred_interrupts", "with_path", "make_parent", "RunLock", "RunInUse"]
 
 
 _held: list[list[int]] = []   # signals received by the outermost deferred_interrupts block in force
@@ -49,7 +52,7 @@ def make_parent(path: str | os.PathLike) -> None:
     parent = Path(path).parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):   # a file on the way: mkdir says one or the other
         blocker = next((a for a in (parent, *parent.parents) if a.exists() and not a.is_dir()), parent)
         raise NotADirectoryError(errno.ENOTDIR, f"cannot create a folder here: {blocker} is a file",
                                  os.fspath(path)) from None
@@ -201,3 +204,149 @@ def deferred_interrupts() -> Iterator[None]:
             signal.signal(s, signal.SIG_DFL if h is None else h)   # None: a handler set outside Python
     if received:
         raise KeyboardInterrupt(f"signal {received[0]}")
+
+
+class RunInUse(FileExistsError):
+    """A run folder that another live process holds (``RunLock``); ``str(exc)`` is the one line."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (Linux /proc, clock ticks since boot), or None;
+    with the pid it tells a live holder from a new process that reuses its pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # alive, another user's
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+class RunLock:
+    """An advisory lock on a run folder while a run writes there, task-neutral (fovea folds, seg
+    save dirs). ``with RunLock(folder, "training"):`` or ``acquire()`` / ``release()``.
+
+    The lock is the file ``<folder>.lock`` beside the folder (so renaming the folder aside does not
+    move it), holding JSON ``{pid, host, started, proc_start, command}`` and an exclusive ``flock``
+    for as long as the process lives: the kernel drops the flock when the process dies, whatever
+    kills it. A second process is refused (``RunInUse``, one line naming pid, host, start time and
+    command). A lock file whose flock is free was left by a process that is gone (SIGKILL, power
+    loss): it is taken over and ``note`` holds the one line saying so (``acquire`` prints it).
+    A lock naming another host, or a live process on this one, is refused even when its flock is
+    free (file systems without flock support), with the file to delete if that process is gone.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "run") -> None:
+        self.folder = Path(folder)
+        self.path = self.folder.with_name(self.folder.name + ".lock")
+        self.what = what
+        self.note: str | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
+    def _describe(self, info: dict) -> str:
+        return (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}"
+                + (f": {info['command']}" if info.get("command") else ""))
+
+    def _refuse(self, info: dict, gone_hint: bool) -> RunInUse:
+        hint = f"; if that process is gone, delete {self.path}" if gone_hint else ""
+        return RunInUse(f"{self.folder} is in use by another {self.what} ({self._describe(info)}): wait for it to "
+                        f"finish or use another folder{hint}")
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        import json
+
+        os.lseek(fd, 0, os.SEEK_SET)
+        raw = b""
+        while chunk := os.read(fd, 65536):
+            raw += chunk
+        try:
+            info = json.loads(raw.decode() or "{}")
+        except ValueError:
+            return {"pid": "?", "host": "?", "started": "?"} if raw.strip() else {}
+        return info if isinstance(info, dict) else {}
+
+    def _open_locked(self) -> tuple[int, dict]:
+        """The lock file, open and flocked, with what it held; RunInUse while a live process holds it."""
+        try:
+            import fcntl
+        except ImportError:          # no flock (Windows): the pid check below alone
+            fcntl = None
+        make_parent(self.path)
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise with_path(exc, self.path) from exc
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                info = self._read(fd)
+                os.close(fd)
+                raise self._refuse(info, gone_hint=False) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:                 # not a file its last holder removed while we waited for it
+                return fd, self._read(fd)
+            os.close(fd)
+        raise RunInUse(f"{self.path}: the lock keeps changing hands; is another {self.what} starting?")
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (RunInUse when another live process holds it); prints ``note`` on a takeover."""
+        import json
+        import socket
+        import sys
+        import time
+
+        fd, old = self._open_locked()
+        host = socket.gethostname()
+        if old:
+            pid = old.get("pid")
+            other_host = old.get("host") != host
+            if other_host or (isinstance(pid, int) and pid != os.getpid()
+                              and _process_alive(pid, old.get("proc_start"))):
+                os.close(fd)
+                raise self._refuse(old, gone_hint=True)
+            self.note = (f"note: {self.folder}: took over the lock of an earlier {self.what} that is no longer "
+                         f"running ({self._describe(old)})")
+        info = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "proc_start": _process_start(os.getpid()), "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)
+        self._fd = fd
+        if self.note:
+            print(self.note, flush=True)
+        return self
+
+    def release(self) -> None:
+        """Remove the lock file (while still holding its flock), then let go."""
+        if self._fd is None:
+            return
+        try:
+            if os.fstat(self._fd).st_ino == os.stat(self.path).st_ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(self._fd)
+            self._fd = None

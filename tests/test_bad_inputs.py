@@ -286,6 +286,128 @@ def _fovea_train_run_dir_under_a_file(inp, out, mp):
             "--no-progress"]
 
 
+# fovea train: checkpoint sets, one run per fold folder, resume keeps the run's settings (issue 17 items 1-3)
+_FOVEA_HOLD = """
+import sys, time
+from gamma_kit.safety import RunLock
+lock = RunLock(sys.argv[1], "training").acquire()
+print("ready", flush=True)
+time.sleep(120)
+"""
+_FOVEA_KILL_AT = """
+import os, signal, sys
+import gamma_kit.safety as safety
+real = safety.fsync_replace
+def kill(tmp, path):
+    if str(path).endswith(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)          # while the temporary file of that write exists
+    return real(tmp, path)
+safety.fsync_replace = kill
+from gamma_kit.fovea.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+_fovea_holders: dict[Path, subprocess.Popen] = {}
+
+
+@pytest.fixture(scope="module")
+def fovea_data(tmp_path_factory) -> Path:
+    """Ten tiny synthetic training photos at the GAMMA aspect ratios (the fovea tests' data)."""
+    from fovea_fixtures import tiny_synth
+
+    return tiny_synth(tmp_path_factory.mktemp("fovea_data") / "data", 10, 0, seed=11)
+
+
+def _fovea_args(inp: Path, data_dir: Path, run: Path, epochs: int = 1) -> list[str]:
+    """A copy of the data and a width-4 CPU config (cosine schedule) in ``inp``; train fold 1 into ``run``."""
+    import shutil
+
+    from gamma_kit.fovea.demo import CPU_CONFIG
+
+    shutil.copytree(data_dir, inp / "data")
+    (inp / "tiny.yml").write_text(f"_base_: {CPU_CONFIG}\nname: tiny\nmodel: {{width: 4}}\n"
+                                  f"train: {{epochs: {epochs}, batch_size: 4, device: cpu}}\n")
+    return ["train", "--fold", "1", "--config", str(inp / "tiny.yml"), "--data-root", str(inp / "data"),
+            "--run-dir", str(run), "--no-progress"]
+
+
+def _fovea_trained(inp: Path, data_dir: Path) -> list[str]:
+    """A finished 1-epoch run in ``inp/run`` (an input: a refused resume must leave it as it is)."""
+    from gamma_kit.fovea.__main__ import main as fovea_main
+
+    args = _fovea_args(inp, data_dir, inp / "run")
+    assert fovea_main(args) == 0
+    return args
+
+
+def _fovea_fold_in_use(inp, out, mp, data_dir):
+    args = _fovea_args(inp, data_dir, inp / "run")
+    holder = subprocess.Popen([sys.executable, "-c", _FOVEA_HOLD, str(inp / "run" / "fold1")], text=True,
+                              stdout=subprocess.PIPE)
+    _fovea_holders[inp] = holder
+    assert holder.stdout.readline().strip() == "ready"
+    return args
+
+
+def _fovea_holder_named(inp, out, stdout, stderr):
+    holder = _fovea_holders.pop(inp)
+    holder.kill()
+    holder.wait()
+    assert f"(pid {holder.pid} on " in stderr and not (inp / "run" / "fold1").exists()
+
+
+def _fovea_edited_config(inp, out, mp, data_dir):
+    args = _fovea_trained(inp, data_dir)
+    cfg = inp / "run" / "fold1" / "config.yml"
+    cfg.write_text(cfg.read_text().replace("width: 4", "width: 8"))
+    return args + ["--resume"]
+
+
+def _fovea_more_cosine_epochs(inp, out, mp, data_dir):
+    return _fovea_trained(inp, data_dir) + ["--resume", "--epochs", "3"]
+
+
+def _fovea_full_disk(inp, out, mp, data_dir):
+    import paddle
+
+    from gamma_kit.fovea.__main__ import main as fovea_main
+
+    real = paddle.save
+
+    def full(obj, path, *a, **k):
+        if "ckpt-002" in str(path) and ".model.pdopt." in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(obj, path, *a, **k)
+
+    mp.setattr(paddle, "save", full)
+    args = _fovea_args(inp, data_dir, out / "run", epochs=2)
+    return lambda: fovea_main(args)
+
+
+def _fovea_previous_set_kept(inp, out, stdout, stderr):
+    from gamma_kit.fovea.run_dir import FoldFolder
+
+    fold = out / "run" / "fold1"
+    assert FoldFolder(fold).saved_epochs() == 1 and not (fold / "ckpt-002").exists()
+    assert not (out / "run" / "fold1.lock").exists() and "killed" not in stderr
+
+
+def _fovea_killed_mid_write(inp, out, mp, data_dir):
+    args = _fovea_args(inp, data_dir, out / "run", epochs=2)
+    r = subprocess.run([sys.executable, "-c", _FOVEA_KILL_AT, "ckpt-002/model.pdopt", *args], capture_output=True,
+                       text=True, timeout=300)
+    fold = out / "run" / "fold1"
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert list((fold / "ckpt-002").glob(".model.pdopt.*.tmp")) and (out / "run" / "fold1.lock").is_file()
+    return args + ["--resume"]
+
+
+def _fovea_resumed_clean(inp, out, stdout, stderr):
+    fold = out / "run" / "fold1"
+    assert "note: removed what an interrupted checkpoint write left in " in stdout and "ckpt-002/" in stdout
+    assert [r["epoch"] for r in json.loads((fold / "metrics.json").read_text())["history"]] == [0, 1]
+    assert sorted(p.name for p in fold.glob("ckpt-*")) == ["ckpt-002"] and not (out / "run" / "fold1.lock").exists()
+
+
 def _synth_ctrl_c(inp, out, mp):
     from gamma_kit.synth import __main__ as synth_cli
     from gamma_kit.synth import writer
@@ -567,6 +689,21 @@ CASES = [
     # fovea train: an unwritable run folder is one line before any training
     Case("fovea train --run-dir under a file", _fovea_train_run_dir_under_a_file, 2,
          "error: output/taken/run/fold1: ", kind="cli", module="gamma_kit.fovea"),
+    # fovea train: one run per fold folder, a kill or a full disk leaves a resumable run, resume keeps the settings
+    Case("fovea train into a fold another training is using", _fovea_fold_in_use, 2,
+         "/input/run/fold1 is in use by another training (pid ", kind="cli", module="gamma_kit.fovea",
+         needs="fovea_data", check=_fovea_holder_named),
+    Case("fovea train --resume with an edited fold config.yml", _fovea_edited_config, 2,
+         "/input/run/fold1/config.yml was edited after the run wrote it (model.width 4 -> 8)", kind="cli",
+         module="gamma_kit.fovea", needs="fovea_data"),
+    Case("fovea train --resume --epochs beyond a cosine schedule", _fovea_more_cosine_epochs, 2,
+         "--resume --epochs 3: ", kind="cli", module="gamma_kit.fovea", needs="fovea_data"),
+    Case("fovea train: disk full while writing a checkpoint set", _fovea_full_disk, 2,
+         "/output/run/fold1/ckpt-002/model.pdopt: No space left on device (the disk is full); epoch 1 is saved in ",
+         needs="fovea_data", check=_fovea_previous_set_kept),
+    Case("fovea train --resume after a SIGKILL inside a checkpoint write (stale lock, temporary file)",
+         _fovea_killed_mid_write, 0, "took over the lock of an earlier training that is no longer running (pid ",
+         kind="cli", module="gamma_kit.fovea", needs="fovea_data", check=_fovea_resumed_clean),
     # seg prepare: a photo that is no usable fundus photograph is skipped and reported, never copied
     Case("seg prepare: a photo below the minimum size", _prepare_small_photo, 0,
          f"skipped 0002: input/gamma/task3_disc_cup_segmentation/training/fundus color images/0002.jpg: image is "

@@ -10,17 +10,18 @@ import pytest
 
 FOVEA = Path(__file__).resolve().parents[1] / "gamma_kit" / "fovea"
 
-#: 0: pieces with no fovea imports; 1: config and data; 2: a model on disk, a run folder on disk,
-#: the inference chain; 3: what builds on them (trainer, export writer, figures); 4: the entry
-#: points of training and prediction; 5-6: the faces (demo, CLI)
+#: 0: pieces with no fovea imports; 1: config and data; 2: a run folder on disk, the inference
+#: chain; 3: a model on disk (it reads run folders), figures; 4: what builds on them (trainer,
+#: export writer); 5: the entry points of training and prediction; 6-7: the faces (demo, CLI)
 FLOORS = {
     "codec": 0, "model": 0, "loss": 0, "folds": 0, "roi": 0, "parallel": 0,
     "config": 1, "dataset": 1,
-    "checkpoints": 2, "run_dir": 2, "inference": 2,
-    "trainer": 3, "export": 3, "figures": 3,
-    "train": 4, "predict": 4,
-    "demo": 5, "__init__": 5,
-    "__main__": 6,
+    "run_dir": 2, "inference": 2,
+    "checkpoints": 3, "figures": 3,
+    "trainer": 4, "export": 4,
+    "train": 5, "predict": 5,
+    "demo": 6, "__init__": 6,
+    "__main__": 7,
 }
 
 

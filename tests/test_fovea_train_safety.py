@@ -1,5 +1,5 @@
 """Fovea training faults and bad inputs (issue 10 items 2, 3, 7, 9; issue 12 item 3 and 6):
-atomic checkpoints tied to last_state.json, a SIGTERM during a checkpoint write followed by a
+checkpoint sets checked against their state.json, a SIGTERM during a checkpoint write followed by a
 resume, no silent overwrite of an earlier run, one-line errors for bad flags and broken
 checkpoints, a NaN validation AED, the long-run hint, VisualDL + CSV logs."""
 from __future__ import annotations
@@ -110,21 +110,29 @@ def test_an_earlier_run_is_kept_or_set_aside(synth, tiny_yml, tmp_path, capsys):
 
 def test_broken_checkpoints_on_resume_name_the_file(synth, tmp_path):
     data = load_training_data(synth)
-    train_fold(_cfg("train.epochs=1"), 1, data, tmp_path / "r", progress=False)
+    constant = ["train.lr_schedule=constant"]           # so the resume may add an epoch
+    train_fold(_cfg("train.epochs=1", *constant), 1, data, tmp_path / "r", progress=False)
     d = tmp_path / "r" / "fold1"
-    good = {f: (d / f).read_bytes() for f in ("last.pdparams", "last.pdopt", "last_state.json")}
+    files = ("ckpt-001/model.pdparams", "ckpt-001/model.pdopt", "ckpt-001/state.json", "best.pdparams",
+             "last_checkpoint.json")
+    good = {f: (d / f).read_bytes() for f in files}
+    changed = "changed after the checkpoint set was complete"
     faults = [
-        ("last.pdparams", b"", "last.pdparams is empty (0 bytes)"),
-        ("last.pdopt", good["last.pdopt"][:1000], "last.pdopt does not match"),
-        ("last_state.json", b"{not json", "last_state.json: not a readable training state"),
+        ("ckpt-001/model.pdparams", b"", "ckpt-001/model.pdparams does not match its CRC in "),
+        ("ckpt-001/model.pdopt", good["ckpt-001/model.pdopt"][:1000], changed),
+        ("best.pdparams", good["best.pdparams"][:-10], "best.pdparams does not match its CRC in "),
+        ("ckpt-001/state.json", b"{not json", "ckpt-001/state.json: not a readable checkpoint state"),
+        ("last_checkpoint.json", b"[]", "last_checkpoint.json: not a readable checkpoint pointer"),
+        ("last_checkpoint.json", b'{"folder": "ckpt-009"}', "names the checkpoint set 'ckpt-009', which is not in"),
     ]
     for name, content, message in faults:
         (d / name).write_bytes(content)
-        with pytest.raises(ValueError) as err:
-            train_fold(_cfg("train.epochs=2"), 1, data, tmp_path / "r", resume=True, progress=False)
-        assert message in str(err.value) and "\n" not in str(err.value)
+        with pytest.raises((ValueError, FileNotFoundError)) as err:
+            train_fold(_cfg("train.epochs=2", *constant), 1, data, tmp_path / "r", resume=True, progress=False)
+        assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+        assert "killed" not in str(err.value)
         (d / name).write_bytes(good[name])
-    m = train_fold(_cfg("train.epochs=2"), 1, data, tmp_path / "r", resume=True, progress=False)
+    m = train_fold(_cfg("train.epochs=2", *constant), 1, data, tmp_path / "r", resume=True, progress=False)
     assert [r["epoch"] for r in m["history"]] == [0, 1]
 
 
@@ -156,9 +164,9 @@ sys.exit(main(sys.argv[3:]))
 
 
 def test_sigterm_during_a_checkpoint_write_then_resume(synth, tiny_yml, tmp_path, capsys):
-    """The 5th paddle.save (epoch 2's last.pdparams or .pdopt) is slowed down; SIGTERM arrives
-    in the middle of it. The write and the rest of the set complete, last_state.json names
-    complete files, the process says how to resume and exits 130; the resumed run gives
+    """The 5th paddle.save (epoch 2's ckpt-002/model.pdparams: epoch 1 saved weights, optimizer,
+    best and a snapshot) is slowed down; SIGTERM arrives in the middle of it. The write and the rest
+    of the set complete, the set's state.json names complete files, the process says how to resume and exits 130; the resumed run gives
     the same losses as an uninterrupted run."""
     run, marker = tmp_path / "run", tmp_path / "marker"
     args = ["train", "--fold", "1", "--config", str(tiny_yml), "--data-root", str(synth), "--run-dir", str(run),
@@ -176,8 +184,10 @@ def test_sigterm_during_a_checkpoint_write_then_resume(synth, tiny_yml, tmp_path
     assert proc.returncode == 130, err
     assert lines[-1].startswith("interrupted in epoch 2 of 3") and lines[-1].endswith("--resume")
     assert "Traceback" not in err and not list((run / "fold1").glob("*.tmp")) and not list((run / "fold1").glob(".*"))
-    state = FoldFolder(run / "fold1").read_last()        # CRCs match: every named file is complete
-    assert state["epoch"] == 1 and set(state["files"]) == {"best.pdparams", "last.pdparams", "last.pdopt"}
+    last = FoldFolder(run / "fold1").read_last()         # CRCs match: every named file is complete
+    assert last.folder.name == "ckpt-002" and last.state["epoch"] == 1
+    assert set(last.state["files"]) == {"model.pdparams", "model.pdopt"} and last.state["best"]
+    assert sorted(p.name for p in (run / "fold1").glob("ckpt-*")) == ["ckpt-002"] and not (run / "fold1.lock").exists()
     command = lines[-1].split("resume with ", 1)[1]
     assert command.startswith("python -m gamma_kit.fovea train --fold 1") and "--resume" in command
     rc, _ = _cli(args[:] + ["--resume"], capsys)
@@ -205,7 +215,7 @@ def test_ctrl_c_during_a_step_names_the_epoch_and_the_resume_command(synth, tmp_
         train_fold(_cfg("train.epochs=3"), 1, data, tmp_path / "r", progress=False, resume_command="CMD")
     assert str(err.value).startswith("interrupted in epoch 2 of 3 (epoch 1 is saved in ")
     assert str(err.value).endswith("resume with CMD --resume")
-    assert json.loads((tmp_path / "r" / "fold1" / "last_state.json").read_text())["epoch"] == 0
+    assert FoldFolder(tmp_path / "r" / "fold1").saved_epochs() == 1
     monkeypatch.setattr(trainer_mod, "_clock", time.perf_counter)
     m = train_fold(_cfg("train.epochs=3"), 1, data, tmp_path / "r", resume=True, progress=False)
     assert [r["epoch"] for r in m["history"]] == [0, 1, 2]

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 import gamma_kit  # noqa: F401  (threads before paddle)
+from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES
+from gamma_kit.fovea.inference import ENSEMBLES
 from gamma_kit.resources import config_path
 from gamma_kit.runtime import DEVICE_CHOICES, positive_float, positive_int
 
@@ -69,12 +71,18 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
-    p.add_argument("--resume", action="store_true", help="continue from fold<k>/last.* in the run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last complete checkpoint set (fold<k>/ckpt-NNN/) with the run's own "
+                        "config: an edited fold<k>/config.yml or other --config/--set values are refused naming the "
+                        "keys; --device, --amp, --val-every, --checkpoint-every, --use-vdl, --cache-dir may change; "
+                        "--epochs may grow only under a constant learning rate (the added epochs train at it); a "
+                        "cosine schedule is not stretched: train more epochs as a new run with --init-from")
     p.add_argument("--set-aside-old-run", action="store_true",
                    help="a fold folder that already holds a run is renamed to fold<k>.old-<time> (never deleted)")
     p.add_argument("--val-every", type=positive_int, help="validate every N epochs (default 1; always the last)")
     p.add_argument("--checkpoint-every", type=positive_int,
-                   help="write last.pdparams/.pdopt every N epochs (default 1; always the last)")
+                   help="write a checkpoint set (weights, optimizer, state) every N epochs (default 1; always the "
+                        "last)")
     p.add_argument("--use-vdl", action="store_true", help="VisualDL logs (loss, validation AED, lr) in the fold folder")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
 
@@ -101,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--checkpoints", nargs="+", help="run folder(s), fold folder(s) or .pdparams")
     models.add_argument("--exported", help="folder written by the export command (runs Paddle Inference)")
     p.add_argument("--out", required=True, help="submission CSV to write")
-    p.add_argument("--ensemble", choices=("coords", "heatmap"), default="coords")
+    p.add_argument("--ensemble", choices=ENSEMBLES, default="coords")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
-    p.add_argument("--which", choices=("auto", "best", "last", "averaged"), default="auto",
+    p.add_argument("--which", choices=CHECKPOINT_CHOICES, default="auto",
                    help="checkpoint of each fold folder: averaged (the mean weights of the last epochs, "
                         "train.average_last), best on validation, last epoch; auto (default): averaged where "
                         "training wrote it, else best")
@@ -177,7 +185,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         from gamma_kit.fovea.train import cross_validate, load_training_data, train_fold
 
         if args.resume and getattr(args, "init_from", None):
-            raise ValueError("--resume continues a run from its own last.pdparams; it cannot be combined with "
+            raise ValueError("--resume continues a run from its own last checkpoint; it cannot be combined with "
                              "--init-from (fine-tune into a new --run-dir instead)")
         cfg = _config(args)
         data = load_training_data(args.data_root, args.images, args.gt)

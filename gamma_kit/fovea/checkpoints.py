@@ -8,11 +8,13 @@ Layouts read::
 
     <run>/fold<k>/best.pdparams, averaged.pdparams      # weights (a state dict of the model)
     <run>/fold<k>/config.yml                            # the config they were trained with
-    <run>/fold<k>/last.pdparams                         # the last epoch (for ``which="last"``)
+    <run>/fold<k>/ckpt-NNN/model.pdparams               # the last checkpoint set (``which="last"``;
+                                                        # older runs: fold<k>/last.pdparams)
     <export>/export.json                                # manifest of an export, written last
     <export>/fold<k>/model.json | model.pdmodel, model.pdiparams, config.yml
 
-A checkpoint is a ``.pdparams`` file with a ``config.yml`` beside it. Errors name the file:
+A checkpoint is a ``.pdparams`` file with a ``config.yml`` in its fold folder (gamma_kit.fovea.run_dir
+owns that layout). Errors name the file:
 an empty or truncated checkpoint, one that does not fit its config, an export with a missing
 or resized file.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +30,7 @@ import numpy as np
 
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea.config import build_model, model_signature
+from gamma_kit.fovea.run_dir import fold_of, last_weights
 
 __all__ = ["CHECKPOINT_CHOICES", "find_checkpoints", "read_state", "load_checkpoint", "average_weights",
            "MANIFEST_NAME", "MODEL_PREFIX", "CONFIG_NAME", "EXPORT_FORMAT", "ExportedModel", "load_exported"]
@@ -38,6 +42,7 @@ MANIFEST_NAME = "export.json"
 MODEL_PREFIX = "model"
 CONFIG_NAME = "config.yml"
 EXPORT_FORMAT = 1
+_FOLD = re.compile(r"fold\d+")
 
 
 def find_checkpoints(paths: Sequence[str | Path], which: str = "auto") -> list[Path]:
@@ -51,18 +56,28 @@ def find_checkpoints(paths: Sequence[str | Path], which: str = "auto") -> list[P
                 else f.parent / "averaged.pdparams" for f in find_checkpoints(paths, "best")]
     out: list[Path] = []
     for p in map(Path, paths):
+        # fold<k> folders only: not a fold set aside as fold<k>.old-<time>, nor a fold<k>.lock
+        in_folds = [f for d in sorted(p.glob("fold*")) if _FOLD.fullmatch(d.name) and (f := _in_fold(d, which))] \
+            if p.is_dir() else []
         if p.is_file():
             out.append(p)
-        elif (p / f"{which}.pdparams").is_file():
-            out.append(p / f"{which}.pdparams")
-        elif p.is_dir() and sorted(p.glob(f"fold*/{which}.pdparams")):
-            out.extend(sorted(p.glob(f"fold*/{which}.pdparams")))
+        elif _in_fold(p, which):
+            out.append(_in_fold(p, which))
+        elif in_folds:
+            out.extend(in_folds)
         else:
             raise FileNotFoundError(f"no checkpoint at {p} (expected a .pdparams file, a fold folder with "
                                     f"{which}.pdparams, or a run folder with fold*/{which}.pdparams)")
     if not out:
         raise ValueError("no checkpoints given")
     return out
+
+
+def _in_fold(fold: Path, which: str) -> Path | None:
+    """``fold/<which>.pdparams``; for ``last``, the weights of the fold's last checkpoint set."""
+    if which == "last":
+        return last_weights(fold) if fold.is_dir() else None
+    return fold / f"{which}.pdparams" if (fold / f"{which}.pdparams").is_file() else None
 
 
 def read_state(path: str | Path) -> dict:
@@ -101,7 +116,7 @@ def load_checkpoint(path: str | Path, cfg: dict | None = None):
         path = path / "best.pdparams"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    cfg_path = path.parent / CONFIG_NAME
+    cfg_path = fold_of(path) / CONFIG_NAME
     ck_cfg = load_config(cfg_path) if cfg_path.is_file() else cfg
     if ck_cfg is None:
         raise FileNotFoundError(f"{path}: no config.yml beside the checkpoint; pass the config it was trained with")

@@ -34,7 +34,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
               "val_every": 1,
               # VisualDL logs (train loss, validation AED, lr) in the fold folder
               "use_vdl": False,
-              # last.pdparams / last.pdopt every this many epochs (and always after the last one)
+              # a checkpoint set (weights, optimizer, state; gamma_kit.fovea.run_dir) every this many
+              # epochs (and always after the last one)
               "checkpoint_every": 1,
               # weights-only snapshots/epochNNN.pdparams every this many epochs (0: none); for
               # snapshot ensembles and weight averaging (gamma_kit.fovea.inference.average_weights)

@@ -34,12 +34,14 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import atomic_write_text
 from gamma_kit.fovea.checkpoints import (CHECKPOINT_CHOICES, CONFIG_NAME, EXPORT_FORMAT, MANIFEST_NAME, MODEL_PREFIX,
                                          find_checkpoints, load_checkpoint)
+from gamma_kit.fovea.run_dir import fold_of
 
 __all__ = ["export_static", "add_export_cli"]
 
 
 def _model_name(path: Path, k: int, taken: set[str]) -> str:
-    name = path.parent.name if path.parent.name.startswith("fold") else f"model{k}"
+    fold = fold_of(path)
+    name = fold.name if fold.name.startswith("fold") else f"model{k}"
     return name if name not in taken else f"{name}_{k}"
 
 

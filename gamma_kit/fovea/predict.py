@@ -108,10 +108,9 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             batch_size: int = 8, which: str = "auto") -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
-    Models: ``checkpoints`` (dynamic, see ``checkpoints.find_checkpoints``; ``which``: the checkpoint
-    of each fold folder: auto (averaged where training wrote it, else best), best, last,
-    averaged) or ``exported`` (a folder
-    written by gamma_kit.fovea.export, read by ``checkpoints.load_exported``, run by Paddle Inference); not both.
+    Models: ``checkpoints`` (dynamic, ``checkpoints.find_checkpoints``; ``which`` of each fold folder:
+    auto (averaged where training wrote it, else best), best, last, averaged) or ``exported`` (a folder
+    of gamma_kit.fovea.export, read by ``checkpoints.load_exported``, run by Paddle Inference); not both.
     ``amp``: float16 autocast on a GPU (ignored on the CPU and for exported models).
     ``cache``: a :class:`CanonicalCache` at the models' scale to share decoded images with
     the caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
@@ -121,9 +120,8 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     window, or anchored on the detected disc; ``roi_fallback`` lists images whose disc could
     not anchor it and got the fixed window; ``guarded`` those whose decoded position the outlier
     guard replaced by the disc prior).
-    Returns ``{"predictions": DataFrame, "n_models", "empty": [ids], "scores": dict | None,
-    "roi_anchor", "roi_fallback": [ids], "guarded": [ids]}``;
-    scores (AED, score, per image) are also written to ``<out_csv stem>_scores.json``.
+    Returns ``{"predictions": DataFrame, "n_models", "device", "empty": [ids], "roi_anchor", "roi_fallback":
+    [ids], "guarded": [ids], "scores": dict | None}``; scores also go to ``<out_csv stem>_scores.json``.
     """
     from gamma_kit.runtime import select_device
 
@@ -135,8 +133,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     files = find_checkpoints(checkpoints, which) if exported is None else []
     paths = list_images(images) if not isinstance(images, dict) else dict(images)
     image_inputs = [images] if not isinstance(images, dict) else list(paths.values())
-    _check_outputs(out_csv, figures_dir, [*image_inputs, gt, side_overrides, exported,
-                                          *(checkpoints or []), *files])
+    _check_outputs(out_csv, figures_dir, [*image_inputs, gt, side_overrides, exported, *(checkpoints or []), *files])
     # a broken GT fails before the work; GT ids match file names by value (1 <-> 0001.jpg), each needs an image
     gt_df = match_gt_to_images(read_fovea_gt(gt), paths, gt, warn=False) if gt is not None else None
     dev = select_device(device)
@@ -150,17 +147,16 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     elif cache.scale != ref.scale:
         raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")
     canon = _canonical_images(paths, cache, progress)
-    ids = list(canon)
     roi = policy_of_models(cfgs)
-    found = locate(list(models), [canon[i] for i in ids], codecs, ensemble=ensemble, flip=flip, amp=amp,
+    found = locate(list(models), list(canon.values()), codecs, ensemble=ensemble, flip=flip, amp=amp,
                    batch_size=batch_size, fill_empty=True, roi=roi)
     pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
-    out = {"predictions": pred_df, "n_models": len(models), "device": dev, **_flags(found, roi.anchor),
-           "scores": None if gt_df is None else _score(pred_df, gt_df, {i: canon[i].size for i in ids}, str(gt),
-                                                       _scores_path(out_csv))}
+    scores = None if gt_df is None else _score(pred_df, gt_df, {i: c.size for i, c in canon.items()}, str(gt),
+                                               _scores_path(out_csv))
     if figures_dir is not None:
         from gamma_kit.fovea.figures import plot_prediction_figures
 
-        plot_prediction_figures(figures_dir, found, [canon[i].frame for i in ids], ref, gt_df)
-    return out
+        plot_prediction_figures(figures_dir, found, [c.frame for c in canon.values()], ref, gt_df)
+    return {"predictions": pred_df, "n_models": len(models), "device": dev, **_flags(found, roi.anchor),
+            "scores": scores}

@@ -17,7 +17,7 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import atomic_write_text, list_images, load_fovea_split, match_gt_to_images, read_fovea_gt
 from gamma_kit.fovea.dataset import CanonicalCache
 from gamma_kit.fovea.parallel import barrier, init_parallel, rank_and_world, world_size
-from gamma_kit.fovea.run_dir import RUN_FILES
+from gamma_kit.fovea.run_dir import POINTER_NAME, RUN_FILES, FoldFolder
 from gamma_kit.fovea.trainer import LONG_RUN_HOURS, Trainer
 from gamma_kit.geometry import read_side_overrides
 
@@ -59,16 +59,23 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     """Train fold ``fold`` (1-based) of ``data`` with ``cfg``; returns the metrics dict
     (also written to ``run_dir/fold<k>/metrics.json``, per epoch to ``metrics.csv``).
 
-    Safety: every checkpoint is written atomically, best first, then last.pdparams and
-    last.pdopt, then last_state.json (which names them with their CRC-32); SIGINT/SIGTERM
-    during that set wait for it to finish; an interruption raises ``safety.Interrupted``
-    ("interrupted in epoch N; resume with ``resume_command`` --resume"). A fold folder
-    that already holds a run needs ``resume`` or ``set_aside_old_run`` (renamed, never
-    deleted). ``resume`` continues after the last complete epoch; it cannot be combined
-    with ``init_from``.
+    Safety (gamma_kit.fovea.run_dir): the fold folder is locked while the run trains (a second
+    run into it is refused in one line naming the first; a lock left by a killed process is
+    taken over). Each checkpoint is a set ``ckpt-NNN/`` (weights, optimizer, state) committed by
+    replacing one pointer file, so a kill at any instant, or a full disk, leaves the previous
+    complete set to resume from; what the kill left is removed (and named) at the next start.
+    SIGINT/SIGTERM during a set wait for it to finish; an interruption raises
+    ``safety.Interrupted`` ("interrupted in epoch N; resume with ``resume_command`` --resume").
+    A fold folder that already holds a run needs ``resume`` or ``set_aside_old_run`` (renamed,
+    never deleted). ``resume`` continues after the last complete set with the run's own config
+    (``run_dir.resume_config``: an edited fold config.yml or another config is refused naming the
+    keys; device, AMP, the validation / checkpoint / snapshot intervals, VisualDL and the cache
+    folder may change; ``train.epochs`` may grow under a constant learning rate only); it cannot
+    be combined with ``init_from``.
 
     ``val_every`` / ``checkpoint_every`` (default: ``cfg['train']`` keys, else 1):
-    validation AED and last.* every that many epochs and always after the last one.
+    validation AED and a checkpoint set every that many epochs and always after the last one
+    (a better epoch between sets reaches best.pdparams with the next set).
     ``cfg['train']['snapshot_every']`` (0: off): weights-only ``snapshots/epochNNN.pdparams``
     every that many epochs (1-based epoch numbers), for snapshot ensembles and weight averaging.
     ``cfg['train']['average_last']`` (0: off): snapshots of the last K epochs (all of a shorter run), then
@@ -81,7 +88,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     than one process): ``paddle.DataParallel``; every global batch of ``batch_size`` (the
     same batches, shuffled per epoch, and the same learning-rate schedule as one process)
     is split between the ranks, gradients are averaged; rank 0 alone validates and writes
-    checkpoints and logs; every rank reads the same last.* on resume. BatchNorm statistics
+    checkpoints and logs; every rank reads the same checkpoint set on resume. BatchNorm statistics
     are per rank (not synchronised), so the losses differ slightly from one process.
     Tested with 2 CPU processes (gloo); untested on GPUs.
     """
@@ -93,8 +100,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
 def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[int] | None = None,
                    resume: bool = False, progress: bool = True, parallel_folds: bool = False, **fold_kw) -> dict:
     """Train every fold (sharing one image cache); writes ``run_dir/cv_metrics.json`` and
-    ``run_dir/training_curves.png``. ``resume`` continues the folds that have a
-    last_state.json and starts the others; ``fold_kw`` go to :func:`train_fold`
+    ``run_dir/training_curves.png``. ``resume`` continues the folds that have a checkpoint
+    set and starts the others; ``fold_kw`` go to :func:`train_fold`
     (``set_aside_old_run``, ``resume_command``, ``val_every``, ``checkpoint_every``, ``use_vdl``).
 
     ``parallel_folds`` under ``paddle.distributed.launch`` (N processes, e.g. one per GPU):
@@ -105,10 +112,10 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
     overrides = read_side_overrides(cfg["data"]["side_overrides"]) if cfg["data"]["side_overrides"] else {}
     cache = CanonicalCache(cfg["codec"]["scale"], cfg["data"]["cache_dir"], overrides)
     folds = folds or list(range(1, int(cfg["train"]["n_folds"]) + 1))
-    started = {k: (run_dir / f"fold{k}" / "last_state.json").is_file() for k in folds}
+    started = {k: FoldFolder(run_dir / f"fold{k}").has_checkpoint() for k in folds}
     if resume and not any(started.values()):
-        raise ValueError(f"--resume: nothing to resume in {run_dir}: no fold{{k}}/last_state.json for folds {folds}; "
-                         "drop --resume to start a new run")
+        raise ValueError(f"--resume: nothing to resume in {run_dir}: no fold{{k}}/{POINTER_NAME} (a complete "
+                         f"checkpoint set) for folds {folds}; drop --resume to start a new run")
     rank, world = init_parallel() if parallel_folds else (0, 1)
     per_fold = {k: train_fold(cfg, k, data, run_dir, resume=resume and started[k], progress=progress and rank == 0,
                               cache=cache, data_parallel=False if parallel_folds else None, **fold_kw)

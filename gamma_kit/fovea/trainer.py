@@ -37,15 +37,15 @@ import numpy as np
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea import inference
 from gamma_kit.fovea.checkpoints import average_weights, load_checkpoint, read_state
-from gamma_kit.fovea.config import build_codec, build_model, dump_config, model_signature
+from gamma_kit.fovea.config import build_codec, build_model, dump_config
 from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_batches, make_items
 from gamma_kit.fovea.folds import get_fold
 from gamma_kit.fovea.parallel import barrier, init_parallel, mean_over_ranks, world_size
 from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
-from gamma_kit.fovea.run_dir import FoldFolder, splits_for
+from gamma_kit.fovea.run_dir import FoldFolder, LastCheckpoint, resume_config, splits_for
 from gamma_kit.geometry import read_side_overrides
 from gamma_kit.metrics import fovea_score
-from gamma_kit.safety import Interrupted, deferred_interrupts
+from gamma_kit.safety import Interrupted, RunLock, deferred_interrupts, make_parent
 
 __all__ = ["Trainer", "Settings", "Callback", "ProgressBar", "LongRunWarning", "CsvLog", "VdlLog",
            "LONG_RUN_HOURS", "CPU_CONFIG_HINT"]
@@ -287,9 +287,10 @@ class Trainer:
                  val_every: int | None = None, checkpoint_every: int | None = None,
                  use_vdl: bool | None = None, data_parallel: bool | None = None) -> None:
         if resume and init_from is not None:
-            raise ValueError("--resume continues a run from its own last.pdparams; it cannot be combined with "
+            raise ValueError("--resume continues a run from its own last checkpoint; it cannot be combined with "
                              "--init-from (fine-tune into a new run folder instead)")
-        self.settings = Settings.of(cfg["train"], fold, val_every, checkpoint_every, use_vdl)
+        self._flags = (val_every, checkpoint_every, use_vdl)
+        self.settings = Settings.of(cfg["train"], fold, *self._flags)
         self.cfg, self.fold, self.data, self.cache = cfg, fold, data, cache
         self.run_dir = Path(run_dir)
         self.folder = FoldFolder(self.run_dir / f"fold{fold}")
@@ -300,23 +301,32 @@ class Trainer:
         self.history: list[dict] = []
         self.best_aed, self.best_epoch, self.start, self.epoch = math.inf, -1, 0, 0
         self.callbacks: list[Callback] = []
+        self.lock: RunLock | None = None
+        self.write_config = not resume         # a resume keeps the run's config.yml unless it changes a key
+        self._best: dict | None = None          # best weights not yet in a checkpoint set (checkpoint_every > 1)
+        self._best_changed = False
 
     def run(self) -> dict:
         """prepare, load, build, restore, fit, finish; returns the metrics dict (metrics.json)."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_BATCHNORM_NOTICE)
-            state = self.prepare()
-            self.load()
-            self.build()
-            if state is not None:
-                self.restore(state)
-            self.fit()
-            return self.finish()
+            try:
+                last = self.prepare()
+                self.load()
+                self.build()
+                if last is not None:
+                    self.restore(last)
+                self.fit()
+                return self.finish()
+            finally:
+                if self.lock is not None:
+                    self.lock.release()
 
     # -- steps before the loop
 
-    def prepare(self) -> dict | None:
-        """Processes, the fold folder, the device and the split; returns the last state (resume)."""
+    def prepare(self) -> LastCheckpoint | None:
+        """Processes, the fold folder (locked, checked, leftovers removed), the config of a resume,
+        the device and the split; returns the last checkpoint set (resume)."""
         from gamma_kit.runtime import select_device
 
         self.rank, self.world = init_parallel() if self.dp else (0, 1)
@@ -326,28 +336,49 @@ class Trainer:
         self.main = self.rank == 0                 # rank 0 alone checks the folder and writes files
         self.progress = self.progress and self.main
         if self.main:
-            aside = self.folder.prepare(self.resume, self.set_aside_old_run)
-            if aside is not None and self.progress:
-                from tqdm import tqdm
-
-                tqdm.write(f"set the earlier run aside: {self.folder.path} -> {aside}")
+            self._claim_folder()
+        last = self.folder.read_last(finish_commit=self.main) if self.resume else None   # every rank reads it
+        if last is not None:
+            self._resume_config(last)
         self.device = select_device(self.cfg["train"]["device"])   # under the launcher: this rank's GPU
         self.amp = bool(self.cfg["train"]["amp"]) and self.device.startswith("gpu")
         self.split = get_fold(splits_for(self.run_dir, list(self.data.images), self.cfg, write=self.main), self.fold)
-        state = self.folder.read_last() if self.resume else None
-        if self.main and self.resume:
-            self._check_same_model()
-        return state
+        return last
 
-    def _check_same_model(self) -> None:
+    def _claim_folder(self) -> None:
+        """Lock the fold folder (a second run is refused), refuse or set aside an earlier run, and
+        remove what an interrupted write left (named in one line)."""
+        make_parent(self.folder.path)              # a --run-dir under a file: one line naming the fold folder
+        self.lock = RunLock(self.folder.path, "training").acquire()
+        aside = self.folder.prepare(self.resume, self.set_aside_old_run)
+        if aside is not None and self.progress:
+            from tqdm import tqdm
+
+            tqdm.write(f"set the earlier run aside: {self.folder.path} -> {aside}")
+        gone = self.folder.clean_leftovers()
+        if gone:
+            print(f"note: removed what an interrupted checkpoint write left in {self.folder.path}: {', '.join(gone)}",
+                  flush=True)
+
+    def _resume_config(self, last: LastCheckpoint) -> None:
+        """The run's own config (run_dir.resume_config: an edited config.yml or a differing --config is
+        refused in one line); the keys a resume may change are said in one line and written to config.yml."""
         from gamma_kit.fovea.config import load_config
 
         path = self.folder.path / "config.yml"
-        if path.is_file():
-            old = model_signature(load_config(path))
-            if old != model_signature(self.cfg):
-                raise ValueError(f"--resume: {self.folder.path} was trained with another model ({old}); this "
-                                 f"config has {model_signature(self.cfg)}")
+        # rank 0 checks the file (the other ranks could read it while rank 0 rewrites it)
+        on_file = load_config(path) if self.main and path.is_file() else None
+        self.cfg, changed = resume_config(self.cfg, last.state["config"], on_file, self.folder.path)
+        self.settings = Settings.of(self.cfg["train"], self.fold, *self._flags)
+        self.write_config = bool(changed) or on_file is None
+        if not self.main:
+            return
+        if changed:
+            print(f"note: resuming {self.folder.path} with " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in
+                                                                        sorted(changed.items())) + " (config.yml updated)",
+                  flush=True)
+        elif on_file is None:
+            print(f"note: {path} was missing; written again from the run's checkpoint", flush=True)
 
     def load(self) -> None:
         """Canonical images of this fold -> items; the ROI policy; config.yml written (rank 0)."""
@@ -363,7 +394,7 @@ class Trainer:
         if self.roi.anchor == "disc" and self.roi.disc_offset is None:   # learned from this fold's training images
             self.roi = dataclasses.replace(self.roi, disc_offset=fit_disc_offset(self.train_items))
             self.cfg = {**cfg, "roi": self.roi.as_config()}
-        if self.main:
+        if self.main and self.write_config:
             self.folder.write_config(dump_config(self.cfg))
 
     def build(self) -> None:
@@ -390,16 +421,16 @@ class Trainer:
         self.ds = FoveaCropDataset(self.train_items, self.codec, train=True, shift=tuple(self.cfg["data"]["shift"]),
                                    seed=self.seed)
 
-    def restore(self, state: dict) -> None:
-        """Model, optimizer and history of the last checkpoint (every rank reads the same files)."""
-        weights, opt_state = self.folder.model_files()
-        self.model.set_state_dict(read_state(weights))
+    def restore(self, last: LastCheckpoint) -> None:
+        """Model, optimizer and history of the last checkpoint set (every rank reads the same files)."""
+        self.model.set_state_dict(read_state(last.weights))
         # the optimizer state carries the schedule (last step and its lr): the cosine decay is
         # recursive in its last lr, so it must not be stepped again here
-        load_portable_opt_state(self.opt, self.model, read_state(opt_state))
+        load_portable_opt_state(self.opt, self.model, read_state(last.optimizer))
+        state = last.state
         self.history, self.best_epoch = state["history"], int(state["best_epoch"])
         self.best_aed = math.inf if state["best_aed"] is None else float(state["best_aed"])
-        self.start = int(state["epoch"]) + 1
+        self.start = last.epochs_done
 
     # -- the loop
 
@@ -419,10 +450,8 @@ class Trainer:
                     self.epoch = epoch
                     self.run_epoch(epoch)
         except KeyboardInterrupt:
-            saved = self.folder.saved_epochs()
-            done = {0: "no epoch was saved yet", 1: "epoch 1 is saved"}.get(saved, f"epochs 1-{saved} are saved")
-            raise Interrupted(f"interrupted in epoch {self.epoch + 1} of {self.settings.epochs} ({done} in "
-                              f"{self.folder.path}); resume with {self.resume_command} --resume") from None
+            raise Interrupted(f"interrupted in epoch {self.epoch + 1} of {self.settings.epochs} ({self._saved()}); "
+                              f"resume with {self.resume_command} --resume") from None
         finally:
             for cb in self.callbacks:
                 cb.on_train_end(self)
@@ -489,21 +518,46 @@ class Trainer:
         return aed
 
     def save(self, epoch: int, aed: float | None, rec: dict) -> None:
-        """best (the first validated epoch always, even with a NaN AED, then any lower AED), the
-        last checkpoint, a snapshot, then the callbacks; signals wait for all of it."""
+        """best (the first validated epoch always, even with a NaN AED, then any lower AED), a
+        snapshot, the checkpoint set (run_dir.FoldFolder.commit), then the callbacks; signals wait for
+        all of it. A write that fails (a full disk) is one line naming the file and how to resume."""
         s, weights = self.settings, self.model.state_dict()
-        with deferred_interrupts():
-            if aed is not None and (self.best_epoch < 0 or (math.isfinite(aed) and not aed >= self.best_aed)):
-                self.best_aed, self.best_epoch = (aed if math.isfinite(aed) else math.inf), epoch
-                self.folder.save_best(weights)
-            if s.checkpoints(epoch):
-                self.folder.save_last(weights, portable_opt_state(self.opt, self.model),
-                                      {"epoch": epoch, "best_aed": _finite(self.best_aed),
-                                       "best_epoch": self.best_epoch, "history": self.history})
-            if s.snapshots(epoch):
-                self.folder.save_snapshot(weights, epoch + 1)
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, rec)
+        try:
+            with deferred_interrupts():
+                if aed is not None and (self.best_epoch < 0 or (math.isfinite(aed) and not aed >= self.best_aed)):
+                    self.best_aed, self.best_epoch = (aed if math.isfinite(aed) else math.inf), epoch
+                    self._best_changed = True
+                    # held until the next set when this epoch writes none
+                    self._best = None if s.checkpoints(epoch) else {k: np.array(v.numpy()) for k, v in weights.items()}
+                if s.snapshots(epoch):        # before the set: a set on disk implies its epoch's snapshot
+                    self.folder.save_snapshot(weights, epoch + 1)
+                if s.checkpoints(epoch):
+                    self._commit(epoch, weights)
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, rec)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
+
+    def _commit(self, epoch: int, weights: dict) -> None:
+        best = (weights if self.best_epoch == epoch else self._best) if self._best_changed else None
+        self.folder.commit(epoch, weights, portable_opt_state(self.opt, self.model), best,
+                           {"epoch": epoch, "best_aed": _finite(self.best_aed), "best_epoch": self.best_epoch,
+                            "history": self.history, "config": self.cfg})
+        self._best, self._best_changed = None, False
+
+    def _saved(self) -> str:
+        saved = self.folder.saved_epochs()
+        done = {0: "no epoch was saved yet", 1: "epoch 1 is saved"}.get(saved, f"epochs 1-{saved} are saved")
+        return f"{done} in {self.folder.path}"
+
+    def _write_error(self, exc: OSError) -> ValueError:
+        import errno
+
+        from gamma_kit.runtime import describe_error
+
+        when = "when there is room" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "when it can be written"
+        return ValueError(f"{describe_error(exc)}; {self._saved()} (the unfinished checkpoint was removed); "
+                          f"resume with {self.resume_command} --resume {when}")
 
     # -- after the loop
 
@@ -523,5 +577,6 @@ class Trainer:
                    "last_aed": self.history[-1]["val_aed"] if self.history else None,
                    "averaged_aed": _finite(averaged_aed), "history": self.history}
         if self.main:
+            self.folder.write_csv(self.history)     # also when a stop came between a set and its epoch's row
             self.folder.write_metrics(metrics)
         return metrics
