@@ -217,17 +217,34 @@ def select_device(device: str = "auto") -> str:
 
 # strerror already says "Read-only file system" / "Permission denied"; these two need a plain word
 _ERRNO_HINTS = {_errno.ENOSPC: "the disk is full", _errno.EDQUOT: "the disk quota is used up"}
+#: errnos that only writing gives: the file named is an output, whoever raised the error
+_WRITE_ERRNOS = {_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EFBIG}
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for the user: an ``OSError`` as ``PATH: reason``, others as their message."""
+    """One line for the user: an ``OSError`` as ``input PATH: reason`` or ``output PATH: reason``,
+    others as their message.
+
+    The side is the error's ``side`` attribute (``safety.with_path`` sets it: the kit's writers
+    mark outputs, ``data.reading`` marks inputs), else ``output`` for errors only writing gives
+    (full disk, quota, read-only file system); a path that is a command-line option
+    (``--out DIR``) already says which side it is on.
+    """
     if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
         path = exc.filename if exc.filename is not None else None
         hint = _ERRNO_HINTS.get(exc.errno)
         reason = exc.strerror + (f" ({hint})" if hint else "")
-        text = f"{path}: {reason}" if path is not None else reason
+        side = getattr(exc, "side", None) or ("output" if exc.errno in _WRITE_ERRNOS else None)
+        if path is None:
+            text = reason
+        elif side and not os.fspath(path).startswith("-"):
+            text = f"{side} {os.fspath(path)}: {reason}"
+        else:
+            text = f"{path}: {reason}"
     else:
         text = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError) and getattr(exc, "side", None):
+            text = f"{exc.side} {text}"
     return " ".join(text.split())   # one line, even when a library put newlines in its message
 
 

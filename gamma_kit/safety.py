@@ -38,12 +38,14 @@ class Interrupted(Exception):
     """A long command stopped by SIGINT/SIGTERM; ``str(exc)`` is the one line for the user."""
 
 
-def with_path(exc: OSError, path: str | os.PathLike) -> OSError:
+def with_path(exc: OSError, path: str | os.PathLike, side: str = "output") -> OSError:
     """``exc`` as an ``OSError`` of the same errno (and subclass) that names ``path`` (the file
-    the user asked for, not a hidden temporary name); ``runtime.run_cli`` prints it as one line."""
-    if exc.errno is None:
-        return OSError(f"{path}: {exc}")
-    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
+    the user asked for, not a hidden temporary name) and, as its ``side`` attribute, whether that
+    is an ``"output"`` or an ``"input"``; ``runtime.run_cli`` prints it as one line naming both."""
+    new = OSError(f"{path}: {exc}") if exc.errno is None else \
+        OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
+    new.side = side
+    return new
 
 
 def make_parent(path: str | os.PathLike) -> None:
@@ -149,9 +151,9 @@ def atomic_file(path: str | os.PathLike, sources: tuple = ()) -> Iterator[str]:
     """The one way the kit writes a file: the block writes the temporary file it is given (in
     ``path``'s folder, created if needed); when the block succeeds, the file is fsynced and
     ``os.replace``d onto ``path`` (``fsync_replace``), so readers see the old file or the new
-    one. An ``OSError`` (full disk, read-only folder) is re-raised naming ``path``, except one
-    naming a file of ``sources`` (an input being read), which passes unchanged. The temporary
-    file never stays behind."""
+    one. An ``OSError`` (full disk, read-only folder) is re-raised naming ``path`` as an output,
+    except one naming a file of ``sources`` (an input being read), which names that file as an
+    input. The temporary file never stays behind."""
     path = Path(path)
     tmp = None
     try:
@@ -161,8 +163,10 @@ def atomic_file(path: str | os.PathLike, sources: tuple = ()) -> Iterator[str]:
         yield tmp
         fsync_replace(tmp, path)
     except OSError as exc:   # name the file the user knows, not the hidden temporary one
-        if exc.filename is not None and os.fspath(exc.filename) in {os.fspath(s) for s in sources}:
-            raise
+        # errors only writing gives name the output even where shutil's copy named its source
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) and \
+                exc.filename is not None and os.fspath(exc.filename) in {os.fspath(s) for s in sources}:
+            raise with_path(exc, exc.filename, side="input") from exc
         raise with_path(exc, path) from exc
     finally:
         if tmp is not None and os.path.exists(tmp):

@@ -36,10 +36,10 @@ def _raise(exc):
 
 
 @pytest.mark.parametrize("exc, line", [
-    (OSError(errno.ENOSPC, "No space left on device", "/out/sub.csv"),
-     "error: /out/sub.csv: No space left on device (the disk is full)"),
+    (OSError(errno.ENOSPC, "No space left on device", "/out/sub.csv"),            # only writing gives these
+     "error: output /out/sub.csv: No space left on device (the disk is full)"),
     (OSError(errno.EROFS, "Read-only file system", "/mnt/ro/x.bmp"),
-     "error: /mnt/ro/x.bmp: Read-only file system"),
+     "error: output /mnt/ro/x.bmp: Read-only file system"),
     (PermissionError(errno.EACCES, "Permission denied", "out/x.csv"), "error: out/x.csv: Permission denied"),
     (FileNotFoundError(errno.ENOENT, "No such file or directory", "gt.xlsx"), "error: gt.xlsx: No such file or directory"),
     (ValueError("a.csv: bad\nsecond line from a library"), "error: a.csv: bad second line from a library"),
