@@ -14,25 +14,31 @@ position. A ground-truth id and a file name match when they are equal, or when b
 whole numbers of the same value (GT id ``1`` matches ``1.jpg``, ``0001.jpg`` and
 ``00001.jpg``); ``match_gt_to_images`` applies that one rule and warns about images that
 have no GT row. Test ground truth may sit in ``<split>_GT/`` beside ``<split>/``
-(``find_fovea_gt``, ``find_mask_dir``: the one place that knows where things live).
+(``find_fovea_gt``, ``find_mask_dir``: the one place that knows where things live; with both
+``Disc_Cup_Mask`` and ``Disc_Cup_Masks`` it takes the one with a mask for every photo and says so,
+or refuses naming both and their counts). ``open_masks`` reads masks from a folder or from a task 3
+submission zip (``Disc_Cup_Segmentations/<id>.bmp`` at its top, the layout checked, read in memory).
 ``find_challenge_data`` finds the data where a platform puts it (``$GAMMA_DATA``, AI Studio's
 ``/home/aistudio/data/*/``, ``data/``): an unpacked layout, or the challenge zip, which it unpacks once
 into a folder of the caller's (``extract_zip`` refuses members that would land outside it).
 Images are RGB ``uint8`` (H, W, 3); masks are (H, W) ``uint8`` with values in
 {0 = cup, 128 = disc rim, 255 = background} (``check_mask_values`` is the one check and
-message for them). Points are (x, y) = (column, row).
+message for them; ``check_mask_fits`` refuses a mask whose aspect ratio differs from its photo's,
+which resizing would squash). Points are (x, y) = (column, row).
 
 Every reader raises ``FileNotFoundError`` or ``ValueError`` naming the file and what
 was expected. Files are decoded by their content, not their suffix (a PNG named .jpg is a
 PNG); a JPEG whose stream stops before its end marker, or that libjpeg reports as corrupt,
 is refused; bytes after a complete image are ignored. Pixels and ``image_size`` both follow
-the EXIF orientation (the image as a viewer shows it). ``check_fundus_image`` refuses photos
+the EXIF orientation (the image as a viewer shows it; ``describe_orientation`` names a tag that
+turns a photo, for the refusals it explains). ``check_fundus_image`` refuses photos
 below ``MIN_FUNDUS_SIDE`` px and pictures without a dark surround around a circular field
 (``check_photo_size`` is its size part alone, for a size read from a file header;
 ``check_photo_sizes`` checks a whole folder's photos from their headers before any work).
 Writers go through a temporary file, fsync and ``os.replace``, so a crash never leaves a
-half-written output; an ``OSError`` names the file asked for. Nothing here deletes or
-modifies input files.
+half-written output; an ``OSError`` names the file asked for as an output. An ``OSError`` while
+reading (permission denied, an I/O error) names the file that failed as an input (``reading``).
+Nothing here deletes or modifies input files.
 """
 from __future__ import annotations
 
@@ -46,6 +52,7 @@ import tempfile
 import threading
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -59,8 +66,9 @@ __all__ = [
     "MIN_FUNDUS_SIDE", "DataWarning",
     "resolve_data_root", "read_image", "read_mask", "present_values", "unexpected_mask_values",
     "check_mask_values", "check_fundus_image", "check_photo_size", "check_photo_sizes",
-    "sniff_format", "jpeg_end",
-    "image_size", "list_images", "list_masks", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images",
+    "sniff_format", "jpeg_end", "exif_orientation", "describe_orientation", "reading",
+    "image_size", "list_images", "list_masks", "decode_mask", "SUBMISSION_DIR", "MaskSet", "open_masks",
+    "check_mask_fits", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images",
     "find_task_dir", "find_fovea_gt", "find_mask_dir", "AISTUDIO_DATA", "CHALLENGE_ZIPS", "extract_zip",
     "find_challenge_data", "FoveaSplit", "SegSplit", "load_fovea_split",
     "load_seg_split", "atomic_write_bytes", "atomic_write_text", "atomic_copy", "write_image", "write_fovea_csv",
@@ -239,17 +247,77 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+#: What a viewer does to the stored pixels for each EXIF orientation (named in refusals).
+_ORIENTATION_WORDS = {2: "mirrored left-right", 3: "turned 180 degrees", 4: "mirrored top-bottom",
+                      5: "mirrored and turned 90 degrees counter-clockwise", 6: "turned 90 degrees clockwise",
+                      7: "mirrored and turned 90 degrees clockwise", 8: "turned 90 degrees counter-clockwise"}
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation tag (2-8) of an image file, 1 when it has none (or an unreadable one).
+    ``read_image`` and ``image_size`` apply it."""
+    path = Path(path)
+    with reading(path), open(path, "rb") as f:
+        head = f.read(1 << 20)      # EXIF sits near the start (JPEG APP1, PNG eXIf before the data)
+    fmt = sniff_format(head)
+    if fmt == "tiff":
+        with reading(path):
+            head = path.read_bytes()
+    return _exif_orientation(head, fmt)
+
+
+def describe_orientation(path: str | os.PathLike) -> str | None:
+    """``"EXIF orientation 6: shown turned 90 degrees clockwise"`` for a file whose tag makes the
+    kit (like a viewer) turn or mirror its pixels; None when it has no such tag or cannot be read."""
+    try:
+        value = exif_orientation(path)
+    except (OSError, ValueError):
+        return None
+    return f"EXIF orientation {value}: shown {_ORIENTATION_WORDS[value]}" if value in _ORIENTATION_WORDS else None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """An ``OSError`` in the block (permission denied, I/O error) while reading the input
+    ``path`` is re-raised naming the file that failed (``path`` if the error names none) as
+    an input (``safety.with_path(..., side="input")``; ``runtime.describe_error`` prints it)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is None or getattr(exc, "side", None):
+            raise
+        from gamma_kit.safety import with_path
+
+        raise with_path(exc, exc.filename if exc.filename is not None else path, side="input") from exc
+
+
 def _decode(path: Path, flags: int) -> np.ndarray:
     """Decode ``path`` by its content with OpenCV ``flags``; EXIF orientation applied."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
+    _check_file(path, "image file")
+    with reading(path):
+        data = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode handles non-ASCII paths
+    return _decode_bytes(data, path, flags)
+
+
+def _check_file(path: Path, what: str) -> None:
+    """``FileNotFoundError`` unless ``path`` is a file (a folder there is named as one)."""
+    with reading(path):
+        if path.is_file():
+            return
+        if path.exists():
+            raise ValueError(f"{path}: a folder, not an {what}" if what[0] in "aeiou" else
+                             f"{path}: a folder, not a {what}")
+    raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def _decode_bytes(data: np.ndarray, name: str | os.PathLike, flags: int) -> np.ndarray:
+    """Decode the encoded image ``data`` (uint8 bytes) by its content; ``name`` in messages."""
     fmt = sniff_format(data[:8].tobytes())
     if fmt == "jpeg":
         end = jpeg_end(data)
         if end is None:
             # OpenCV's memory source pads a cut stream with grey without a word; we refuse it.
-            raise ValueError(f"{path}: JPEG is truncated or damaged (the data stops before the end-of-image marker)")
+            raise ValueError(f"{name}: JPEG is truncated or damaged (the data stops before the end-of-image marker)")
         data = data[:end]
     warnings_seen: list[str] = []
     if data.size == 0:
@@ -260,9 +328,9 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     else:
         img = cv2.imdecode(data, flags | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        raise ValueError(f"{path}: cannot be decoded as an image (corrupt, truncated or not an image file)")
+        raise ValueError(f"{name}: cannot be decoded as an image (corrupt, truncated or not an image file)")
     if warnings_seen:
-        raise ValueError(f"{path}: JPEG data is corrupt (libjpeg: {warnings_seen[0].strip()})")
+        raise ValueError(f"{name}: JPEG data is corrupt (libjpeg: {warnings_seen[0].strip()})")
     head = data.tobytes() if fmt == "tiff" else data[:1 << 20].tobytes()   # EXIF sits near the start
     return _orient(img, _exif_orientation(head, fmt))
 
@@ -281,18 +349,17 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    _check_file(path, "image file")
     try:
-        with Image.open(path) as im:
+        with reading(path), Image.open(path) as im:
             w, h = int(im.size[0]), int(im.size[1])
-    except (UnidentifiedImageError, OSError) as exc:
+    except UnidentifiedImageError as exc:
         raise ValueError(f"{path}: cannot be read as an image ({exc})") from exc
-    with open(path, "rb") as f:
-        head = f.read(1 << 20)      # EXIF sits near the start (JPEG APP1, PNG eXIf before the data)
-    fmt = sniff_format(head)
-    orientation = _exif_orientation(head if fmt != "tiff" else path.read_bytes(), fmt)
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    except OSError as exc:
+        if getattr(exc, "side", None):
+            raise
+        raise ValueError(f"{path}: cannot be read as an image ({exc})") from exc
+    return (h, w) if exif_orientation(path) in (5, 6, 7, 8) else (w, h)
 
 
 def check_photo_size(size: tuple[int, int], name: str | os.PathLike = "image",
@@ -391,6 +458,23 @@ def check_mask_values(mask: np.ndarray, what: str | os.PathLike = "mask") -> np.
     return mask
 
 
+def check_mask_fits(mask_size: tuple[int, int], image_size: tuple[int, int], mask_name: str | os.PathLike = "mask",
+                    image_name: str | os.PathLike = "its photo") -> bool:
+    """Whether a mask of ``mask_size`` (w, h) needs its photo of ``image_size`` (w, h) resized to it:
+    False when the sizes are equal, True when the mask is the photo's shape at another scale (to
+    within a pixel of rounding; the original resized the photo to the mask), ``ValueError`` naming
+    both files and sizes when the aspect ratios differ (a mask of another camera or photo: resizing
+    would squash the photo onto it)."""
+    (mw, mh), (iw, ih) = (int(v) for v in mask_size), (int(v) for v in image_size)
+    if (mw, mh) == (iw, ih):
+        return False
+    if abs(mh - ih * mw / iw) <= 1 or abs(mw - iw * mh / ih) <= 1:
+        return True
+    raise ValueError(f"{mask_name}: mask is {mw}x{mh} px but its photo {Path(image_name).name} is {iw}x{ih} (w x h): "
+                     "another aspect ratio (a mask of another camera or photo?); resizing would squash the photo, "
+                     "so the pair is not used: a mask needs its photo's size or the same shape at another scale")
+
+
 def _jpeg_mask_error(where: str | os.PathLike, names: list[str]) -> ValueError:
     return ValueError(f"{where}: mask(s) saved as JPEG ({', '.join(names[:5])}{' ...' if len(names) > 5 else ''}); "
                       "JPEG's lossy compression changes the 0/128/255 values: save masks as .bmp or .png")
@@ -406,35 +490,53 @@ def read_mask(path: str | os.PathLike, expected_size: tuple[int, int] | None = N
     path = Path(path)
     if path.suffix.lower() in (".jpg", ".jpeg") or (path.is_file() and sniff_format(_head(path)) == "jpeg"):
         raise _jpeg_mask_error(path.parent, [path.name])
-    mask = _decode(path, cv2.IMREAD_UNCHANGED)
+    return _as_mask(_decode(path, cv2.IMREAD_UNCHANGED), path, expected_size)
+
+
+def decode_mask(data: bytes, name: str, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``read_mask`` for the encoded bytes of a mask file (a zip member); ``name`` (its file
+    name, e.g. ``sub.zip/Disc_Cup_Segmentations/0101.bmp``) is used in messages and for the suffix."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if name.lower().endswith((".jpg", ".jpeg")) or sniff_format(bytes(data[:8])) == "jpeg":
+        where, _, file = name.rpartition("/")
+        raise _jpeg_mask_error(where or name, [file])
+    return _as_mask(_decode_bytes(buf, name, cv2.IMREAD_UNCHANGED), name, expected_size)
+
+
+def _as_mask(mask: np.ndarray, name: str | os.PathLike, expected_size: tuple[int, int] | None) -> np.ndarray:
     if mask.ndim == 3:
         if mask.shape[2] == 4:
             mask = mask[..., :3]
         if not (np.array_equal(mask[..., 0], mask[..., 1]) and np.array_equal(mask[..., 0], mask[..., 2])):
-            raise ValueError(f"{path}: mask must be single-channel (grey), got a colour image")
+            raise ValueError(f"{name}: mask must be single-channel (grey), got a colour image")
         mask = mask[..., 0]
     if mask.dtype != np.uint8:
-        raise ValueError(f"{path}: mask must be 8-bit, got {mask.dtype}")
-    check_mask_values(mask, path)
+        raise ValueError(f"{name}: mask must be 8-bit, got {mask.dtype}")
+    check_mask_values(mask, name)
     if expected_size is not None and (mask.shape[1], mask.shape[0]) != tuple(expected_size):
-        raise ValueError(f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
+        raise ValueError(f"{name}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
                          f"{expected_size[0]}x{expected_size[1]} (w x h)")
     return mask
 
 
 def _head(path: Path, n: int = 8) -> bytes:
-    with open(path, "rb") as f:
+    with reading(path), open(path, "rb") as f:
         return f.read(n)
 
 
-def list_images(folder: str | os.PathLike, exts: Iterable[str] = IMAGE_EXTS) -> dict[str, Path]:
-    """Map image id (file stem) -> path for the image files in ``folder``, sorted by id."""
+def list_images(folder: str | os.PathLike, exts: Iterable[str] = IMAGE_EXTS,
+                what: str = "image folder") -> dict[str, Path]:
+    """Map image id (file stem) -> path for the image files in ``folder``, sorted by id.
+    ``what`` names the folder in the not-found message."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    exts = tuple(e.lower() for e in exts)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
-                   and not p.name.startswith("."))
+    with reading(folder):
+        if not folder.is_dir():
+            if folder.exists():
+                raise ValueError(f"{folder}: a file, not a folder ({what} expected)")
+            raise FileNotFoundError(f"{what} not found: {folder}")
+        exts = tuple(e.lower() for e in exts)
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts
+                       and not p.name.startswith("."))
     if not files:
         raise ValueError(f"{folder}: no image files ({', '.join(exts)}) in this folder")
     out: dict[str, Path] = {}
@@ -449,12 +551,125 @@ def list_masks(folder: str | os.PathLike) -> dict[str, Path]:
     """Map id -> path for the GAMMA masks (``MASK_EXTS``) in ``folder``; JPEG files there are
     refused as JPEG masks (not reported as missing masks)."""
     folder = Path(folder)
-    if folder.is_dir():
-        jpegs = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")
-                       and not p.name.startswith("."))
-        if jpegs:
-            raise _jpeg_mask_error(folder, jpegs)
-    return list_images(folder, MASK_EXTS)
+    with reading(folder):
+        if folder.is_dir():
+            jpegs = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")
+                           and not p.name.startswith("."))
+            if jpegs:
+                raise _jpeg_mask_error(folder, jpegs)
+    return list_images(folder, MASK_EXTS, what="mask folder")
+
+
+#: The folder a task 3 submission zip holds its masks in (``Disc_Cup_Segmentations/<id>.bmp``, SPEC 3).
+SUBMISSION_DIR = "Disc_Cup_Segmentations"
+#: A zip member larger than this (uncompressed) is not a mask (a 4288x2848 24-bit BMP is 37 MB).
+MAX_MASK_BYTES = 256 << 20
+
+
+class MaskSet:
+    """Masks by id from a folder (``list_masks``) or a task 3 submission zip (``SUBMISSION_DIR/<id>.bmp``
+    or ``.png`` at the top of the zip, read in memory: nothing is unpacked). ``open_masks`` makes one.
+
+    ``ids`` the mask ids (file stems, sorted); ``name(id)`` the file as messages name it;
+    ``read(id, expected_size)`` the mask as ``read_mask`` returns it. Use it as a context manager
+    (a zip stays open until then).
+    """
+
+    def __init__(self, where: Path, names: dict[str, str], archive: zipfile.ZipFile | None = None) -> None:
+        self.where, self._names, self._zip = where, names, archive
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._names)
+
+    def name(self, image_id: str) -> str:
+        return self._names[image_id] if self._zip is None else f"{self.where}/{self._names[image_id]}"
+
+    def read(self, image_id: str, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+        if self._zip is None:
+            return read_mask(self._names[image_id], expected_size)
+        member = self._names[image_id]
+        try:
+            with reading(self.where):
+                data = self._zip.read(member)
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+            raise ValueError(f"{self.name(image_id)}: cannot be read from the zip ({exc})") from exc
+        return decode_mask(data, self.name(image_id), expected_size)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+
+    def __enter__(self) -> "MaskSet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_masks(path: str | os.PathLike, what: str = "mask folder or submission zip") -> MaskSet:
+    """The masks of ``path``: a folder of ``<id>.bmp`` / ``.png`` masks, or a task 3 submission zip
+    whose layout is checked as the challenge reads it (``SUBMISSION_DIR/<id>.bmp`` at the top);
+    a wrong layout is one ``ValueError`` naming the zip, what was expected and what it holds."""
+    path = Path(path)
+    with reading(path):
+        is_file = path.is_file()
+    if not is_file:
+        if not path.exists():
+            raise FileNotFoundError(f"{what} not found: {path}")
+        return MaskSet(path, {i: str(p) for i, p in list_masks(path).items()})
+    try:
+        with reading(path):
+            archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{path}: not a zip archive ({exc}); expected a submission zip "
+                         f"({SUBMISSION_DIR}/<id>.bmp inside) or a folder of masks") from exc
+    try:
+        return MaskSet(path, _submission_members(path, archive.infolist()), archive)
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _submission_members(path: Path, infos: list[zipfile.ZipInfo]) -> dict[str, str]:
+    """id -> member name of the masks directly in ``SUBMISSION_DIR/`` of a zip; the layout checks."""
+    expected = f"expected {SUBMISSION_DIR}/<id>.bmp (or .png) at the top of the zip, as the challenge takes it"
+    files = []
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        parts = [q for q in name.split("/") if q]
+        if info.is_dir() or not parts or parts[0] == "__MACOSX" or parts[-1].startswith("."):
+            continue
+        files.append((parts, info))
+    images = [(parts, info) for parts, info in files if Path(parts[-1]).suffix.lower() in IMAGE_EXTS]
+    inside = [(parts, info) for parts, info in images if len(parts) == 2 and parts[0] == SUBMISSION_DIR]
+    jpegs = [parts[-1] for parts, _ in inside if Path(parts[-1]).suffix.lower() in (".jpg", ".jpeg")]
+    if jpegs:
+        raise _jpeg_mask_error(f"{path}/{SUBMISSION_DIR}", sorted(jpegs))
+    masks = [(parts, info) for parts, info in inside if Path(parts[-1]).suffix.lower() in MASK_EXTS]
+    if not masks:
+        if inside:
+            kinds = sorted({Path(parts[-1]).suffix.lower() for parts, _ in inside})
+            found = f"its {SUBMISSION_DIR}/ holds {len(inside)} image(s) as {', '.join(kinds)}"
+        elif not images:
+            found = f"it holds no image files ({len(files)} other file(s))" if files else "it is empty"
+        else:
+            folders = sorted({"/".join(parts[:-1]) + "/" if len(parts) > 1 else "the top of the zip"
+                              for parts, _ in images})
+            found = (f"its {len(images)} image file(s) lie in {', '.join(folders[:3])}"
+                     f"{' ...' if len(folders) > 3 else ''}")
+            if folders == ["the top of the zip"]:
+                found += f" (zip the {SUBMISSION_DIR} folder itself, not its contents)"
+        raise ValueError(f"{path}: not a GAMMA task 3 submission: {expected}; {found}")
+    out: dict[str, str] = {}
+    for parts, info in sorted(masks, key=lambda m: m[0][-1]):
+        stem = Path(parts[-1]).stem
+        if stem in out:
+            raise ValueError(f"{path}: two masks share the id {stem!r}: {out[stem]}, {info.filename}")
+        if info.file_size > MAX_MASK_BYTES:
+            raise ValueError(f"{path}/{info.filename}: {info.file_size >> 20} MB uncompressed, too large for a mask")
+        out[stem] = info.filename
+    return out
 
 
 class DataWarning(UserWarning):
@@ -518,14 +733,16 @@ def read_fovea_gt(path: str | os.PathLike, what: str = "ground-truth file") -> p
     ``what`` names the file in the not-found error (a submission is read the same way).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+    _check_file(path, what)
     try:
-        if path.suffix.lower() in (".xlsx", ".xls"):
-            df = pd.read_excel(path, dtype=str)
-        else:
-            df = pd.read_csv(path, dtype=str)
+        with reading(path):
+            if path.suffix.lower() in (".xlsx", ".xls"):
+                df = pd.read_excel(path, dtype=str)
+            else:
+                df = pd.read_csv(path, dtype=str)
     except Exception as exc:  # pandas raises many types for unreadable files
+        if isinstance(exc, OSError) and getattr(exc, "side", None):
+            raise                  # the file could not be read at all (permission, I/O): named as an input
         raise ValueError(f"{path}: cannot be read as a table ({' '.join(str(exc).split())})") from exc
     df.columns = [str(c).strip() for c in df.columns]
     df = df.dropna(how="all")
@@ -610,16 +827,47 @@ def find_fovea_gt(task_dir: str | os.PathLike, split: str = "training") -> Path 
 
 def find_mask_dir(task_dir: str | os.PathLike, split: str = "training", required: bool = False) -> Path | None:
     """The disc/cup mask folder of ``split``: ``<task>/<split>/Disc_Cup_Mask`` (or ``Disc_Cup_Masks``),
-    else ``<task>/<split>_GT/...``. None when absent, or ``FileNotFoundError`` with ``required``."""
+    else ``<task>/<split>_GT/...``. None when absent, or ``FileNotFoundError`` with ``required``.
+
+    Both names in one folder: the one with a mask for every photo of ``<split>/fundus color images``
+    is taken and named in a ``DataWarning``; when neither or both has one for every photo, a
+    ``ValueError`` names both folders and their counts (a partial folder is never taken silently)."""
     task = Path(task_dir)
     for folder in (split, f"{split}_GT"):
-        for m in MASK_DIRS:
-            if (task / folder / m).is_dir():
-                return task / folder / m
+        with reading(task / folder):
+            found = [task / folder / m for m in MASK_DIRS if (task / folder / m).is_dir()]
+        if len(found) > 1:
+            return _pick_mask_dir(found, task / split / IMAGE_DIR)
+        if found:
+            return found[0]
     if required:
         raise FileNotFoundError(f"{task / split}: no mask folder ({' or '.join(MASK_DIRS)}, in {split}/ or "
                                 f"{split}_GT/); pass the folder (--mask-dir DIR)")
     return None
+
+
+def _stems(folder: Path, exts: Iterable[str]) -> set[str]:
+    with reading(folder):
+        return {p.stem for p in folder.iterdir() if p.suffix.lower() in exts and not p.name.startswith(".")
+                and p.is_file()}
+
+
+def _pick_mask_dir(found: list[Path], image_dir: Path) -> Path:
+    """Of two mask folders side by side, the one with a mask for every photo in ``image_dir``."""
+    masks = {d: _stems(d, MASK_EXTS + (".jpg", ".jpeg")) for d in found}
+    photos = _stems(image_dir, IMAGE_EXTS) if image_dir.is_dir() else set()
+    full = [d for d in found if photos and photos <= masks[d]]
+    counts = " and ".join(f"{d.name} ({len(masks[d])} masks)" for d in found)
+    where = found[0].parent
+    if len(full) == 1:
+        warnings.warn(DataWarning(f"{where}: two mask folders, {counts}; using {full[0].name}, the one with a mask "
+                                  f"for each of the {len(photos)} photos in {image_dir.name}/"), stacklevel=3)
+        return full[0]
+    why = (f"both have a mask for each of the {len(photos)} photos" if full else
+           f"neither has a mask for each of the {len(photos)} photos in {image_dir.name}/" if photos else
+           f"no photos in {image_dir} to tell them apart")
+    raise ValueError(f"{where}: two mask folders, {counts}, and {why}: keep one of them "
+                     "(or name it: seg prepare --mask-dir DIR)")
 
 
 def find_task_dir(root: str | os.PathLike, task: str) -> Path:
@@ -640,9 +888,10 @@ def find_task_dir(root: str | os.PathLike, task: str) -> Path:
             return any((d / "training" / m).is_dir() for m in MASK_DIRS) or not (d / "training").is_dir()
         return True
 
-    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir()) + \
-        sorted(q for p in root.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir())
-    found = [d for d in candidates if is_task_dir(d)]
+    with reading(root):
+        candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir()) + \
+            sorted(q for p in root.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir())
+        found = [d for d in candidates if is_task_dir(d)]
     marked = [d for d in found if TASK_MARKERS[task].lower() in d.name.lower()]
     if marked or found:
         return (marked or found)[0]
@@ -656,11 +905,13 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
     Members that would land outside ``dest`` (absolute paths, ``..``) are refused; existing
     files are never overwritten.
     """
+    from gamma_kit.safety import with_path
+
     zip_path, dest = Path(zip_path), Path(dest)
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"archive {zip_path} not found")
+    _check_file(zip_path, "archive")
     try:
-        zf = zipfile.ZipFile(zip_path)
+        with reading(zip_path):
+            zf = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as exc:
         raise ValueError(f"{zip_path} is not a zip archive ({exc})") from exc
     with zf:
@@ -671,7 +922,13 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
                 raise ValueError(f"{zip_path}: member {info.filename!r} would be written outside {dest}")
         for info in zf.infolist():
             if not (dest / info.filename).exists():
-                zf.extract(info, dest)
+                try:
+                    zf.extract(info, dest)
+                except OSError as exc:     # reading the archive is named by reading(); writing names dest
+                    if exc.errno is None or getattr(exc, "side", None):
+                        raise
+                    raise with_path(exc, exc.filename if exc.filename is not None else dest / info.filename) \
+                        from exc
     return dest
 
 

@@ -1,11 +1,13 @@
 """Score GAMMA predictions the challenge way (command line; the scoring is ``gamma_kit.scoring``).
 
     python -m gamma_kit.evaluate fovea --pred P.csv --gt GT.xlsx --images DIR [--json]
-    python -m gamma_kit.evaluate seg --pred DIR --gt DIR [--json] [--weights 0.3,0.4,0.3]
+    python -m gamma_kit.evaluate seg --pred DIR|submission.zip --gt DIR [--json] [--weights 0.3,0.4,0.3]
 
 ``fovea``: P.csv has ``data,Fovea_X,Fovea_Y``; GT is .xlsx or .csv; DIR holds the test
-images, whose sizes normalise the distances. ``seg``: both folders hold ``<id>.bmp``
-(or .png) masks with values 0/128/255. With ``--json`` one strict JSON object is printed
+images, whose sizes normalise the distances. ``seg``: the folders hold ``<id>.bmp``
+(or .png) masks with values 0/128/255; ``--pred`` may also be the submission zip, whose layout is
+checked as the challenge takes it (``Disc_Cup_Segmentations/<id>.bmp`` at its top) and whose masks
+are read in memory (nothing is unpacked). With ``--json`` one strict JSON object is printed
 (``null`` where a number is not finite): keys aed, score, n (fovea) or dice_disc,
 dice_cup, vcdr_mae, score, n (seg).
 """
@@ -46,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--images", required=True, type=Path, help="folder of the test images (for their sizes)")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     s = sub.add_parser("seg", help="task 3: disc/cup Dice, vCDR MAE, combined score")
-    s.add_argument("--pred", required=True, type=Path, help="folder of predicted <id>.bmp masks (0/128/255)")
+    s.add_argument("--pred", required=True, type=Path,
+                   help="folder of predicted <id>.bmp masks (0/128/255), or the submission zip "
+                        "(Disc_Cup_Segmentations/<id>.bmp inside)")
     s.add_argument("--gt", required=True, type=Path, help="folder of ground-truth masks")
     s.add_argument("--weights", type=_weights, default=None,
                    help="combined-score weights 'disc,cup,vcdr' (default %s, unverified)"

@@ -2,7 +2,8 @@
 
 ``score_fovea_files`` reads a task 2 submission CSV, the ground truth and the test images'
 sizes (the distances are normalised by each original image's width and height);
-``score_seg_folders`` reads two folders of 0/128/255 masks. Ids are matched the kit's one
+``score_seg_folders`` reads the predicted 0/128/255 masks from a folder or a submission zip
+and the ground truth from a folder. Ids are matched the kit's one
 way (``data.id_key``: whole numbers by value, so ``101`` matches ``0101.jpg``). The maths
 lives in ``gamma_kit.metrics``; the CLI in ``gamma_kit.evaluate`` only parses arguments
 and prints ``summary`` (``json_safe`` turns non-finite numbers into ``null``).
@@ -13,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
-from gamma_kit.data import (image_size, list_images, list_masks, match_gt_to_images, read_fovea_gt, read_mask,
-                            rekey_ids)
+from gamma_kit.data import (image_size, list_images, list_masks, match_gt_to_images, open_masks, read_fovea_gt,
+                            read_mask, rekey_ids)
 from gamma_kit.metrics import evaluate_fovea, evaluate_seg
 
 __all__ = ["score_fovea_files", "score_seg_folders", "summary", "json_safe", "to_json", "SUMMARY_KEYS"]
@@ -39,19 +40,20 @@ def score_fovea_files(pred_csv: str | Path, gt_path: str | Path, images_dir: str
     return evaluate_fovea(pred, gt, sizes)
 
 
-def score_seg_folders(pred_dir: str | Path, gt_dir: str | Path, weights: dict | None = None) -> dict:
-    """Score a folder of predicted masks against a folder of GT masks (ids by file stem,
-    matched by ``id_key``). Returns ``metrics.evaluate_seg``'s dict."""
+def score_seg_folders(pred: str | Path, gt_dir: str | Path, weights: dict | None = None) -> dict:
+    """Score predicted masks against a folder of GT masks (ids by file stem, matched by
+    ``id_key``). ``pred`` is a folder of masks or a submission zip (``Disc_Cup_Segmentations/<id>.bmp``
+    inside, checked and read in memory by ``data.open_masks``). Returns ``metrics.evaluate_seg``'s dict."""
     gt_files = list_masks(gt_dir)
-    pred_files = list_masks(pred_dir)
-    mapping = rekey_ids(pred_files, gt_files, pred_dir)
-    pred_files = {mapping[i]: p for i, p in pred_files.items()}
-    missing = [i for i in gt_files if i not in pred_files]
-    if missing:
-        raise ValueError(f"{pred_dir}: no predicted mask for {len(missing)} id(s) of {gt_dir}: {missing[:10]}")
-    gt = {i: read_mask(p) for i, p in gt_files.items()}
-    pred = {i: read_mask(pred_files[i], expected_size=gt[i].shape[::-1]) for i in gt}
-    return evaluate_seg(pred, gt, weights)
+    with open_masks(pred, "prediction folder or submission zip") as masks:
+        mapping = rekey_ids(masks.ids, gt_files, pred)
+        pred_ids = {mapping[i]: i for i in masks.ids}
+        missing = [i for i in gt_files if i not in pred_ids]
+        if missing:
+            raise ValueError(f"{pred}: no predicted mask for {len(missing)} id(s) of {gt_dir}: {missing[:10]}")
+        gt = {i: read_mask(p) for i, p in gt_files.items()}
+        pred_masks = {i: masks.read(pred_ids[i], expected_size=gt[i].shape[::-1]) for i in gt}
+    return evaluate_seg(pred_masks, gt, weights)
 
 
 def summary(result: dict, task: str) -> dict:

@@ -481,3 +481,214 @@ def test_atomic_copy_round_trip_and_errors_name_the_right_file(tmp_path, monkeyp
         atomic_copy(src, tmp_path / "out" / "a.jpg")
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "out" / "a.jpg")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg"]   # no temp file left
+
+
+# --------------------------------------------------------------------------- issue 17: leftovers and sides
+def _masks_beside(tmp_path, n_photos=3, partial=1, full=3):
+    """A task 3 training split with ``Disc_Cup_Mask`` holding ``partial`` masks and ``Disc_Cup_Masks`` ``full``."""
+    root = _layout(tmp_path, n=n_photos)
+    train = root / "task3_disc_cup_segmentation" / "training"
+    (train / "Disc_Cup_Masks").mkdir()
+    for k in range(1, n_photos + 1):
+        src = train / "Disc_Cup_Mask" / f"{k:04d}.bmp"
+        if k <= full:
+            (train / "Disc_Cup_Masks" / src.name).write_bytes(src.read_bytes())
+        if k > partial:
+            src.unlink()
+    return root, train
+
+
+def test_two_mask_folders_take_the_complete_one_and_say_so(tmp_path):
+    root, train = _masks_beside(tmp_path, partial=1, full=3)
+    with pytest.warns(DataWarning) as seen:
+        assert find_mask_dir(train.parent, "training") == train / "Disc_Cup_Masks"
+    assert [str(w.message) for w in seen] == [
+        f"{train}: two mask folders, Disc_Cup_Mask (1 masks) and Disc_Cup_Masks (3 masks); using Disc_Cup_Masks, "
+        f"the one with a mask for each of the 3 photos in {IMAGE_DIR}/"]
+    with pytest.warns(DataWarning):
+        assert sorted(load_seg_split(root).masks) == ["0001", "0002", "0003"]
+
+
+@pytest.mark.parametrize("partial, full, why", [
+    (2, 2, "neither has a mask for each of the 3 photos in fundus color images/"),
+    (3, 3, "both have a mask for each of the 3 photos"),
+])
+def test_two_mask_folders_refused_when_neither_or_both_is_complete(tmp_path, partial, full, why):
+    _, train = _masks_beside(tmp_path, partial=partial, full=full)
+    with pytest.raises(ValueError) as info:
+        find_mask_dir(train.parent, "training")
+    assert str(info.value) == (f"{train}: two mask folders, Disc_Cup_Mask ({partial} masks) and Disc_Cup_Masks "
+                               f"({full} masks), and {why}: keep one of them (or name it: seg prepare --mask-dir DIR)")
+
+
+def test_check_mask_fits_scales_the_same_shape_and_refuses_another_aspect():
+    from gamma_kit.data import check_mask_fits
+
+    assert check_mask_fits((2992, 2000), (2992, 2000)) is False
+    assert check_mask_fits((1496, 1000), (2992, 2000)) is True          # the same photo at half size
+    assert check_mask_fits((999, 667), (2992, 2000)) is True            # rounded to the pixel
+    with pytest.raises(ValueError) as info:
+        check_mask_fits((2992, 2000), (1956, 1934), "m/0002.bmp", "imgs/0002.jpg")
+    assert str(info.value).startswith("m/0002.bmp: mask is 2992x2000 px but its photo 0002.jpg is 1956x1934 (w x h): "
+                                      "another aspect ratio (a mask of another camera or photo?)")
+    with pytest.raises(ValueError, match="mask is 512x512 px but its photo 0001.jpg is 1956x1934"):
+        check_mask_fits((512, 512), (1956, 1934), "0001.bmp", "0001.jpg")
+
+
+def test_a_file_where_a_folder_is_expected_is_named_as_such(tmp_path):
+    (tmp_path / "sub.zip").write_bytes(b"PK")
+    with pytest.raises(ValueError, match=r"sub.zip: a file, not a folder \(mask folder expected\)"):
+        from gamma_kit.data import list_masks
+        list_masks(tmp_path / "sub.zip")
+    (tmp_path / "photo.jpg").mkdir()
+    with pytest.raises(ValueError, match=r"photo.jpg: a folder, not an image file"):
+        read_image(tmp_path / "photo.jpg")
+
+
+def _zip(path, members: dict):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _bmp(mask):
+    return cv2.imencode(".bmp", mask)[1].tobytes()
+
+
+def test_open_masks_reads_a_submission_zip_in_memory(tmp_path):
+    from gamma_kit.data import open_masks
+
+    m = np.full((20, 10), 255, np.uint8)
+    m[4:14, 2:8] = 128
+    z = _zip(tmp_path / "sub.zip", {"Disc_Cup_Segmentations/0101.bmp": _bmp(m),
+                                    "Disc_Cup_Segmentations/0102.png": cv2.imencode(".png", m)[1].tobytes(),
+                                    "__MACOSX/Disc_Cup_Segmentations/._0101.bmp": b"junk",
+                                    "Disc_Cup_Segmentations/.DS_Store": b"junk", "README.txt": b"team x"})
+    before = sorted(tmp_path.rglob("*"))
+    with open_masks(z) as masks:
+        assert masks.ids == ["0101", "0102"]
+        assert masks.name("0101") == f"{z}/Disc_Cup_Segmentations/0101.bmp"
+        np.testing.assert_array_equal(masks.read("0102", expected_size=(10, 20)), m)
+        with pytest.raises(ValueError, match=r"sub.zip/Disc_Cup_Segmentations/0101.bmp: mask size 10x20 differs"):
+            masks.read("0101", expected_size=(20, 10))
+    assert sorted(tmp_path.rglob("*")) == before                             # nothing unpacked
+    folder = tmp_path / "pred"
+    folder.mkdir()
+    write_image(folder / "0101.bmp", m)
+    with open_masks(folder) as masks:                                         # a folder reads the same way
+        assert masks.ids == ["0101"] and masks.name("0101") == str(folder / "0101.bmp")
+        np.testing.assert_array_equal(masks.read("0101"), m)
+
+
+@pytest.mark.parametrize("members, found", [
+    ({"0101.bmp": "m", "0102.bmp": "m"}, "its 2 image file(s) lie in the top of the zip (zip the "
+                                         "Disc_Cup_Segmentations folder itself, not its contents)"),
+    ({"results/Disc_Cup_Segmentations/0101.bmp": "m"}, "its 1 image file(s) lie in results/Disc_Cup_Segmentations/"),
+    ({"disc_cup_segmentations/0101.bmp": "m"}, "its 1 image file(s) lie in disc_cup_segmentations/"),
+    ({"Disc_Cup_Segmentations/0101.tif": "m"}, "its Disc_Cup_Segmentations/ holds 1 image(s) as .tif"),
+    ({"notes.txt": "x"}, "it holds no image files (1 other file(s))"),
+    ({}, "it is empty"),
+])
+def test_open_masks_refuses_a_wrong_zip_layout_in_one_line(tmp_path, members, found):
+    from gamma_kit.data import open_masks
+
+    z = _zip(tmp_path / "sub.zip", {k: _bmp(np.full((4, 4), 255, np.uint8)) if v == "m" else v
+                                    for k, v in members.items()})
+    with pytest.raises(ValueError) as info:
+        open_masks(z)
+    assert str(info.value) == (f"{z}: not a GAMMA task 3 submission: expected Disc_Cup_Segmentations/<id>.bmp "
+                               f"(or .png) at the top of the zip, as the challenge takes it; {found}")
+
+
+def test_open_masks_refuses_jpeg_members_duplicates_and_non_zips(tmp_path):
+    from gamma_kit.data import open_masks
+
+    m = np.full((4, 4), 255, np.uint8)
+    z = _zip(tmp_path / "a.zip", {"Disc_Cup_Segmentations/0101.jpg": cv2.imencode(".jpg", m)[1].tobytes()})
+    with pytest.raises(ValueError, match=r"a.zip/Disc_Cup_Segmentations: mask\(s\) saved as JPEG \(0101.jpg\)"):
+        open_masks(z)
+    z = _zip(tmp_path / "b.zip", {"Disc_Cup_Segmentations/0101.bmp": _bmp(m),
+                                  "Disc_Cup_Segmentations/0101.png": cv2.imencode(".png", m)[1].tobytes()})
+    with pytest.raises(ValueError, match=r"b.zip: two masks share the id '0101'"):
+        open_masks(z)
+    (tmp_path / "c.zip").write_bytes(b"not a zip at all")
+    with pytest.raises(ValueError, match=r"c.zip: not a zip archive \(.*\); expected a submission zip"):
+        open_masks(tmp_path / "c.zip")
+    with pytest.raises(FileNotFoundError, match="mask folder or submission zip not found: .*missing.zip"):
+        open_masks(tmp_path / "missing.zip")
+    z = _zip(tmp_path / "d.zip", {"Disc_Cup_Segmentations/0101.bmp": b"BM not really a bitmap"})
+    with open_masks(z) as masks, pytest.raises(ValueError, match="d.zip/Disc_Cup_Segmentations/0101.bmp: cannot be "
+                                                                  "decoded as an image"):
+        masks.read("0101")
+
+
+@pytest.mark.parametrize("errno_name, reason", [("EACCES", "Permission denied"), ("EIO", "Input/output error")])
+def test_read_errors_name_the_file_as_an_input(tmp_path, monkeypatch, errno_name, reason):
+    import errno
+
+    from gamma_kit.runtime import describe_error
+
+    write_image(tmp_path / "0001.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "gt.csv").write_text("data,Fovea_X,Fovea_Y\n0001,1,2\n")
+    code = getattr(errno, errno_name)
+
+    def fail(path, *a, **k):
+        raise OSError(code, reason, str(path))
+
+    with monkeypatch.context() as mp:
+        mp.setattr(np, "fromfile", fail)
+        with pytest.raises(OSError) as info:
+            read_image(tmp_path / "0001.png")
+    assert info.value.errno == code and info.value.side == "input"
+    assert describe_error(info.value) == f"input {tmp_path / '0001.png'}: {reason}"
+    with monkeypatch.context() as mp:
+        mp.setattr(pd, "read_csv", fail)                 # pandas' own catch-all must not turn it into "a table"
+        with pytest.raises(OSError) as info:
+            read_fovea_gt(tmp_path / "gt.csv")
+    assert describe_error(info.value) == f"input {tmp_path / 'gt.csv'}: {reason}"
+
+
+def test_write_errors_name_the_file_as_an_output_and_a_copy_names_its_source_as_an_input(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from gamma_kit import data
+    from gamma_kit.data import atomic_copy
+    from gamma_kit.runtime import describe_error
+
+    def denied(*_a, **_k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".out.csv.x.tmp"))
+
+    with monkeypatch.context() as mp:
+        mp.setattr(data.tempfile, "mkstemp", denied)
+        with pytest.raises(OSError) as info:
+            atomic_write_text(tmp_path / "out.csv", "x")
+    assert describe_error(info.value) == f"output {tmp_path / 'out.csv'}: Permission denied"
+    (tmp_path / "src.jpg").write_bytes(b"photo")
+
+    def unreadable(a, b, **k):
+        raise OSError(errno.EIO, "Input/output error", a)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(shutil, "copyfile", unreadable)
+        with pytest.raises(OSError) as info:
+            atomic_copy(tmp_path / "src.jpg", tmp_path / "dst.jpg")
+    assert describe_error(info.value) == f"input {tmp_path / 'src.jpg'}: Input/output error"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src.jpg"]
+
+
+def test_describe_orientation_names_the_tag(tmp_path):
+    from PIL import Image
+
+    from gamma_kit.data import describe_orientation, exif_orientation
+
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "a.jpg", "JPEG", exif=exif.tobytes())
+    Image.fromarray(np.zeros((8, 12, 3), np.uint8)).save(tmp_path / "b.jpg", "JPEG")
+    assert exif_orientation(tmp_path / "a.jpg") == 3 and exif_orientation(tmp_path / "b.jpg") == 1
+    assert describe_orientation(tmp_path / "a.jpg") == "EXIF orientation 3: shown turned 180 degrees"
+    assert describe_orientation(tmp_path / "b.jpg") is None and describe_orientation(tmp_path / "none.jpg") is None

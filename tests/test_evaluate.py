@@ -131,3 +131,49 @@ def test_bad_weights_are_one_line(tmp_path, capsys):
         main(["seg", "--pred", str(tmp_path), "--gt", str(tmp_path), "--weights", "1,x"])
     assert info.value.code == 2
     assert "--weights needs three numbers 'disc,cup,vcdr'" in capsys.readouterr().err
+
+
+def _submission(tmp_path, members):
+    import zipfile
+
+    import cv2
+
+    z = tmp_path / "submission.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, mask in members.items():
+            zf.writestr(name, cv2.imencode(".bmp", mask)[1].tobytes())
+    return z
+
+
+def test_seg_scores_a_submission_zip_like_its_folder(tmp_path):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    write_image(gt / "0101.bmp", _mask(5))
+    write_image(gt / "0102.bmp", _mask(4))
+    z = _submission(tmp_path, {"Disc_Cup_Segmentations/0101.bmp": _mask(5), "Disc_Cup_Segmentations/102.bmp": _mask(6)})
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "gamma_kit.evaluate", "seg", "--pred", str(z), "--gt", str(gt),
+                        "--json", "--weights", "0,1,0"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    out = json.loads(r.stdout)                           # the known answers of test_seg_json_via_module
+    assert out["n"] == 2 and out["dice_disc"] == 1.0
+    assert out["dice_cup"] == pytest.approx(0.9) and out["vcdr_mae"] == pytest.approx(0.1)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before         # nothing unpacked anywhere
+
+
+def test_seg_zip_with_a_wrong_layout_or_missing_masks_is_one_line(tmp_path, capsys):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    write_image(gt / "0101.bmp", _mask(5))
+    write_image(gt / "0102.bmp", _mask(5))
+    z = _submission(tmp_path, {"0101.bmp": _mask(5), "0102.bmp": _mask(5)})
+    assert main(["seg", "--pred", str(z), "--gt", str(gt)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {z}: not a GAMMA task 3 submission: expected Disc_Cup_Segmentations/<id>.bmp (or .png) at the top "
+        "of the zip, as the challenge takes it; its 2 image file(s) lie in the top of the zip (zip the "
+        "Disc_Cup_Segmentations folder itself, not its contents)\n")
+    z = _submission(tmp_path, {"Disc_Cup_Segmentations/0101.bmp": _mask(5)})
+    assert main(["seg", "--pred", str(z), "--gt", str(gt)]) == 2
+    assert capsys.readouterr().err == f"error: {z}: no predicted mask for 1 id(s) of {gt}: ['0102']\n"
+    assert main(["seg", "--pred", str(z), "--gt", str(z)]) == 2             # ground truth stays a folder
+    assert capsys.readouterr().err == f"error: {z}: a file, not a folder (mask folder expected)\n"
