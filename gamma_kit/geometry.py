@@ -343,6 +343,23 @@ def _corner_to_centre(a: float, b: float) -> tuple[float, float]:
     return a, b + 0.5 * a - 0.5
 
 
+def _undecided(name: str, det: DiscSide, min_confidence: float) -> str:
+    """The eye-side refusal for ``name``; when ``name`` is a file whose EXIF orientation turns it
+    (``data.describe_orientation``), the rotation is named: a photo shown turned 90 degrees has its
+    disc above or below the centre, and a side override would not undo that."""
+    from gamma_kit.data import describe_orientation, exif_orientation
+
+    text = (f"{name}: cannot decide the eye side (optic disc found at x={det.disc_xy[0]:.0f}, too close to the "
+            f"centre; confidence {det.confidence:.2f} < {min_confidence})")
+    rotation = describe_orientation(name) if os.path.isfile(name) else None
+    if rotation is None:
+        return text + ". Give it in a side override file (CSV columns data,disc_side)."
+    turned = exif_orientation(name) in (5, 6, 7, 8)
+    return (f"{text}; the file has {rotation} (the kit reads photos as a viewer shows them"
+            f"{', which puts the disc above or below the centre' if turned else ''}): if the tag is wrong, "
+            "save the photo without it (a side override does not undo a rotation)")
+
+
 @dataclass(frozen=True)
 class CanonicalFrame:
     """Similarity map from one image into the canonical frame, and back.
@@ -404,9 +421,7 @@ class CanonicalFrame:
                     raise
         if disc_side is None:
             if det.confidence < min_confidence:
-                raise EyeSideError(f"{name}: cannot decide the eye side (optic disc found at x={det.disc_xy[0]:.0f}, "
-                                 f"too close to the centre; confidence {det.confidence:.2f} < {min_confidence}). "
-                                 "Give it in a side override file (CSV columns data,disc_side).")
+                raise EyeSideError(_undecided(name, det, min_confidence))
             disc_side = det.side
         if disc_side not in SIDES:
             raise ValueError(f"{name}: disc_side must be 'left' or 'right', got {disc_side!r}")

@@ -140,6 +140,31 @@ def test_undecidable_side_names_the_image():
     assert CanonicalFrame.from_image(img, disc_side="right").flipped
 
 
+@pytest.mark.parametrize("orientation, words", [(6, "turned 90 degrees clockwise"),
+                                                 (8, "turned 90 degrees counter-clockwise")])
+def test_undecidable_side_of_an_exif_turned_photo_names_the_rotation(tmp_path, orientation, words):
+    """A left-eye photo whose EXIF tag turns it by 90 degrees: shown that way (as the kit reads it) the
+    disc lies below or above the centre, and the refusal names the tag instead of asking for an override."""
+    from PIL import Image
+
+    img = _fundus(600, 400, 300, 200, 190, (150, 210))
+    plain, tagged = tmp_path / "plain.jpg", tmp_path / "tagged.jpg"
+    Image.fromarray(img).save(plain, "JPEG", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(img).save(tagged, "JPEG", quality=95, exif=exif.tobytes())
+    assert CanonicalFrame.from_image(read_image(plain), name=str(plain)).flipped is False      # left eye as stored
+    shown = read_image(tagged)
+    assert shown.shape == (600, 400, 3)
+    with pytest.raises(ValueError) as info:
+        CanonicalFrame.from_image(shown, name=str(tagged))
+    msg = str(info.value)
+    assert msg.startswith(f"{tagged}: cannot decide the eye side (")
+    assert f"the file has EXIF orientation {orientation}: shown {words} (the kit reads photos as a viewer shows " \
+           "them, which puts the disc above or below the centre): if the tag is wrong, save the photo without it" in msg
+    assert "\n" not in msg
+
+
 def test_non_gamma_size_needs_fov():
     with pytest.raises(ValueError, match="not a GAMMA size"):
         CanonicalFrame.for_size((1000, 800), False)

@@ -19,7 +19,8 @@ from typing import Sequence
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import atomic_write_text, list_images, match_gt_to_images, read_fovea_gt, write_fovea_csv
+from gamma_kit.data import (atomic_write_text, describe_orientation, list_images, match_gt_to_images, read_fovea_gt,
+                            write_fovea_csv)
 from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES, find_checkpoints, load_checkpoint, load_exported
 from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
@@ -77,7 +78,8 @@ def _canonical_images(paths: dict[str, Path], cache: CanonicalCache, progress: b
         try:
             canon[i] = cache.get(i, p)
         except EyeSideError:
-            failed.append(str(p))
+            rotation = describe_orientation(p)      # a photo an EXIF tag turns: the likely cause
+            failed.append(f"{p} ({rotation})" if rotation else str(p))
     if failed:
         raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
                          f"{SIDE_OVERRIDE_HINT}")
