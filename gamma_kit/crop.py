@@ -20,6 +20,11 @@ outside the photo they are 0. Masks and label maps are moved only by nearest-nei
 sampling at pixel centres (never bilinear: that would invent classes); outside the photo
 a cropped mask is 255 (GAMMA background). ``paste_labels`` puts a crop-sized label map
 back at the source size, ``background`` outside the window.
+
+Usable windows (``window_problem``, one rule for ``prepare --roi``, which refuses, and the
+two-stage predictor, which warns): the window side is at most ``MAX_WINDOW_SHARE`` (1.5) x the
+photo's short side (a larger one is mostly black outside the photo), and the disc is at least
+``MIN_DISC_PX`` (24) px across in the written crop (smaller, the cup is a few pixels).
 """
 from __future__ import annotations
 
@@ -29,9 +34,12 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-__all__ = ["DiscCrop", "MIN_SIDE", "disc_box_from_mask", "nearest_index"]
+__all__ = ["DiscCrop", "MIN_SIDE", "MAX_WINDOW_SHARE", "MIN_DISC_PX", "disc_box_from_mask", "nearest_index",
+           "window_problem"]
 
 MIN_SIDE = 8  # smallest window in source pixels
+MAX_WINDOW_SHARE = 1.5   # largest window side / the photo's short side
+MIN_DISC_PX = 24         # smallest disc diameter in the written crop, px
 
 
 def nearest_index(n_out: int, n_in: int, offset: int = 0) -> np.ndarray:
@@ -180,3 +188,17 @@ def disc_box_from_mask(mask: np.ndarray) -> tuple[tuple[float, float], float] | 
         return None
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     return ((x0 + x1) / 2.0, (y0 + y1) / 2.0), float(max(x1 - x0, y1 - y0))
+
+
+def window_problem(side: float, image_size: tuple[int, int], size: int, diameter: float | None = None) -> str | None:
+    """Why a window of ``side`` source px, written as a ``size``-px crop, is unusable on a photo of
+    ``image_size`` = (w, h) with a disc of ``diameter`` source px (None: unknown, not checked); None
+    when it is fine. The phrase gives the numbers: the window and the short side, or the disc's size."""
+    short = min(int(image_size[0]), int(image_size[1]))
+    if side > MAX_WINDOW_SHARE * short:
+        return (f"the crop window of {side:.0f} px is more than {MAX_WINDOW_SHARE:g}x the photo's short side "
+                f"({short} px), so the crop would be mostly black outside the photo")
+    if diameter is not None and diameter * size / side < MIN_DISC_PX:
+        return (f"the disc ({diameter:.0f} px) would be {diameter * size / side:.1f} px across in the {size}-px crop "
+                f"of a {side:.0f}-px window, under {MIN_DISC_PX} px")
+    return None

@@ -227,7 +227,7 @@ def test_retrain_without_eval_sets_old_run_aside(trained, tmp_path):
     # a second run into a folder that holds a run (with a best_model/) is refused; with
     # --set-aside-old-run the whole folder is renamed and the new run, without evaluation,
     # leaves no best_model/ of the earlier run for predict to pick up
-    from gamma_kit.seg.inference import resolve_model_dir
+    from gamma_kit.seg.model_dir import resolve_model_dir
 
     run = tmp_path / "run"
     shutil.copytree(trained / "run", run)

@@ -203,7 +203,8 @@ def test_extract_zip_is_safe_and_idempotent(tmp_path):
 # --------------------------------------------------------------------------- prepare --roi (issue 9), issue 10
 def test_prepare_roi_layout_crops_json_and_split(seg_root, tmp_path):
     from gamma_kit.crop import DiscCrop
-    from gamma_kit.seg.prepare import RoiSettings, read_crops
+    from gamma_kit.seg.model_dir import RoiSettings
+    from gamma_kit.seg.prepare import read_crops
 
     out = tmp_path / "roi"
     roi = RoiSettings(factor=2.0, size=48, jitter=0.125, scale_jitter=0.1, copies=2, seed=0)
@@ -238,8 +239,8 @@ def test_prepare_roi_layout_crops_json_and_split(seg_root, tmp_path):
 
 def test_cli_prepare_roi_flags(seg_root, tmp_path, capsys):
     out = tmp_path / "cli_roi"
-    assert main(["prepare", "--data-root", str(seg_root), "--out", str(out), "--roi", "--roi-size", "32",
-                 "--roi-side", "40", "--roi-copies", "1"]) == 0
+    assert main(["prepare", "--data-root", str(seg_root), "--out", str(out), "--roi", "--roi-size", "40",
+                 "--roi-side", "40", "--roi-copies", "1"]) == 0     # size 40: the discs (25+ px) stay >= 24 px
     assert "6 disc-centred crop pairs of 6 photos" in capsys.readouterr().out
     d = json.loads((out / "crops.json").read_text())
     assert d["roi"]["side"] == 40 and all(b["box"][2] - b["box"][0] == 40 for b in d["crops"].values())

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from gamma_kit.seg import training
-from gamma_kit.seg.training import ROI_NAME, train_from_config
+from gamma_kit.seg.model_dir import ROI_NAME
+from gamma_kit.seg.training import train_from_config
 from seg_fixtures import make_prepared, small_transforms
 
 CPU = "configs/seg/liteunet_gamma_cpu.yml"
@@ -94,7 +95,7 @@ def test_second_run_refused_then_set_aside_whole(prepared, tmp_path, capsys):
     assert f"set the earlier run aside: {run} -> {aside[0]}" in capsys.readouterr().err
     # the new run starts empty: no best_model/ of the old run for predict to take (this one does not evaluate)
     assert not (run / "best_model").exists() and (run / "last_model" / "model.pdparams").is_file()
-    from gamma_kit.seg.inference import resolve_model_dir
+    from gamma_kit.seg.model_dir import resolve_model_dir
     assert resolve_model_dir(run) == run / "last_model"
 
 

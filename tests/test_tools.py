@@ -188,7 +188,8 @@ def test_weights_of_another_model_are_refused_in_one_line(trained, fovea_weights
 def roi_trained(tmp_path_factory):
     """A two-stage model through tools/train.py: ``prepare --roi`` crops (48 px) in data/seg_prepared,
     the ROI CPU config, 2 iterations; its model dirs carry roi.json."""
-    from gamma_kit.seg.prepare import RoiSettings, prepare_dataset, split_dataset
+    from gamma_kit.seg.model_dir import RoiSettings
+    from gamma_kit.seg.prepare import prepare_dataset, split_dataset
     from seg_fixtures import make_tiny_seg_data
 
     work = tmp_path_factory.mktemp("tools_roi")

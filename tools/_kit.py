@@ -41,9 +41,9 @@ def check_weights(model_path, required: bool = False) -> None:
 
 def load_weights(model, model_path, config) -> None:
     """Load ``--model_path`` into ``model`` after checking names and shapes against ``--config``
-    (``gamma_kit.seg.inference.load_checked_weights``): a mismatch is one line, not PaddleSeg's
+    (``gamma_kit.seg.model_dir.load_checked_weights``): a mismatch is one line, not PaddleSeg's
     warning per parameter followed by results from random weights."""
-    from gamma_kit.seg.inference import load_checked_weights
+    from gamma_kit.seg.model_dir import load_checked_weights
 
     check_weights(model_path, required=True)
     load_checked_weights(model, model_path, config)
@@ -53,9 +53,7 @@ def two_stage_roi(cfg, model_path):
     """The crop geometry of a two-stage (ROI) setup, else None: ``roi.json`` beside ``--model_path``
     (or in its parent, the run folder; what the model was trained with), else the ``"roi"`` of
     ``crops.json`` in the config's ``dataset_root`` (``prepare --roi`` data)."""
-    from gamma_kit.seg.inference import read_roi
-    from gamma_kit.seg.prepare import RoiSettings
-    from gamma_kit.seg.training import CROPS_NAME, read_crop_roi
+    from gamma_kit.seg.model_dir import CROPS_NAME, RoiSettings, read_crop_roi, read_roi
 
     if model_path is not None:
         roi = read_roi(Path(model_path).parent)
@@ -71,7 +69,8 @@ def predict_two_stage(predictor, image_list, image_dir, save_dir, custom_color=N
     """``paddleseg.core.predict``'s outputs, from the kit's two-stage path: each full photo through
     ``predictor.predict_photo`` (stage 1, crop, segment, paste back), the (H, W) label map at the
     photo's size written as PaddleSeg does (``pseudo_color_prediction/<name>.png`` and
-    ``added_prediction/<name>``, by PaddleSeg's own ``visualize`` helpers), each file atomically."""
+    ``added_prediction/<name>``, by PaddleSeg's own ``visualize`` helpers), each file atomically. A
+    crop window outside ``gamma_kit.crop.window_problem``'s rule is named in a warning line."""
     import io
     import os
 
@@ -91,6 +90,8 @@ def predict_two_stage(predictor, image_list, image_dir, save_dir, custom_color=N
         photo = predictor.predict_photo(read_image(im_path), name=os.path.basename(im_path))
         if photo.location is not None and (photo.location.unsure or photo.fallback):
             unsure.append(os.path.basename(im_path))
+        if photo.crop_note:
+            logger.warning(f"crop of {os.path.basename(im_path)}: {photo.crop_note}; segmented anyway")
         ok, added = cv2.imencode(os.path.splitext(im_file)[1] or ".png",
                                  visualize.visualize(im_path, photo.labels, color_map, weight=0.6))
         atomic_write_bytes(added_dir / im_file, added.tobytes())

@@ -32,7 +32,8 @@ def _summary(metrics: dict) -> str:
 
 
 def cmd_prepare(a) -> None:
-    from gamma_kit.seg.prepare import RoiSettings, prepare_dataset
+    from gamma_kit.seg.model_dir import RoiSettings
+    from gamma_kit.seg.prepare import prepare_dataset
     roi_flags = [f for f in ("roi_factor", "roi_side", "roi_size", "roi_jitter", "roi_scale_jitter", "roi_copies")
                  if getattr(a, f) is not None]
     if roi_flags and not a.roi:
@@ -70,15 +71,17 @@ def cmd_predict(a) -> None:
 
     if (a.model is None) == (a.exported is None):
         raise ValueError("give exactly one of --model (a trained model directory) or --exported (an export folder)")
+    if a.whole_image and a.stage1_model is not None:
+        raise ValueError("--stage1-model is stage 1 of a two-stage model; --whole-image runs the model on whole photos")
     stage1 = load_model(a.stage1_model, device=a.device) if a.stage1_model is not None else None
     if stage1 is not None and stage1.roi is not None:
         raise ValueError(f"--stage1-model {a.stage1_model} is a two-stage (ROI) model; stage 1 needs a "
                          "whole-image model")
     if a.exported is not None:
         from gamma_kit.seg.export import StaticPredictor
-        model = StaticPredictor(a.exported, stage1=stage1, device=a.device)
+        model = StaticPredictor(a.exported, stage1=stage1, device=a.device, whole_image=a.whole_image)
     else:
-        model = load_model(a.model, device=a.device, stage1=stage1)
+        model = load_model(a.model, device=a.device, stage1=stage1, whole_image=a.whole_image)
     if a.images is not None:
         images = list_images(a.images)
     else:
@@ -116,7 +119,7 @@ def cmd_evaluate(a) -> None:
 
 def cmd_export(a) -> None:
     from gamma_kit.seg.export import export_static
-    print(f"exported to {export_static(a.model, a.out)}")
+    print(f"exported to {export_static(a.model, a.out, whole_image=a.whole_image)}")
 
 
 def cmd_configs(a) -> None:
@@ -203,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-model", default=None,
                    help="whole-image model directory: stage 1's learned disc finder, and the fallback where "
                         "stage 1 finds no disc (two-stage models only)")
+    p.add_argument("--whole-image", action="store_true",
+                   help="run the network on whole photos although the model folder says it was trained on "
+                        "disc-centred crops and has lost its roi.json (refused without this flag)")
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
     p.add_argument("--upsample", default="nearest", choices=("nearest", "bilinear"),
                    help="label map to the source size: nearest arg-max (original) or bilinear logits")
@@ -224,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="static graph (paddle.jit.save) + deploy.yml")
     p.add_argument("--model", required=True)
     p.add_argument("--out", default="output/seg_export")
+    p.add_argument("--whole-image", action="store_true",
+                   help="export a model folder that says it was trained on crops but has lost its roi.json as a "
+                        "whole-image model")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="prepare, train briefly, predict, zip and score on a synthetic/small set")

@@ -17,9 +17,11 @@ infer.py with its default flags, and with ``--enable_mkldnn True`` too.
 ``export_static`` writes two outputs: output 0 the int32 label map (N, h, w) that infer.py saves
 as it is (``output_op: argmax``, no ``--with_argmax``), output 1 the logits (N, C, h, w) the kit
 needs (flip TTA, bilinear upsampling); ``deploy.yaml`` adds the kit's keys ``num_classes``,
-``input_size`` (w, h), ``labels`` and ``logits_output: 1``. A two-stage model's ``roi.json`` is
-copied beside it. infer.py's masks are at the network's input size (it does not resize back) and,
-for a two-stage model, of the disc-centred crop it is given.
+``input_size`` (w, h), ``labels``, ``logits_output: 1`` and ``two_stage`` (true for a model trained
+on crops). A two-stage model's ``roi.json`` is copied beside it; ``StaticPredictor`` refuses an
+export that says ``two_stage: true`` without one, as ``model_dir`` refuses such a model folder.
+infer.py's masks are at the network's input size (it does not resize back) and, for a two-stage
+model, of the disc-centred crop it is given.
 
 ``StaticPredictor`` runs such an export (and the kit's older exports: ``deploy.yml``, one logits
 output, ``model.json``) through ``gamma_kit.runtime.InferenceModel`` on ``inference.PredictorCore``,
@@ -28,7 +30,6 @@ the same pre-processing, TTA and two-stage path as the dynamic model.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -41,7 +42,8 @@ import gamma_kit  # noqa: F401  (thread settings before paddle)
 import paddle
 from gamma_kit.data import atomic_write_text
 from gamma_kit.runtime import InferenceModel
-from gamma_kit.seg.inference import ROI_NAME, PredictorCore
+from gamma_kit.seg.inference import PredictorCore
+from gamma_kit.seg.model_dir import config_path, folder_roi, write_roi
 
 __all__ = ["export_static", "StaticPredictor", "OutputHead", "save_inference_model", "deploy_info",
            "legacy_program", "DEPLOY_NAME", "OLD_DEPLOY_NAME", "OUTPUT_OPS"]
@@ -135,30 +137,25 @@ def _eval_size(transforms) -> tuple[int, int]:
     raise ValueError("the eval transforms have no Resize, so the exported input size is unknown")
 
 
-def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Export the model of ``model_dir`` to ``out_dir`` (see the module docstring); returns ``out_dir``."""
+def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike, whole_image: bool = False) -> Path:
+    """Export the model of ``model_dir`` to ``out_dir`` (see the module docstring); returns ``out_dir``.
+    ``whole_image``: as for ``inference.load_model`` (a crop-trained folder without ``roi.json``)."""
     from gamma_kit.safety import check_output_path
     from gamma_kit.seg.inference import load_model
-    from gamma_kit.seg.training import MODEL_CONFIG_NAME
 
     check_output_path(out_dir, [model_dir], "export folder")
-    predictor = load_model(model_dir, device="cpu")
+    predictor = load_model(model_dir, device="cpu", whole_image=whole_image)
     w, h = _eval_size(predictor.transforms)
     out = Path(out_dir)
     graph = save_inference_model(OutputHead(predictor.model, ("argmax", "none")), [None, 3, h, w], out)
-    cfg_file = predictor.model_dir / MODEL_CONFIG_NAME
-    cfg = yaml.safe_load((cfg_file if cfg_file.is_file() else predictor.model_dir.parent / MODEL_CONFIG_NAME)
-                         .read_text())
+    cfg = yaml.safe_load(config_path(predictor.model_dir).read_text())
     transforms = (cfg.get("val_dataset") or {}).get("transforms") or [
         t for t in cfg["train_dataset"]["transforms"] if not t["type"].startswith("Random")]
     deploy = deploy_info(graph, transforms, [None, 3, h, w], "argmax", logits_output=1, input_size=[w, h],
-                         num_classes=predictor.num_classes, labels=LABELS)
+                         num_classes=predictor.num_classes, labels=LABELS, two_stage=predictor.roi is not None)
     atomic_write_text(out / DEPLOY_NAME, yaml.safe_dump(deploy, sort_keys=False))
     (out / OLD_DEPLOY_NAME).unlink(missing_ok=True)   # an earlier export's; it names the replaced graph
-    if predictor.roi is not None:   # a two-stage model: the export carries its crop geometry
-        atomic_write_text(out / ROI_NAME, json.dumps(predictor.roi.to_json(), indent=1))
-    else:
-        (out / ROI_NAME).unlink(missing_ok=True)
+    write_roi(out, predictor.roi)   # a two-stage model: the export carries its crop geometry
     return out
 
 
@@ -189,19 +186,21 @@ class StaticPredictor(PredictorCore):
 
     ``predict_labels(image)`` -> (H, W) uint8 labels (0 cup, 1 rim, 2 background) at the source size.
     ``device``: ``auto`` (a GPU when Paddle sees one), ``cpu``, ``gpu`` or ``gpu:<k>``; Paddle's
-    global device is left alone. An export of a two-stage model carries its ``roi.json``;
-    ``stage1`` is as for ``SegPredictor``.
+    global device is left alone. An export of a two-stage model carries its ``roi.json``, checked
+    as a model folder's (``model_dir.folder_roi``: refused when ``deploy.yaml`` says ``two_stage``
+    and it is missing, unless ``whole_image``); ``stage1`` is as for ``SegPredictor``.
     """
 
     def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None,
-                 device: str = "auto"):
+                 device: str = "auto", whole_image: bool = False):
         from paddleseg.cvlibs import manager
 
         import gamma_kit.seg.models  # noqa: F401
-        from gamma_kit.seg.inference import read_roi
 
         d = Path(export_dir)
         path, deploy = read_deploy(d)
+        roi = folder_roi(d, lambda: f"{path} says two_stage: true" if deploy.get("two_stage") else None,
+                         whole_image)
         try:
             num_classes = int(deploy["num_classes"])
             self.logits_output = int(deploy.get("logits_output", 0))
@@ -213,7 +212,7 @@ class StaticPredictor(PredictorCore):
         ops = []
         for t in deploy["transforms"]:
             ops.append(manager.TRANSFORMS[t.pop("type")](**t))
-        super().__init__(ops, num_classes, read_roi(d), stage1)
+        super().__init__(ops, num_classes, roi, stage1)
         self.export_dir = d
         self.device = self.model.device
 

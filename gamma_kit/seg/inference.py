@@ -5,13 +5,16 @@ soft-max), served by the dynamic model (``SegPredictor``) and the static export
 (``export.StaticPredictor``) alike:
 
 - whole image: the network on the resized photo, labels brought back to the source size;
-- two-stage (a model directory holding ``roi.json``, i.e. trained on ``prepare --roi`` crops):
+- two-stage (a model directory holding ``roi.json``, i.e. trained on ``prepare --roi`` crops;
+  ``model_dir`` says which folders are two-stage and refuses a crop-trained one without it):
   stage 1 locates the disc (``gamma_kit.disc.locate_disc``, with the whole-image model as its
   learned part when given), ``gamma_kit.crop.DiscCrop`` cuts the window (``roi.json``: side = factor x
   the estimated diameter, or a fixed side), the network segments it, and the label map is
   pasted back at the source size by exact nearest sampling (background outside the window).
   A photo where stage 1 is unsure is reported; where it finds no disc, the whole-image model
-  (``--stage1-model``) is used if given, else the crop is centred on the photo.
+  (``--stage1-model``) is used if given, else the crop is centred on the photo. A window outside
+  ``crop.window_problem``'s rule (wider than 1.5x the photo's short side, a disc under 24 px in
+  the crop) is segmented anyway (the submission stays complete) and named in a line.
 
 Conventions: images RGB ``uint8`` (H, W, 3); label maps (H, W) ``uint8`` with 0 = cup,
 1 = disc rim, 2 = background; GAMMA masks (H, W) ``uint8`` with 0 / 128 / 255. The network
@@ -43,33 +46,16 @@ from gamma_kit.data import (IMAGE_DIR, DataWarning, atomic_write_bytes, atomic_w
                             read_mask, write_image)
 from gamma_kit.disc import locate_disc
 from gamma_kit.geometry import largest_component
+from gamma_kit.seg.model_dir import WEIGHTS_NAME, config_path, load_checked_weights, model_roi, resolve_model_dir
 from gamma_kit.seg.prepare import labels_to_mask
-from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_paddle_file
 
 __all__ = ["labels_at_size", "UPSAMPLE_MODES", "PredictorCore", "SegPredictor", "PhotoPrediction", "load_model",
-           "resolve_model_dir", "read_roi", "check_state_dict", "load_checked_weights", "postprocess_labels",
-           "parse_postprocess", "POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "predict_folder", "write_submission_zip",
-           "overlay",
-           "find_gt_mask_dir", "PredictionRun", "SUBMISSION_DIR", "ROI_NAME", "MANIFEST_NAME", "STAGE1_REPORT"]
+           "postprocess_labels", "parse_postprocess", "POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "predict_folder",
+           "write_submission_zip", "overlay", "find_gt_mask_dir", "PredictionRun", "SUBMISSION_DIR", "MANIFEST_NAME",
+           "STAGE1_REPORT"]
 
 SUBMISSION_DIR = "Disc_Cup_Segmentations"
 CUP, RIM, BACKGROUND = 0, 1, 2
-
-
-def resolve_model_dir(model_dir: str | os.PathLike) -> Path:
-    """The folder holding ``model.pdparams`` + ``model.yml``: ``model_dir`` itself, or its
-    ``best_model/`` or ``last_model/`` (a training run folder). Raises FileNotFoundError otherwise."""
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise FileNotFoundError(f"model directory {d} does not exist")
-    for cand in (d, d / "best_model", d / "last_model"):
-        if (cand / WEIGHTS_NAME).is_file():
-            if not (cand / MODEL_CONFIG_NAME).is_file() and not (cand.parent / MODEL_CONFIG_NAME).is_file():
-                raise FileNotFoundError(f"{cand} has {WEIGHTS_NAME} but no {MODEL_CONFIG_NAME} (the resolved "
-                                        "training config, written by gamma_kit's train) here or in its parent")
-            return cand
-    raise FileNotFoundError(f"{d} holds no trained weights: expected {WEIGHTS_NAME} in it or in its "
-                            f"best_model/ or last_model/ (train with `python -m gamma_kit.seg train`)")
 
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
@@ -102,7 +88,8 @@ class PhotoPrediction:
     ``labels``: (H, W) uint8 at the source size (raw). Two-stage: ``crop`` is the window and
     ``crop_labels`` the label map that was pasted through ``paste`` (so post-processing can run
     on the crop), ``location`` stage 1's answer, ``fallback`` what was done when stage 1 found no
-    disc ("" / "whole-image model" / "image centre").
+    disc ("" / "whole-image model" / "image centre"), ``crop_note`` why the window breaks
+    ``crop.window_problem``'s rule ("" when it does not).
     """
 
     labels: np.ndarray
@@ -112,6 +99,7 @@ class PhotoPrediction:
     location: object = None
     fallback: str = ""
     prob: np.ndarray | None = None
+    crop_note: str = ""
 
     def finished(self, postprocess=None) -> np.ndarray:
         """Labels at the source size after ``postprocess`` (a labels -> labels function), which runs
@@ -129,7 +117,7 @@ class PredictorCore:
 
     Subclasses implement ``_forward(x)``: (N, 3, h, w) float32 -> (N, C, h, w) logits
     (``SegPredictor``: the dynamic Paddle model; ``export.StaticPredictor``: ``paddle.inference``).
-    ``roi`` (``prepare.RoiSettings`` from the model's ``roi.json``) makes it a stage-2 model:
+    ``roi`` (``model_dir.RoiSettings`` from the model's ``roi.json``) makes it a stage-2 model:
     ``predict_labels`` then locates the disc, crops, segments and pastes back.
     """
 
@@ -185,6 +173,7 @@ class PredictorCore:
                                        fallback="whole-image model")
             fallback, centre = "image centre", (w / 2, h / 2)
         side = self.roi.window_side(diameter)
+        note = self.roi.window_problem(diameter, (w, h)) or ""
         crop = DiscCrop.around(centre, (w, h), self.roi.size, side=round(side))
         prob = self.probabilities(crop.crop_image(image), tta)
         ph, pw = prob.shape[1:]
@@ -198,7 +187,7 @@ class PredictorCore:
         def paste(lab: np.ndarray) -> np.ndarray:
             return grid.paste_labels(lab, background=BACKGROUND)
 
-        return PhotoPrediction(paste(crop_labels), grid, crop_labels, paste, loc, fallback, prob)
+        return PhotoPrediction(paste(crop_labels), grid, crop_labels, paste, loc, fallback, prob, note)
 
     def predict_labels(self, image: np.ndarray, upsample: str = "nearest", tta: bool = False) -> np.ndarray:
         """(H, W) uint8 labels at the source size (see ``labels_at_size`` for ``upsample``)."""
@@ -237,52 +226,6 @@ class PredictorCore:
         return out
 
 
-ROI_NAME = "roi.json"
-
-
-def read_roi(model_dir: Path):
-    """``RoiSettings`` from ``roi.json`` in ``model_dir`` or its parent (a run folder), else None."""
-    import json
-
-    from gamma_kit.seg.prepare import RoiSettings
-
-    for p in (model_dir / ROI_NAME, model_dir.parent / ROI_NAME):
-        if p.is_file():
-            try:
-                return RoiSettings.from_json(json.loads(p.read_text()), str(p))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{p}: not valid JSON ({exc})") from exc
-    return None
-
-
-def check_state_dict(state: dict, model, weights: Path, cfg_path: Path) -> None:
-    """Refuse weights that do not fit ``model``: missing parameters or other shapes (one line)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong = [(k, list(state[k].shape), list(own[k].shape)) for k in own
-             if k in state and list(state[k].shape) != list(own[k].shape)]
-    if missing or wrong:
-        what = []
-        if missing:
-            what.append(f"{len(missing)} parameter(s) missing, e.g. {missing[:3]}")
-        if wrong:
-            k, got, want = wrong[0]
-            what.append(f"{len(wrong)} of another shape, e.g. {k} {got} (model needs {want})")
-        raise ValueError(f"{weights} does not match the model in {cfg_path}: {'; '.join(what)} "
-                         "(weights from another config?)")
-
-
-def load_checked_weights(model, weights: str | os.PathLike, cfg_path: str | os.PathLike) -> None:
-    """Load ``weights`` (a ``.pdparams`` file) into ``model`` after ``check_state_dict``: PaddleSeg's
-    own loaders skip mismatching weights with a warning each and go on with random ones."""
-    weights = Path(weights)
-    state = load_paddle_file(weights)
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights}: holds no parameter dictionary")
-    check_state_dict(state, model, weights, Path(cfg_path))
-    model.set_state_dict(state)
-
-
 class SegPredictor(PredictorCore):
     """A trained segmentation model (dynamic Paddle) plus its eval transforms.
 
@@ -299,21 +242,25 @@ class SegPredictor(PredictorCore):
         self.model.eval()
 
     @classmethod
-    def from_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> "SegPredictor":
+    def from_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", stage1=None,
+                 whole_image: bool = False) -> "SegPredictor":
+        """The model folder ``model_dir`` (``model_dir.resolve_model_dir``), two-stage or whole-image
+        by ``model_dir.model_roi`` (checked before the model is built; ``whole_image`` forces it)."""
         from paddleseg.cvlibs import SegBuilder
 
         from gamma_kit.runtime import select_device
         from gamma_kit.seg.training import load_config
 
         d = resolve_model_dir(model_dir)
-        cfg_path = d / MODEL_CONFIG_NAME if (d / MODEL_CONFIG_NAME).is_file() else d.parent / MODEL_CONFIG_NAME
+        roi = model_roi(d, whole_image)
+        cfg_path = config_path(d)
         select_device(device)
         cfg = load_config(cfg_path)
         builder = SegBuilder(cfg)
         model = builder.model
         load_checked_weights(model, d / WEIGHTS_NAME, cfg_path)
         num_classes = int(cfg.model_cfg.get("num_classes", 3))
-        return cls(model, eval_transforms(cfg, builder), num_classes, d, read_roi(d), stage1)
+        return cls(model, eval_transforms(cfg, builder), num_classes, d, roi, stage1)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         import paddle
@@ -339,13 +286,15 @@ def eval_transforms(cfg, builder=None) -> list:
     return builder.val_transforms
 
 
-def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> SegPredictor:
-    """Load a trained model directory (see ``resolve_model_dir``). A model trained on
+def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None,
+               whole_image: bool = False) -> SegPredictor:
+    """Load a trained model directory (see ``model_dir.resolve_model_dir``). A model trained on
     ``prepare --roi`` crops (``roi.json`` beside it) is two-stage; ``stage1`` (a whole-image
-    predictor or model directory) is then stage 1's learned model and the fallback."""
+    predictor or model directory) is then stage 1's learned model and the fallback. A crop-trained
+    folder without ``roi.json`` is refused unless ``whole_image`` (``model_dir.model_roi``)."""
     if stage1 is not None and not hasattr(stage1, "predict_labels"):
         stage1 = SegPredictor.from_dir(stage1, device=device)
-    return SegPredictor.from_dir(model_dir, device=device, stage1=stage1)
+    return SegPredictor.from_dir(model_dir, device=device, stage1=stage1, whole_image=whole_image)
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -501,7 +450,8 @@ def _prepare_out(out_dir: Path, pred_dir: Path) -> None:
 class PredictionRun:
     """What ``predict_folder`` wrote and measured. ``stage1`` lists the photos where stage 1 was
     unsure or found no disc (dicts: id, file, source, confidence, note, fallback); ``not_fundus``
-    the photos that ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway."""
+    the photos that ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway;
+    ``crops`` the photos whose crop window breaks ``crop.window_problem``'s rule (dicts: id, file, note)."""
 
     pred_dir: Path
     zip_path: Path
@@ -514,6 +464,7 @@ class PredictionRun:
     stage1: list[dict] = field(default_factory=list)
     stage1_report: Path | None = None
     not_fundus: list[dict] = field(default_factory=list)
+    crops: list[dict] = field(default_factory=list)
 
 
 def predict_folder(model, images: str | os.PathLike | dict[str, Path],
@@ -535,7 +486,8 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     The output folder keeps ``predict_manifest.json`` (the files this run wrote); a rerun removes
     those first and refuses other ``.bmp`` files there, so the zip holds exactly this run's masks.
     Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
-    a count) and listed in ``out_dir/stage1_report.json``. Photos below ``data.MIN_FUNDUS_SIDE`` px
+    a count) and listed in ``out_dir/stage1_report.json``, as (under ``"crops"``) are the photos whose
+    crop window breaks ``crop.window_problem``'s rule (segmented anyway). Photos below ``data.MIN_FUNDUS_SIDE`` px
     on the short side are refused before any work (``data.check_photo_sizes``). Photos that
     ``data.check_fundus_image`` doubts (no circular field of view: a black frame, a scan of
     something else) are predicted anyway (a dark one goes to stage 1's fallback), named in one
@@ -570,7 +522,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
 
     save_manifest()
     pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
-    masks, raw, overlays, unsure = {}, {}, [], []
+    masks, raw, overlays, unsure, crop_notes = {}, {}, [], [], []
     t_total = t_model = 0.0
     for i, path in tqdm(files.items(), desc="predict", disable=not progress):
         t0 = time.perf_counter()
@@ -595,6 +547,9 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
                            "note": loc.note, "fallback": photo.fallback or "none"})
             what = "found no disc in" if loc.source == "image-centre" else "was unsure on"
             log(f"stage 1 {what} {path.name} ({loc.note or loc.source}): {action}")
+        if photo.crop_note:
+            crop_notes.append({"id": i, "file": str(path), "note": photo.crop_note})
+            log(f"crop of {path.name}: {photo.crop_note}; segmented anyway")
         raw[i] = labels_to_mask(photo.labels)
         masks[i] = labels_to_mask(labels)
         ok, bmp = cv2.imencode(".bmp", masks[i])
@@ -609,7 +564,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     save_manifest()
     zip_path = write_submission_zip(pred_dir, names=[Path(w).name for w in written])
     run = PredictionRun(pred_dir, zip_path, masks, t_total / len(files), t_model / len(files), overlays=overlays,
-                        stage1=unsure, not_fundus=not_fundus)
+                        stage1=unsure, not_fundus=not_fundus, crops=crop_notes)
     if not_fundus:
         warnings.warn(DataWarning(
             f"{len(not_fundus)} of {len(files)} photo(s) show no circular field of view on a dark surround "
@@ -617,7 +572,8 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
             f"; reasons in {manifest}"), stacklevel=2)
     if getattr(predictor, "roi", None) is not None:
         run.stage1_report = atomic_write_text(out_dir / STAGE1_REPORT,
-                                              json.dumps({"count": len(unsure), "photos": unsure}, indent=1))
+                                              json.dumps({"count": len(unsure), "photos": unsure,
+                                                          "crops": crop_notes}, indent=1))
         if unsure:
             log(f"stage 1 unsure or without a disc on {len(unsure)} of {len(files)} photo(s); "
                 f"listed in {run.stage1_report}")

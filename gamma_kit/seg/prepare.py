@@ -34,17 +34,17 @@ from gamma_kit.data import extract_zip  # noqa: F401  (lives in gamma_kit.data; 
 from gamma_kit.data import (IMAGE_DIR, atomic_copy, atomic_write_bytes, atomic_write_text, check_fundus_image,
                             find_mask_dir, find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
                             unexpected_mask_values, write_image)
+from gamma_kit.seg.model_dir import CROPS_NAME, RoiSettings  # noqa: F401  (RoiSettings: importable from here too)
 
 __all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",
            "mask_to_labels", "labels_to_mask", "PrepareReport", "RoiSettings", "prepare_dataset", "split_dataset",
-           "read_list_file", "read_crops", "roi_crops_for", "CROPS_NAME"]
+           "read_list_file", "read_crops", "roi_crops_for", "check_roi_windows", "CROPS_NAME"]
 
 IMAGE_SUBDIR = "JPEGImages"
 LABEL_SUBDIR = "Annotations"
 LABEL_NAMES = ("cup", "disc", "background")  # label index -> meaning; GAMMA value = 128 * index
 DEFAULT_PREPARED_DIR = Path("data") / "seg_prepared"  # the configs' dataset_root, relative to the repo root
 REPORT_NAME = "prepare_report.json"
-CROPS_NAME = "crops.json"  # prepare --roi: settings and each crop's box
 
 _MASK_TO_LABEL = np.full(256, 255, np.uint8)
 _MASK_TO_LABEL[[0, 128, 255]] = [0, 1, 2]
@@ -71,62 +71,6 @@ def labels_to_mask(labels: np.ndarray) -> np.ndarray:
     if labels.size and (labels.min() < 0 or labels.max() > 2):
         raise ValueError(f"labels must be 0 (cup), 1 (disc) or 2 (background); found {labels.min()}..{labels.max()}")
     return _LABEL_TO_MASK[labels.astype(np.uint8)]
-
-
-@dataclass(frozen=True)
-class RoiSettings:
-    """How ``prepare --roi`` cuts disc-centred training crops; saved as ``crops.json["roi"]`` and,
-    after training, as ``roi.json`` beside the weights, where the predictor reads it.
-
-    The window side is ``side`` source px when given, else ``factor`` x the disc diameter
-    (the ground-truth disc's larger bounding-box side at prepare time; stage 1's estimate at
-    prediction time). Each training crop is centred on the ground-truth disc centre plus a
-    uniform random offset of up to ``jitter`` x the side per axis (so stage 2 learns
-    off-centre discs, as stage 1 delivers them), with its diameter multiplied by a random
-    factor in ``[1 - scale_jitter, 1 + scale_jitter]`` (stage 1's diameter is an estimate).
-    ``copies`` crops are written per photo; ``size`` is the crop's pixel size (the config's
-    Resize then brings it to the network size).
-    """
-
-    factor: float = 2.0
-    side: int | None = None
-    size: int = 512
-    jitter: float = 0.125
-    scale_jitter: float = 0.15
-    copies: int = 1
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.side is None and not self.factor > 0:
-            raise ValueError(f"roi factor must be > 0, got {self.factor}")
-        if self.side is not None and self.side < 8:
-            raise ValueError(f"roi side must be at least 8 source px, got {self.side}")
-        if self.size < 16:
-            raise ValueError(f"roi size must be at least 16 px, got {self.size}")
-        if not 0 <= self.jitter < 0.5 or not 0 <= self.scale_jitter < 1:
-            raise ValueError(f"roi jitter must be in [0, 0.5) and scale jitter in [0, 1), "
-                             f"got {self.jitter}, {self.scale_jitter}")
-        if self.copies < 1:
-            raise ValueError(f"roi copies must be >= 1, got {self.copies}")
-
-    def to_json(self) -> dict:
-        return {"version": 1, **asdict(self)}
-
-    @classmethod
-    def from_json(cls, d: dict, where: str = "roi settings") -> "RoiSettings":
-        keys = {f for f in cls.__dataclass_fields__}
-        try:
-            return cls(**{k: v for k, v in d.items() if k in keys})
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{where}: bad ROI settings {d!r} ({exc})") from exc
-
-    def window_side(self, diameter: float | None) -> float:
-        """Window side in source px for a disc of ``diameter`` source px."""
-        if self.side is not None:
-            return float(self.side)
-        if diameter is None or not diameter > 0:
-            raise ValueError("a ROI crop by factor needs a disc diameter")
-        return self.factor * float(diameter)
 
 
 @dataclass
@@ -225,6 +169,26 @@ def roi_crops_for(image_id: str, mask: np.ndarray, roi: RoiSettings, index: int)
     return out
 
 
+def check_roi_windows(roi: RoiSettings, ids, images: dict[str, Path], masks: dict[str, Path]) -> None:
+    """Refuse ``roi`` before anything is written when the window it gives breaks
+    ``crop.window_problem``'s rule on one of the photos ``ids`` (its ground-truth disc; the window
+    before the random scale jitter; the photo at its mask's size, as the crops are cut). A pair
+    whose mask cannot be read or has no disc is left to ``prepare_dataset`` (skipped, reported)."""
+    from gamma_kit.crop import disc_box_from_mask
+
+    now = f"--roi-side {roi.side}" if roi.side is not None else f"--roi-factor {roi.factor:g}"
+    for i in ids:
+        try:
+            mask = read_mask(masks[i])
+        except (ValueError, FileNotFoundError):
+            continue
+        found = disc_box_from_mask(mask)
+        problem = roi.window_problem(found[1], mask.shape[::-1]) if found is not None else None
+        if problem:
+            raise ValueError(f"{images[i]}: {problem}; change --roi-factor, --roi-side or --roi-size (now {now}, "
+                             f"--roi-size {roi.size})")
+
+
 def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathLike = DEFAULT_PREPARED_DIR,
                     split: str = "training", mask_dir: str | os.PathLike | None = None,
                     overwrite: bool = False, progress: bool = True, roi: RoiSettings | None = None) -> PrepareReport:
@@ -241,7 +205,8 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
     ``{"roi": settings, "crops": {crop_id: {"source": id, "box": [x0, y0, x1, y1], ...}}}``.
 
     Pairs that cannot be used (see the module docstring) are skipped and listed in the
-    report's ``bad_pairs`` with the reason; ``ValueError`` when none is left.
+    report's ``bad_pairs`` with the reason; ``ValueError`` when none is left. ``roi`` settings whose
+    window is unusable on a photo (``check_roi_windows``) are refused before anything is written.
 
     ``overwrite`` first removes what an earlier prepare wrote here (also an interrupted one),
     so the folder holds exactly the new set. Ids with whitespace (which list files cannot
@@ -259,6 +224,8 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
                          f"(one 'image label' pair per line): {files[:10]}; rename them")
     out = Path(out_dir)
     _check_out_dir(out, [image_dir, mask_dir], overwrite)
+    if roi is not None:
+        check_roi_windows(roi, sorted(set(images) & set(masks)), images, masks)
     out.mkdir(parents=True, exist_ok=True)
     if overwrite:
         _clear_previous(out)

@@ -10,7 +10,8 @@ A trained run folder (``save_dir``) holds PaddleSeg's ``iter_<n>/`` checkpoints 
 ``best_model/`` (when validating), plus what the kit adds: ``model.yml`` (the resolved
 config, used to rebuild the model) in ``save_dir``, ``best_model/`` and ``last_model/``.
 Any folder with ``model.pdparams`` and ``model.yml`` (or a run folder holding
-``best_model``/``last_model``) is a *model directory* for ``inference.load_model``.
+``best_model``/``last_model``) is a *model directory* for ``inference.load_model``
+(``model_dir`` owns its files: ``write_model_dirs``, ``read_crop_roi``, the weight loaders).
 When the training ``dataset_root`` holds a ``crops.json`` with a top-level ``"roi"`` object
 (disc-centred crops), it is copied as ``roi.json`` into ``save_dir`` and each model
 directory, so a model carries the crop geometry it was trained on.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import json
 import os
 import sys
 import warnings
@@ -41,21 +41,18 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import atomic_copy, atomic_write_text
+from gamma_kit.data import atomic_write_text
 from gamma_kit.safety import Interrupted, set_aside
+from gamma_kit.seg.model_dir import (MODEL_CONFIG_NAME, WEIGHTS_NAME, check_state_dict, load_checked_weights,
+                                     load_paddle_file, read_crop_roi, write_model_dirs)
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
-           "fit_schedule_opts", "schedule_note", "read_crop_roi", "write_model_dirs", "capture_console",
-           "console_defaults",
-           "evaluate_from_config", "MODEL_CONFIG_NAME", "WEIGHTS_NAME", "OPTIMIZER_NAME", "ROI_NAME",
-           "load_paddle_file", "check_resume_model", "latest_checkpoint", "interrupted_line", "held_run_files"]
+           "fit_schedule_opts", "schedule_note", "capture_console", "console_defaults",
+           "evaluate_from_config", "OPTIMIZER_NAME", "check_resume_model", "latest_checkpoint", "interrupted_line",
+           "held_run_files"]
 
-MODEL_CONFIG_NAME = "model.yml"
-WEIGHTS_NAME = "model.pdparams"
 OPTIMIZER_NAME = "model.pdopt"     # PaddleSeg's optimizer state beside the weights in iter_<n>/
-ROI_NAME = "roi.json"
-CROPS_NAME = "crops.json"
 
 
 def load_config(path: str | os.PathLike, iters: int | None = None, batch_size: int | None = None,
@@ -128,51 +125,6 @@ def build_from_config(cfg, need_val: bool = True, need_optimizer: bool = True):
     except (RuntimeError, AssertionError) as exc:
         raise ValueError(f"cannot build the training components from the config: {exc}") from exc
     return builder, model, train_ds, val_ds, optimizer, loss
-
-
-def read_crop_roi(cfg) -> dict | None:
-    """The ``"roi"`` object of ``<train_dataset.dataset_root>/crops.json``, or None when there is none.
-
-    A ``crops.json`` that is not JSON raises ValueError naming it (checked before training starts).
-    """
-    root = (cfg.dic.get("train_dataset") or {}).get("dataset_root")
-    if not root:
-        return None
-    path = Path(root) / CROPS_NAME
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot be read as JSON ({exc})") from exc
-    roi = data.get("roi") if isinstance(data, dict) else None
-    return roi if isinstance(roi, dict) else None
-
-
-def write_model_dirs(cfg, save_dir: Path, iters: int, roi: dict | None = None) -> list[Path]:
-    """``model.yml`` (and ``roi.json``) in ``save_dir``, ``last_model/`` and ``best_model/``; returns the model dirs."""
-    from gamma_kit.safety import deferred_interrupts
-
-    text = str(cfg)
-    roi_text = json.dumps(roi, indent=1) if roi is not None else None
-    atomic_write_text(save_dir / MODEL_CONFIG_NAME, text)
-    if roi_text is not None:
-        atomic_write_text(save_dir / ROI_NAME, roi_text)
-    dirs = []
-    last = save_dir / f"iter_{iters}"
-    if (last / WEIGHTS_NAME).is_file():
-        dst = save_dir / "last_model"
-        dst.mkdir(exist_ok=True)
-        with deferred_interrupts():     # Ctrl-C here still leaves last_model/ whole
-            atomic_copy(last / WEIGHTS_NAME, dst / WEIGHTS_NAME)
-        dirs.append(dst)
-    if (save_dir / "best_model" / WEIGHTS_NAME).is_file():
-        dirs.append(save_dir / "best_model")
-    for d in dirs:
-        atomic_write_text(d / MODEL_CONFIG_NAME, text)
-        if roi_text is not None:
-            atomic_write_text(d / ROI_NAME, roi_text)
-    return dirs
 
 
 class _AtomicSavePaddle:
@@ -423,27 +375,12 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     return save_dir
 
 
-def load_paddle_file(path: Path, hint: str = "retrain or use another run"):
-    """``paddle.load(path)``, with one ``ValueError`` line naming ``path`` for an empty (an
-    interrupted save) or truncated/corrupt file instead of Paddle's EOFError/pickle traceback."""
-    import paddle
-
-    path = Path(path)
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: empty file (0 bytes; an interrupted save?): {hint}")
-    try:
-        return paddle.load(str(path))
-    except Exception as exc:  # paddle raises several types for a corrupt file
-        raise ValueError(f"{path}: cannot be loaded as Paddle weights (truncated or corrupt: "
-                         f"{type(exc).__name__}); {hint}") from exc
-
-
 def check_resume_model(resume_model: str | os.PathLike, model=None, cfg_path: str = "the config") -> int:
     """Check a PaddleSeg checkpoint folder before ``--resume-model`` hands it to PaddleSeg, which
     would fail with a traceback (or, for weights of another model, warn and train from random
     weights): it must be named ``<...>_<n>`` (``iter_<n>``, the iteration PaddleSeg resumes
     from) and hold a loadable ``model.pdparams`` and ``model.pdopt``; with ``model``, the weights
-    must fit it (``inference.check_state_dict``; without ``model`` the files are not loaded).
+    must fit it (``model_dir.check_state_dict``; without ``model`` the files are not loaded).
     Returns ``n``."""
     d = Path(resume_model)
     hint = "resume from another iter_<n> checkpoint or train without --resume-model"
@@ -460,8 +397,6 @@ def check_resume_model(resume_model: str | os.PathLike, model=None, cfg_path: st
         if (d / name).stat().st_size == 0:
             raise ValueError(f"{d / name}: empty file (0 bytes; an interrupted save?): {hint}")
     if model is not None:          # the loads, once the model exists to check the weights against
-        from gamma_kit.seg.inference import check_state_dict
-
         state = load_paddle_file(d / WEIGHTS_NAME, hint)
         load_paddle_file(d / OPTIMIZER_NAME, hint)
         if not isinstance(state, dict):
@@ -559,13 +494,7 @@ def evaluate_from_config(config: str | os.PathLike, model_path: str | os.PathLik
     builder = SegBuilder(cfg)
     model = builder.model
     # PaddleSeg's load_entire_model skips mismatching weights with a warning and evaluates random ones
-    from gamma_kit.seg.inference import check_state_dict
-
-    state = load_paddle_file(weights)
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights}: holds no parameter dictionary")
-    check_state_dict(state, model, weights, Path(config))
-    model.set_state_dict(state)
+    load_checked_weights(model, weights, config)
     miou, acc, class_iou, _, kappa = evaluate(model, builder.val_dataset, print_detail=False,
                                               **cfg.test_config)
     out = {"miou": float(miou), "acc": float(acc), "kappa": float(kappa)}
