@@ -2,8 +2,9 @@
 runtime and safety modules gives one clear line, exit status 2 (130 for interrupts), no
 traceback, and leaves every input file byte-identical (a checksum of the input folder is
 taken before and after each case). Accepted inputs (a PNG named .jpg, bytes after the JPEG
-end marker, an EXIF-rotated photo, GT sheets with a ``No.`` column or short numeric ids)
-exit 0 with the right answer.
+end marker, an EXIF-rotated photo, GT sheets with a ``No.`` column or short numeric ids, a
+submission zip, a partial mask folder beside a complete one) exit 0 with the right answer.
+An ``OSError`` line says whether the file was an input or an output (issue 17.7).
 
 Cases marked ``cli`` run a command (``python -m gamma_kit.evaluate`` unless the case names
 another: ``gamma_kit.synth``, ``gamma_kit.seg``) in a subprocess from the test's folder, as a
@@ -633,6 +634,120 @@ def seg_model(tmp_path_factory) -> Path:
     return d
 
 
+# --------------------------------------------------------------------------- issue 17: zips, rotations, leftovers, sides
+def _seg_submission(inp: Path, members: dict[str, np.ndarray]) -> list[str]:
+    """GT masks 0101 and 0102 in ``inp/gt`` and a submission zip ``inp/submission.zip`` holding ``members``."""
+    import zipfile
+
+    (inp / "gt").mkdir()
+    write_image(inp / "gt" / "0101.bmp", gamma_mask())
+    write_image(inp / "gt" / "0102.bmp", gamma_mask(4))
+    with zipfile.ZipFile(inp / "submission.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, mask in members.items():
+            zf.writestr(name, cv2.imencode(".bmp", mask)[1].tobytes())
+    return ["seg", "--pred", "input/submission.zip", "--gt", "input/gt"]
+
+
+def _nothing_unpacked(inp, out, stdout, stderr):
+    assert sorted(p.name for p in inp.parent.iterdir()) == ["input", "output"] and not list(out.iterdir())
+    assert sorted(p.name for p in inp.iterdir()) == ["gt", "submission.zip"]
+
+
+def _exif_turned_training_photo(inp, out, mp, data_dir):
+    """fovea train where one training photo carries EXIF orientation 8: the kit shows it turned 90 degrees."""
+    args = _fovea_args(inp, data_dir, out / "run")
+    photo_path = inp / "data" / "task2_Fovea_localization" / "training" / data.IMAGE_DIR / "0001.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    pixels = Image.open(photo_path)
+    pixels.load()
+    pixels.save(photo_path, "JPEG", quality=95, exif=exif.tobytes())
+    return args
+
+
+def _two_mask_folders(partial: int, full: int):
+    """seg prepare on a 3-photo split whose Disc_Cup_Mask keeps ``partial`` masks, beside a Disc_Cup_Masks
+    holding ``full`` of them."""
+    def build(inp, out, mp):
+        imgs, masks = _seg_task(inp)
+        other = masks.parent / "Disc_Cup_Masks"
+        other.mkdir()
+        for k, m in enumerate(sorted(masks.iterdir()), 1):
+            if k <= full:
+                (other / m.name).write_bytes(m.read_bytes())
+            if k > partial:
+                m.unlink()
+        return ["prepare", "--data-root", "input/gamma", "--out", "output/prep"]
+    return build
+
+
+def _took_the_full_folder(inp, out, stdout, stderr):
+    lines = [ln for ln in re.split(r"[\r\n]", stderr) if ln.strip() and not PROGRESS_BAR.match(ln)]
+    assert len(lines) == 1 and lines[0].startswith("warning: input/gamma/task3_disc_cup_segmentation/training: two "
+                                                   "mask folders, Disc_Cup_Mask (1 masks) and Disc_Cup_Masks (3 "
+                                                   "masks); using Disc_Cup_Masks, the one with a mask for each of "
+                                                   "the 3 photos"), stderr
+    assert sorted(p.stem for p in (out / "prep" / "Annotations").iterdir()) == ["0001", "0002", "0003"]
+
+
+def _mask_of_another_camera(inp, out, mp):
+    imgs, masks = _seg_task(inp)
+    mask = cv2.imread(str(masks / "0002.bmp"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(masks / "0002.bmp"), cv2.resize(mask, (240, 128), interpolation=cv2.INTER_NEAREST))
+    return ["prepare", "--data-root", "input/gamma", "--out", "output/prep"]
+
+
+def _prepare_checks_mask_shapes() -> str | None:
+    """None once seg prepare refuses a mask of another aspect ratio (it calls data.check_mask_fits)."""
+    import gamma_kit.seg.prepare as prepare
+
+    return None if "check_mask_fits" in vars(prepare) else (
+        "seg prepare still resizes every photo to its mask: gamma_kit/seg/prepare.py must call data.check_mask_fits "
+        "(seg code, another agent's)")
+
+
+def _photo_unreadable(inp, out, mp):
+    write_image(inp / "0001.jpg", photo())
+
+    def io_error(path, *a, **k):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    mp.setattr(np, "fromfile", io_error)
+    return lambda: read_image(inp / "0001.jpg")
+
+
+def _gt_unreadable(inp, out, mp):
+    (inp / "gt.csv").write_text("data,Fovea_X,Fovea_Y\n0101,1,2\n")
+
+    def denied(path, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    mp.setattr(pd, "read_csv", denied)
+    return lambda: read_fovea_gt(inp / "gt.csv")
+
+
+def _prepare_photo_unreadable_while_copying(inp, out, mp):
+    import shutil
+
+    from gamma_kit.seg.__main__ import main as seg_main
+
+    _seg_task(inp)
+
+    def io_error(a, b, **k):
+        raise OSError(errno.EIO, "Input/output error", a)                # reading the source failed
+
+    mp.setattr(shutil, "copyfile", io_error)
+    return lambda: seg_main(["prepare", "--data-root", str(inp / "gamma"), "--out", str(out / "prep")])
+
+
+def _side(side: str, where: str):
+    """The error line names ``where`` (``input`` or ``output``, the test's folder) as ``side``."""
+    def check(inp, out, stdout, stderr):
+        folder = {"input": inp, "output": out}[where]
+        assert re.search(rf"(^|\n)error: {side} {re.escape(str(folder))}/", stderr), stderr   # after tqdm's bar
+    return check
+
+
 CASES = [
     Case("corrupt JPEG (piece of the scan missing)", _corrupt, 2, "0001.jpg: JPEG data is corrupt (libjpeg: Corrupt JPEG data"),
     Case("JPEG truncated mid-stream", _truncated, 2, "0001.jpg: JPEG is truncated"),
@@ -642,11 +757,13 @@ CASES = [
     Case("10x10 image", _tiny, 2, f"0001.png: image is 10x10 px; fundus photos need at least {MIN_FUNDUS_SIDE} px"),
     Case("random noise as a fundus", _noise, 2, "0001.png: no circular field of view on a dark surround "
                                                 "(not a fundus photograph?)"),
-    Case("full disk while writing", _full_disk, 2, "sub.csv: No space left on device (the disk is full)"),
-    Case("read-only folder (chmod)", _read_only_chmod, 2, "sub.csv: Permission denied",
+    Case("full disk while writing", _full_disk, 2, "sub.csv: No space left on device (the disk is full)",
+         check=_side("output", "output")),
+    Case("read-only folder (chmod)", _read_only_chmod, 2, "sub.csv: Permission denied", check=_side("output", "output"),
          skip="runs as root, where chmod does not stop writes (the simulated read-only file system case covers it)"
          if IS_ROOT else None),
-    Case("read-only file system (simulated EROFS)", _read_only_fs, 2, "sub.csv: Read-only file system"),
+    Case("read-only file system (simulated EROFS)", _read_only_fs, 2, "sub.csv: Read-only file system",
+         check=_side("output", "output")),
     Case("output path under a file", _under_a_file, 2, "taken/sub.csv: cannot create a folder here: "),
     Case("Ctrl-C", _interrupted, 130, "interrupted (Ctrl-C or SIGTERM)"),
     Case("training image without a GT row; GT with No. column and short ids", _unlabelled, 0,
@@ -717,7 +834,7 @@ CASES = [
     Case("seg prepare --out under a file", _prepare_out_under_a_file, 2,
          "error: output folder output/taken/prep: ", kind="cli", module="gamma_kit.seg"),
     Case("seg prepare: disk full while copying a photo", _prepare_full_disk, 2,
-         "/output/prep/JPEGImages/0001.jpg: No space left on device (the disk is full)"),
+         "/output/prep/JPEGImages/0001.jpg: No space left on device (the disk is full)", check=_side("output", "output")),
     # seg predict: photos below the minimum size are refused before any work
     Case("seg predict: a photo below the minimum size", _predict_small_photo, 2,
          f"error: input/photos/0002.jpg: image is 190x{MIN_FUNDUS_SIDE - 1} px; fundus photos need at least "
@@ -749,6 +866,47 @@ CASES = [
          "model.pdparams does not match the model in ", needs="seg_model"),
     Case("seg predict --out under a file", _predict_out_under_a_file, 2,
          "error: output folder output/taken/pred: ", kind="cli", module="gamma_kit.seg", needs="seg_model"),
+    # issue 17: a submission zip is scored as the challenge reads it, in memory
+    Case("evaluate seg --pred submission.zip", lambda inp, out, mp: _seg_submission(
+        inp, {"Disc_Cup_Segmentations/0101.bmp": gamma_mask(), "Disc_Cup_Segmentations/0102.bmp": gamma_mask(4)})
+        + ["--json"], 0, '"dice_disc": 1.0, "dice_cup": 1.0, "vcdr_mae": 0.0', kind="cli", check=_nothing_unpacked),
+    Case("evaluate seg --pred a zip of the masks without their folder", lambda inp, out, mp: _seg_submission(
+        inp, {"0101.bmp": gamma_mask(), "0102.bmp": gamma_mask(4)}), 2,
+        "error: input/submission.zip: not a GAMMA task 3 submission: expected Disc_Cup_Segmentations/<id>.bmp (or "
+        ".png) at the top of the zip, as the challenge takes it; its 2 image file(s) lie in the top of the zip (zip "
+        "the Disc_Cup_Segmentations folder itself, not its contents)", kind="cli", check=_nothing_unpacked),
+    Case("evaluate seg --pred a zip with the folder one level down", lambda inp, out, mp: _seg_submission(
+        inp, {"team/Disc_Cup_Segmentations/0101.bmp": gamma_mask()}), 2,
+        "its 1 image file(s) lie in team/Disc_Cup_Segmentations/", kind="cli", check=_nothing_unpacked),
+    Case("evaluate seg: a predicted mask of another size than its ground truth", lambda inp, out, mp: _seg_submission(
+        inp, {"Disc_Cup_Segmentations/0101.bmp": gamma_mask(), "Disc_Cup_Segmentations/0102.bmp":
+              cv2.resize(gamma_mask(4), (20, 20), interpolation=cv2.INTER_NEAREST)}), 2,
+        "input/submission.zip/Disc_Cup_Segmentations/0102.bmp: mask size 20x20 differs from its image 10x20",
+        kind="cli"),
+    # issue 17: the eye-side refusal of a photo that an EXIF tag turns names the tag
+    Case("fovea train: a training photo turned 90 degrees by its EXIF tag", _exif_turned_training_photo, 2,
+         "training/fundus color images/0001.jpg: cannot decide the eye side (", kind="cli", module="gamma_kit.fovea",
+         needs="fovea_data", check=lambda inp, out, stdout, stderr: (
+             "the file has EXIF orientation 8: shown turned 90 degrees counter-clockwise (the kit reads photos as a "
+             "viewer shows them, which puts the disc above or below the centre)" in stderr) or pytest.fail(stderr)),
+    # issue 17 leftovers: two mask folders, masks of another camera
+    Case("seg prepare: a partial Disc_Cup_Mask beside a full Disc_Cup_Masks", _two_mask_folders(1, 3), 0,
+         "prepared 3 image/label pairs from", kind="cli", module="gamma_kit.seg", check=_took_the_full_folder),
+    Case("seg prepare: two partial mask folders", _two_mask_folders(2, 1), 2,
+         "error: input/gamma/task3_disc_cup_segmentation/training: two mask folders, Disc_Cup_Mask (2 masks) and "
+         "Disc_Cup_Masks (1 masks), and neither has a mask for each of the 3 photos in fundus color images/: keep "
+         "one of them", kind="cli", module="gamma_kit.seg"),
+    Case("seg prepare: a mask of another camera's size (another aspect ratio)", _mask_of_another_camera, 0,
+         "skipped 0002: input/gamma/task3_disc_cup_segmentation/training/Disc_Cup_Mask/0002.bmp: mask is 240x128 px "
+         "but its photo 0002.jpg is 160x128 (w x h): another aspect ratio", kind="cli", module="gamma_kit.seg",
+         check=_prepared_without("0002"), skip=_prepare_checks_mask_shapes()),
+    # issue 17: an OSError names the file and whether it was an input or an output
+    Case("I/O error reading a photo", _photo_unreadable, 2, "0001.jpg: Input/output error",
+         check=_side("input", "input")),
+    Case("GT table without read permission", _gt_unreadable, 2, "gt.csv: Permission denied",
+         check=_side("input", "input")),
+    Case("seg prepare: I/O error reading a photo while copying it", _prepare_photo_unreadable_while_copying, 2,
+         "/fundus color images/0001.jpg: Input/output error", check=_side("input", "input")),
 ]
 
 
