@@ -7,10 +7,8 @@ names the output file."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +21,9 @@ from gamma_kit.crop import MIN_DISC_PX, window_problem
 from gamma_kit.seg.model_dir import (CROPS_NAME, MODEL_CONFIG_NAME, ROI_NAME, WEIGHTS_NAME, RoiSettings, read_roi,
                                      trained_on_crops)
 from seg_fixtures import make_tiny_seg_data, small_transforms
+from test_bad_inputs import PROGRESS_BAR, checksum
 
 FULL_ROI = RoiSettings(size=48).to_json()
-PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")      # a tqdm line, e.g. "prepare:  50%|#####     | 1/2 [..."
-
-
-def checksum(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def seg_cli(cwd: Path, *argv: str) -> subprocess.CompletedProcess:
