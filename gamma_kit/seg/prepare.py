@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from gamma_kit.data import extract_zip  # noqa: F401  (lives in gamma_kit.data; importable from here too)
 from gamma_kit.data import (IMAGE_DIR, atomic_copy, atomic_write_bytes, atomic_write_text, check_fundus_image,
+                            check_mask_fits,
                             find_mask_dir, find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
                             unexpected_mask_values, write_image)
 from gamma_kit.seg.model_dir import CROPS_NAME, RoiSettings  # noqa: F401  (RoiSettings: importable from here too)
@@ -250,7 +251,11 @@ def prepare_dataset(data_root: str | os.PathLike | None, out_dir: str | os.PathL
             report.bad_pairs[i] = str(exc)
             continue
         (mh, mw), (ih, iw) = mask.shape, image.shape[:2]
-        resized = (ih, iw) != (mh, mw)
+        try:
+            resized = check_mask_fits((mw, mh), (iw, ih), masks[i], images[i])
+        except ValueError as exc:             # another aspect ratio: resizing would squash the photo
+            report.bad_pairs[i] = str(exc)
+            continue
         if resized:
             shrink = mw * mh < iw * ih
             image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
