@@ -3,6 +3,7 @@ then PaddleSeg's own train + evaluate run a few iterations for DiceLoss and Mixe
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 import importlib
 
 import numpy as np
@@ -151,3 +152,23 @@ def test_prepare_paddleseg_registers_kit_models():
     applied = compat.prepare_paddleseg()
     assert set(applied) == set(compat.PATCHES)
     assert "LiteUNet" in manager.MODELS.components_dict
+
+
+def test_probes_under_paddleseg_291(tmp_path):
+    """A user with PaddleSeg 2.9.1's source tree: the probes run (its train loop ends a run without
+    validation in UnboundLocalError, after the log step the probe watches) and only the patch 2.9.1
+    still needs applies: the in-place Dice label."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tree = Path(__file__).resolve().parents[2] / "shared" / "vendor" / "PaddleSeg-2.9.1"
+    if not tree.is_dir():
+        pytest.skip(f"{tree} is not here (the vendored PaddleSeg trees live in ../shared/vendor)")
+    code = "import json; from gamma_kit.seg.compat import apply_compat; print(json.dumps(apply_compat()))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tree)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == {
+        "ce_int_promotion": False, "dice_inplace_label": True, "metrics_0d_concat": False, "train_log_0d_loss": False}

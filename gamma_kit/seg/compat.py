@@ -142,6 +142,8 @@ def _probe_train_log() -> bool:
         _run_one_train_iteration()
     except IndexError:
         return True
+    except UnboundLocalError:   # PaddleSeg 2.9.x ends a run without validation there, after the log step
+        return False
     return False
 
 
