@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea import run_dir as run_dir_mod
 from gamma_kit.fovea.checkpoints import find_checkpoints, load_checkpoint, read_state
@@ -161,7 +163,7 @@ def test_a_full_disk_in_a_set_keeps_the_previous_one(data, cache, tmp_path, whol
     finally:
         run_dir_mod.fault_hook = None
     msg = str(err.value)
-    assert msg.startswith(f"{run / 'fold1' / 'ckpt-002' / 'model.pdopt'}: No space left on device (the disk is full); "
+    assert msg.startswith(f"output {run / 'fold1' / 'ckpt-002' / 'model.pdopt'}: No space left on device (the disk is full); "
                           f"epoch 1 is saved in {run / 'fold1'}") and msg.endswith("resume with CMD --resume when "
                                                                                     "there is room"), msg
     assert "killed" not in msg and not (run / "fold1" / "ckpt-002").exists() and not (run / "fold1.lock").exists()
