@@ -2,6 +2,9 @@
 import json
 
 from gamma_kit.demo import main, summary_table
+import pytest
+
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
 
 # what PaddleSeg prints during training and model building: it belongs in OUT/logs, not on the console
 FLOOD = ("Total Flops", "Use the following config to build", "[TRAIN]", "type: LiteUNet", "flops has been counted",

@@ -18,6 +18,8 @@ import gamma_kit  # noqa: F401
 from gamma_kit.fovea.demo import CPU_CONFIG
 from fovea_fixtures import tiny_synth
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 REPO = Path(__file__).resolve().parents[1]
 MAIN = REPO / "gamma_kit" / "fovea" / "__main__.py"
 

@@ -4,6 +4,9 @@ named as shipped, the data found through $GAMMA_DATA, every output in $GAMMA_WOR
 from __future__ import annotations
 
 from notebook_runner import REPO, assert_stripped_and_thin, execute
+import pytest
+
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
 
 NOTEBOOK = REPO / "notebooks" / "fovea_localization.ipynb"
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 from fovea_fixtures import tiny_synth
 
 REPO = Path(__file__).resolve().parents[1]

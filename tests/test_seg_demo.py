@@ -13,6 +13,8 @@ import pytest
 
 from seg_fixtures import make_seg_data
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 DISC_FLOOR, CUP_FLOOR = 0.75, 0.35   # loose floors against regressions (measured values in the module docstring)
 
 

@@ -30,6 +30,8 @@ from PIL import Image
 import gamma_kit  # noqa: F401
 from seg_fixtures import dataset_opts, make_tiny_seg_data
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 REPO = Path(__file__).resolve().parents[1]
 VENDOR = REPO.parent / "shared" / "vendor"
 CONFIGS = REPO / "configs" / "seg"

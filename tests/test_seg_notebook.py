@@ -13,6 +13,8 @@ import pytest
 from notebook_runner import NOTEBOOKS, REPO, assert_stripped_and_thin, execute
 from seg_fixtures import make_seg_data, small_transforms
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 NOTEBOOK = REPO / "notebooks" / "disc_cup_segmentation.ipynb"
 
 

@@ -19,6 +19,8 @@ import yaml
 
 from seg_fixtures import make_prepared, small_transforms
 
+pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
+
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"
 CONFIGS = REPO / "configs" / "seg"

@@ -13,8 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("wheel") is None,
-                                reason="building a wheel offline needs the wheel package (the test extra)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("wheel") is None,
+                                reason="building a wheel offline needs the wheel package (the test extra)")]
 
 
 @pytest.fixture(scope="module")
