@@ -10,6 +10,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/gamma_kit_wheel.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
+trap 'echo "wheel check failed (line $LINENO): $BASH_COMMAND" >&2' ERR   # a bare test -s says nothing
 start=$SECONDS
 
 # 1. build from a copy of the tracked + untracked, not ignored files (no stale build/ output)
@@ -68,7 +69,9 @@ python -c 'import json, sys; r = json.load(open("demo/results.json")); sys.exit(
 test -s demo/fovea/submission_fovea.csv
 run gamma-kit-fovea train --fold 1 --config fovea/unet_heatmap_cpu.yml --data-root demo/data --run-dir fovea_run \
     --epochs 1 --batch-size 2 --device cpu --no-progress --set model.width=4 train.n_folds=3
-test -s fovea_run/fold1/last.pdparams
+# the fold's last checkpoint, found as predict finds it (gamma_kit.fovea.run_dir: a pointer to a set)
+python -c 'import sys; from gamma_kit.fovea.run_dir import last_weights; w = last_weights("fovea_run/fold1"); sys.exit(w is None or not w.stat().st_size)'
+test -s fovea_run/fold1/best.pdparams
 run gamma-kit-seg prepare --data-root demo/data --out data/seg_prepared
 run gamma-kit-seg split --dataset-dir data/seg_prepared --val-value 0.2
 run gamma-kit-seg train --config liteunet_gamma_cpu.yml --save-dir seg_run --iters 2 --batch-size 2 --log-iters 1 \

@@ -109,7 +109,7 @@ def cmd_evaluate(a) -> None:
             raise ValueError("--config needs --model (weights or a model directory)")
         print(json.dumps(evaluate_from_config(a.config, a.model, device=a.device), indent=1))
         return
-    from gamma_kit.evaluate import score_seg_folders
+    from gamma_kit.scoring import score_seg_folders
     if a.pred is None or a.gt is None:
         raise ValueError("give --pred (predicted masks) and --gt (ground-truth masks), or --config and --model")
     res = score_seg_folders(a.pred, a.gt)

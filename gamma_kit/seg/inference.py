@@ -553,6 +553,8 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
         raw[i] = labels_to_mask(photo.labels)
         masks[i] = labels_to_mask(labels)
         ok, bmp = cv2.imencode(".bmp", masks[i])
+        if not ok:
+            raise ValueError(f"{pred_dir / f'{i}.bmp'}: OpenCV could not encode the {masks[i].shape} mask as BMP")
         atomic_write_bytes(pred_dir / f"{i}.bmp", bmp.tobytes())
         written.append(f"{SUBMISSION_DIR}/{i}.bmp")
         if len(written) % 20 == 0:
