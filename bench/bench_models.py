@@ -216,7 +216,7 @@ def seg_measure(data: Path, which: str, quick: bool) -> dict:
     nearest resize back) of the CPU config or the original 512 UNet (random weights)."""
     from paddleseg.cvlibs import SegBuilder
 
-    from gamma_kit.seg.inference import SegPredictor
+    from gamma_kit.seg.predictor import SegPredictor
     from gamma_kit.seg.training import load_config as seg_config
 
     imgs = list_images(data / "task3_disc_cup_segmentation" / "testing" / "fundus color images")

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    from gamma_kit.seg.inference import find_gt_mask_dir, predict_folder, test_images
+    from gamma_kit.seg.submission import find_gt_mask_dir, predict_folder, test_images
     from gamma_kit.seg.prepare import RoiSettings, prepare_dataset, split_dataset
     from gamma_kit.seg.training import train_from_config
 

@@ -48,7 +48,7 @@ def _random_predictor(config: Path):
     import paddle
     from paddleseg.cvlibs import SegBuilder
 
-    from gamma_kit.seg.inference import SegPredictor, eval_transforms
+    from gamma_kit.seg.predictor import SegPredictor, eval_transforms
     from gamma_kit.seg.prepare import RoiSettings
     from gamma_kit.seg.training import load_config
 
@@ -56,7 +56,7 @@ def _random_predictor(config: Path):
     cfg = load_config(config)
     b = SegBuilder(cfg)
     roi = RoiSettings() if "roi_" in config.name else None
-    return SegPredictor(b.model, eval_transforms(cfg, b), 3, roi=roi)
+    return SegPredictor(b.model, eval_transforms(cfg), 3, roi=roi)
 
 
 def _photos(work: Path) -> list[np.ndarray]:
@@ -78,7 +78,8 @@ def _time(fn, repeat: int) -> float:
 
 def timing(args) -> tuple[list[dict], list[dict]]:
     from gamma_kit.disc import locate_disc
-    from gamma_kit.seg.inference import load_model, postprocess_labels
+    from gamma_kit.seg.postprocess import postprocess_labels
+    from gamma_kit.seg.predictor import load_model
 
     roi = load_model(args.roi_model) if args.roi_model else _random_predictor(REPO / "configs/seg/roi_liteunet_cpu.yml")
     whole = (load_model(args.whole_model) if args.whole_model
@@ -114,7 +115,9 @@ def accuracy(args) -> list[dict]:
     """Post-processing variants on both paths (each model run once per photo, crops kept)."""
     from gamma_kit.data import read_image, read_mask, list_images, MASK_EXTS
     from gamma_kit.metrics import evaluate_seg
-    from gamma_kit.seg.inference import find_gt_mask_dir, load_model, postprocess_labels, test_images
+    from gamma_kit.seg.postprocess import postprocess_labels
+    from gamma_kit.seg.predictor import load_model
+    from gamma_kit.seg.submission import find_gt_mask_dir, test_images
     from gamma_kit.seg.prepare import labels_to_mask
 
     gt_dir = find_gt_mask_dir(args.data, "testing")

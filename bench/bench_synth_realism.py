@@ -46,7 +46,7 @@ from tqdm import tqdm  # noqa: E402
 
 from gamma_kit.data import atomic_write_text  # noqa: E402
 from gamma_kit.geometry import detect_disc_side  # noqa: E402
-from gamma_kit.metrics import dice  # noqa: E402
+from gamma_kit.metrics import cup_of, dice, disc_of  # noqa: E402
 from gamma_kit.synth import render as current  # noqa: E402
 from gamma_kit.synth.render import cup_rim_contrast  # noqa: E402
 
@@ -121,7 +121,7 @@ def radial_stats(img: np.ndarray, centre: tuple[float, float]) -> dict:
 def naive_probes(img: np.ndarray, mask: np.ndarray) -> dict:
     """Cup and disc Dice of three cheap rules on ``img`` (512 rows) with its ``mask`` (same size)."""
     lum = cv2.GaussianBlur(img.astype(np.float32) @ LUMA, (0, 0), 1.0)
-    disc, cup = mask < 255, mask == 0
+    disc, cup = disc_of(mask), cup_of(mask)
     vals = lum[disc]
     u8 = cv2.normalize(vals, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     t, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -149,7 +149,7 @@ def synthetic_set(module, n: int, seed: int) -> tuple[pd.DataFrame, list[tuple[f
         det = detect_disc_side(s.image)
         row = radial_stats(small, centre)
         row.update(naive_probes(small, mask))
-        row["true_diam512"] = float((s.mask < 255).any(axis=1).sum() * f)
+        row["true_diam512"] = float(disc_of(s.mask).any(axis=1).sum() * f)
         row["cup_rim_contrast"] = cup_rim_contrast(small, mask)
         row["detector_err512"] = float(np.hypot(det.disc_xy[0] - s.disc_xy[0], det.disc_xy[1] - s.disc_xy[1]) * f)
         row["detector_off"] = row["detector_err512"] > s.disc_diameter / 2 * f

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from gamma_kit.metrics import disc_of
+
 __all__ = ["DiscCrop", "MIN_SIDE", "MAX_WINDOW_SHARE", "MIN_DISC_PX", "disc_box_from_mask", "nearest_index",
            "window_problem"]
 
@@ -182,7 +184,7 @@ class DiscCrop:
 def disc_box_from_mask(mask: np.ndarray) -> tuple[tuple[float, float], float] | None:
     """Disc centre (x, y) (middle of its bounding box) and diameter (the larger box side) in
     source px from a GAMMA mask (disc = value < 255); None when the mask has no disc."""
-    disc = np.asarray(mask) < 255
+    disc = disc_of(mask)
     rows, cols = np.flatnonzero(disc.any(axis=1)), np.flatnonzero(disc.any(axis=0))
     if rows.size == 0:
         return None

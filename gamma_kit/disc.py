@@ -11,7 +11,7 @@ Two sources of evidence, one answer (``DiscLocation``):
   of a circle fitted to its outline, which also gives the diameter;
 - optionally a whole-image segmentation model, any object with
   ``predict_labels(image) -> (H, W) uint8`` labels (0 cup, 1 rim, 2 background at the source
-  size), e.g. ``gamma_kit.seg.inference.SegPredictor``. Its disc is the largest connected
+  size), e.g. ``gamma_kit.seg.predictor.SegPredictor``. Its disc is the largest connected
   component of labels <= 1: centre = centroid, diameter = the larger of its vertical extent
   and its equivalent-circle diameter.
 

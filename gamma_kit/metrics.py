@@ -24,7 +24,7 @@ from gamma_kit.data import check_mask_values
 
 __all__ = [
     "fovea_ed", "fovea_score", "evaluate_fovea", "dice", "vertical_diameter", "vcdr",
-    "seg_image_metrics", "evaluate_seg", "DEFAULT_SEG_WEIGHTS",
+    "seg_image_metrics", "evaluate_seg", "DEFAULT_SEG_WEIGHTS", "disc_of", "cup_of",
 ]
 
 # Unverified stand-in weights (disc Dice, cup Dice, 1 - vCDR MAE); they sum to 1 so the
@@ -77,6 +77,16 @@ def evaluate_fovea(pred: pd.DataFrame, gt: pd.DataFrame, sizes: Mapping[str, tup
             "per_image": pd.DataFrame({"ed": ed}, index=pd.Index(ids, name="data"))}
 
 
+def disc_of(mask: np.ndarray) -> np.ndarray:
+    """The disc (rim and cup: every value but 255) of a 0/128/255 mask, as a boolean (H, W) array."""
+    return np.asarray(mask) < 255
+
+
+def cup_of(mask: np.ndarray) -> np.ndarray:
+    """The cup (value 0) of a 0/128/255 mask, as a boolean (H, W) array."""
+    return np.asarray(mask) == 0
+
+
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Dice of two boolean masks; 1.0 when both are empty."""
     pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
@@ -92,8 +102,8 @@ def vertical_diameter(structure: np.ndarray) -> int:
 
 def vcdr(mask: np.ndarray) -> float:
     """Vertical cup-to-disc ratio of a 0/128/255 mask; 0.0 when there is no disc."""
-    disc = vertical_diameter(mask < 255)
-    return 0.0 if disc == 0 else vertical_diameter(mask == 0) / disc
+    disc = vertical_diameter(disc_of(mask))
+    return 0.0 if disc == 0 else vertical_diameter(cup_of(mask)) / disc
 
 
 def seg_image_metrics(pred: np.ndarray, gt: np.ndarray, name: str = "image") -> dict:
@@ -102,7 +112,7 @@ def seg_image_metrics(pred: np.ndarray, gt: np.ndarray, name: str = "image") -> 
     if pred.shape != gt.shape:
         raise ValueError(f"{name}: prediction is {pred.shape[1]}x{pred.shape[0]} but ground truth is "
                          f"{gt.shape[1]}x{gt.shape[0]} (w x h); predict at the original size")
-    return {"dice_disc": dice(pred < 255, gt < 255), "dice_cup": dice(pred == 0, gt == 0),
+    return {"dice_disc": dice(disc_of(pred), disc_of(gt)), "dice_cup": dice(cup_of(pred), cup_of(gt)),
             "vcdr_pred": vcdr(pred), "vcdr_gt": vcdr(gt)}
 
 

@@ -10,13 +10,7 @@ has no git history or lacks the commit (e.g. an installed wheel or a shallow clo
 """
 from __future__ import annotations
 
-import io
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +18,10 @@ import pytest
 
 pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
 
+import reference_code
 from fovea_fixtures import tiny_synth
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = reference_code.REPO
 #: HEAD when the fovea trainer split began (issue 18); the fovea tests pass there (107 passed).
 #: The numbers of this checkout must equal the numbers of that code.
 REFERENCE_COMMIT = "4d3f62a1d03d8ab9ba566e1408bcb8744fd1819a"
@@ -64,33 +59,15 @@ p = predict([fold], test.images, out / "pred.csv", device="cpu", progress=False,
 """
 
 
-def _git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
 def reference_tree(tmp_path_factory) -> Path:
-    """``gamma_kit/`` and ``configs/`` of REFERENCE_COMMIT in a temporary folder (skip without them)."""
-    if shutil.which("git") is None or not (REPO / ".git").exists():
-        pytest.skip("no git history in this checkout")
-    if _git("cat-file", "-e", f"{REFERENCE_COMMIT}^{{commit}}").returncode != 0:
-        pytest.skip(f"reference commit {REFERENCE_COMMIT[:10]} is not in this checkout's history")
-    archive = _git("archive", "--format=tar", REFERENCE_COMMIT, "gamma_kit", "configs")
-    if archive.returncode != 0:
-        pytest.skip(f"git archive failed: {archive.stderr.decode(errors='replace')[:200]}")
-    dest = tmp_path_factory.mktemp("reference")
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(dest, filter="data")
-    return dest
+    return reference_code.reference_tree(tmp_path_factory, REFERENCE_COMMIT)
 
 
 def _run(code_root: Path, data: Path, work: Path) -> dict:
     """Train + predict with the kit found at ``code_root``; returns the numbers it dumped."""
     work.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(code_root)}
-    proc = subprocess.run([sys.executable, "-c", _TRAIN_AND_DUMP, str(data), str(work / "run"), str(work), *TINY],
-                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    reference_code.run_with(code_root, ["-c", _TRAIN_AND_DUMP, str(data), str(work / "run"), str(work), *TINY], work)
     with np.load(work / "weights.npz") as z:
         weights = {k: z[k] for k in z.files}
     return {"metrics": json.loads((work / "metrics.json").read_text()), "weights": weights,

@@ -150,7 +150,7 @@ def test_infer_py_masks_equal_the_kits_whole_image(runs, exports, route, version
     export`` the kit's exported predictor too) at the network size and at the photo's size."""
     from gamma_kit.data import read_image
     from gamma_kit.seg.export import StaticPredictor
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     tmp, photos = runs
     flags = ("--with_argmax",) if route.endswith("none") else ()
@@ -171,7 +171,7 @@ def test_infer_py_masks_equal_the_kits_on_two_stage_crops(runs, exports, route, 
     """Two-stage model: infer.py has no stage 1, so it gets the kit's disc-centred crops; its masks
     equal the crop label maps the kit pastes back (dynamic model and, for seg export, the export)."""
     from gamma_kit.seg.export import StaticPredictor
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     tmp, photos = runs
     kits = [load_model(tmp / "roi")] + ([StaticPredictor(exports[(route, "roi")])] if route == "seg export" else [])
@@ -203,7 +203,7 @@ def test_kit_reads_its_older_exports(runs, tmp_path):
 
     from gamma_kit.data import read_image
     from gamma_kit.seg.export import StaticPredictor
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     tmp, photos = runs
     dyn = load_model(tmp / "whole")

@@ -226,7 +226,7 @@ class _FlatPredictor:
     """A PredictorCore whose network says 'background' everywhere (no Paddle), for the crop rule."""
 
     def __new__(cls, roi):
-        from gamma_kit.seg.inference import PredictorCore
+        from gamma_kit.seg.predictor import PredictorCore
 
         class Flat(PredictorCore):
             def _forward(self, x):
@@ -238,7 +238,7 @@ class _FlatPredictor:
 
 
 def test_predict_names_a_crop_window_that_breaks_the_rule_and_writes_every_mask(tmp_path):
-    from gamma_kit.seg.inference import predict_folder
+    from gamma_kit.seg.submission import predict_folder
 
     task = make_tiny_seg_data(tmp_path / "gamma", n_train=1, n_test=2, size=(160, 128), seed=0)
     lines = []

@@ -14,7 +14,9 @@ import pytest
 import gamma_kit  # noqa: F401
 from gamma_kit.data import read_image
 from gamma_kit.seg.__main__ import main
-from gamma_kit.seg.inference import load_model, overlay, postprocess_labels, predict_folder
+from gamma_kit.seg.postprocess import overlay, postprocess_labels
+from gamma_kit.seg.predictor import load_model
+from gamma_kit.seg.submission import predict_folder
 from seg_fixtures import make_seg_data, small_transforms
 
 CPU_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "seg" / "liteunet_gamma_cpu.yml")
@@ -210,7 +212,7 @@ def test_broken_configs(tmp_path, capsys):
 
 
 def test_labels_at_size_modes():
-    from gamma_kit.seg.inference import labels_at_size
+    from gamma_kit.seg.predictor import labels_at_size
 
     logits = np.zeros((3, 2, 2), np.float32)
     logits[0, 0, 0] = logits[1, 0, 1] = logits[2, 1, :] = 1.0      # labels [[0, 1], [2, 2]]

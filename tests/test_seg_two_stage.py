@@ -53,7 +53,7 @@ def two_stage(tmp_path_factory):
 
 
 def test_model_dirs_carry_the_roi(two_stage):
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     m = load_model(two_stage / "roi_run")
     assert m.roi is not None and m.roi.size == 48 and m.roi.factor == 2.0
@@ -92,7 +92,7 @@ def test_predict_two_stage_end_to_end(two_stage, capsys, tta):
 
 def test_two_stage_paste_is_background_outside_the_window(two_stage):
     from gamma_kit.data import read_image
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     m = load_model(two_stage / "roi_run")
     img = read_image(two_stage / "images" / "0007.jpg")
@@ -119,7 +119,7 @@ class _BlindWholeImageModel:
 
 def test_no_disc_falls_back_to_the_whole_image_model(two_stage, capsys):
     from gamma_kit.data import read_image
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     m = load_model(two_stage / "roi_run", stage1=_BlindWholeImageModel())
     photo = m.predict_photo(read_image(two_stage / "images" / "black.jpg"), name="black.jpg")
@@ -141,7 +141,7 @@ def test_no_disc_falls_back_to_the_whole_image_model(two_stage, capsys):
 def test_static_export_takes_the_same_two_stage_path(two_stage):
     from gamma_kit.data import read_image
     from gamma_kit.seg.export import StaticPredictor, export_static
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     exp = export_static(two_stage / "roi_run", two_stage / "export")
     assert (exp / "roi.json").is_file() and not list(exp.glob(".export-*"))
@@ -175,7 +175,7 @@ def test_rerun_replaces_its_own_masks_and_refuses_foreign_ones(two_stage, capsys
 
 
 def test_models_checked_before_use(two_stage, tmp_path, capsys):
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     bad = tmp_path / "wrong_shape"
     shutil.copytree(two_stage / "roi_run" / "last_model", bad)

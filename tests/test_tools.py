@@ -72,7 +72,7 @@ def test_train_do_eval_mixedloss(trained):
 
 
 def test_kit_loads_the_tools_run(trained):
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     work, _ = trained
     model = load_model(work / "output", device="cpu")
@@ -213,7 +213,7 @@ def test_predict_two_stage_model_on_full_photos(roi_trained):
     from PIL import Image
 
     from gamma_kit.data import read_image
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     work, photos = roi_trained
     res = _tool("predict", "--config", CONFIGS / "roi_liteunet_cpu.yml", "--model_path",

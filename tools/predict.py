@@ -10,7 +10,7 @@ checked against the config first (names and shapes; a mismatch is one line, exit
 
 A two-stage (ROI) model, trained on disc-centred crops (``roi.json`` beside ``--model_path``, or
 ``crops.json`` in the config's ``dataset_root``), takes the kit's two-stage path on full photos
-(``gamma_kit.seg.inference``: stage 1 locates the disc, the crop is segmented and pasted back),
+(``gamma_kit.seg.predictor``: stage 1 locates the disc, the crop is segmented and pasted back),
 said in one log line; ``--aug_pred`` and ``--is_slide`` are refused there. For GAMMA submissions
 (0/128/255 BMPs, zipped, stage 1's report) use ``python -m gamma_kit.seg predict``.
 """
@@ -82,12 +82,12 @@ def main(args):
     logger.info("The number of images: {}".format(len(image_list)))
 
     if roi is not None:
-        from gamma_kit.seg.inference import SegPredictor, eval_transforms
+        from gamma_kit.seg.predictor import SegPredictor, eval_transforms
 
         logger.info(f"two-stage (ROI) model, trained on disc-centred crops ({roi.size} px, window {roi.factor:g} x "
                     "the disc): stage 1 locates the disc on each full photo, the crop is segmented and pasted back "
-                    "at the photo's size (gamma_kit.seg.inference; python -m gamma_kit.seg predict for submissions)")
-        predictor = SegPredictor(model, eval_transforms(cfg, builder), int(cfg.model_cfg.get("num_classes", 3)),
+                    "at the photo's size (gamma_kit.seg.predictor; python -m gamma_kit.seg predict for submissions)")
+        predictor = SegPredictor(model, eval_transforms(cfg), int(cfg.model_cfg.get("num_classes", 3)),
                                  roi=roi)
         _kit.predict_two_stage(predictor, image_list, image_dir, args.save_dir, test_config.get("custom_color"))
         return

@@ -67,7 +67,8 @@ def cmd_train(a) -> None:
 
 def cmd_predict(a) -> None:
     from gamma_kit.data import list_images
-    from gamma_kit.seg.inference import find_gt_mask_dir, load_model, predict_folder, test_images
+    from gamma_kit.seg.predictor import load_model
+    from gamma_kit.seg.submission import find_gt_mask_dir, predict_folder, test_images
 
     if (a.model is None) == (a.exported is None):
         raise ValueError("give exactly one of --model (a trained model directory) or --exported (an export folder)")

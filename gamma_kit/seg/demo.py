@@ -61,7 +61,7 @@ def run_demo(data_root: str | os.PathLike, work_dir: str | os.PathLike, iters: i
     "vcdr_mae_raw", "train_seconds", "seconds_per_image", "zip", "pred_dir", "model_dir",
     "two_stage", "stage1_unsure"}; ``*_raw`` are without post-processing.
     """
-    from gamma_kit.seg.inference import find_gt_mask_dir, predict_folder, test_images
+    from gamma_kit.seg.submission import find_gt_mask_dir, predict_folder, test_images
     from gamma_kit.seg.prepare import RoiSettings, prepare_dataset, split_dataset
     from gamma_kit.seg.training import train_from_config
 

@@ -24,7 +24,7 @@ infer.py's masks are at the network's input size (it does not resize back) and, 
 model, of the disc-centred crop it is given.
 
 ``StaticPredictor`` runs such an export (and the kit's older exports: ``deploy.yml``, one logits
-output, ``model.json``) through ``gamma_kit.runtime.InferenceModel`` on ``inference.PredictorCore``,
+output, ``model.json``) through ``gamma_kit.runtime.InferenceModel`` on ``predictor.PredictorCore``,
 the same pre-processing, TTA and two-stage path as the dynamic model.
 """
 from __future__ import annotations
@@ -42,8 +42,8 @@ import gamma_kit  # noqa: F401  (thread settings before paddle)
 import paddle
 from gamma_kit.data import atomic_write_text
 from gamma_kit.runtime import InferenceModel
-from gamma_kit.seg.inference import PredictorCore
 from gamma_kit.seg.model_dir import config_path, folder_roi, write_roi
+from gamma_kit.seg.predictor import PredictorCore, build_transforms, eval_transform_specs
 
 __all__ = ["export_static", "StaticPredictor", "OutputHead", "save_inference_model", "deploy_info",
            "legacy_program", "DEPLOY_NAME", "OLD_DEPLOY_NAME", "OUTPUT_OPS"]
@@ -139,18 +139,16 @@ def _eval_size(transforms) -> tuple[int, int]:
 
 def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike, whole_image: bool = False) -> Path:
     """Export the model of ``model_dir`` to ``out_dir`` (see the module docstring); returns ``out_dir``.
-    ``whole_image``: as for ``inference.load_model`` (a crop-trained folder without ``roi.json``)."""
+    ``whole_image``: as for ``predictor.load_model`` (a crop-trained folder without ``roi.json``)."""
     from gamma_kit.safety import check_output_path
-    from gamma_kit.seg.inference import load_model
+    from gamma_kit.seg.predictor import load_model
 
     check_output_path(out_dir, [model_dir], "export folder")
     predictor = load_model(model_dir, device="cpu", whole_image=whole_image)
     w, h = _eval_size(predictor.transforms)
     out = Path(out_dir)
     graph = save_inference_model(OutputHead(predictor.model, ("argmax", "none")), [None, 3, h, w], out)
-    cfg = yaml.safe_load(config_path(predictor.model_dir).read_text())
-    transforms = (cfg.get("val_dataset") or {}).get("transforms") or [
-        t for t in cfg["train_dataset"]["transforms"] if not t["type"].startswith("Random")]
+    transforms = eval_transform_specs(yaml.safe_load(config_path(predictor.model_dir).read_text()))
     deploy = deploy_info(graph, transforms, [None, 3, h, w], "argmax", logits_output=1, input_size=[w, h],
                          num_classes=predictor.num_classes, labels=LABELS, two_stage=predictor.roi is not None)
     atomic_write_text(out / DEPLOY_NAME, yaml.safe_dump(deploy, sort_keys=False))
@@ -182,7 +180,7 @@ def read_deploy(export_dir: Path) -> tuple[Path, dict]:
 
 class StaticPredictor(PredictorCore):
     """Predictor for an exported model (``paddle.inference``; oneDNN off on the CPU), on the same
-    ``inference.PredictorCore`` as the dynamic model (transforms, TTA, two-stage ROI path).
+    ``predictor.PredictorCore`` as the dynamic model (transforms, TTA, two-stage ROI path).
 
     ``predict_labels(image)`` -> (H, W) uint8 labels (0 cup, 1 rim, 2 background) at the source size.
     ``device``: ``auto`` (a GPU when Paddle sees one), ``cpu``, ``gpu`` or ``gpu:<k>``; Paddle's
@@ -193,8 +191,6 @@ class StaticPredictor(PredictorCore):
 
     def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None,
                  device: str = "auto", whole_image: bool = False):
-        from paddleseg.cvlibs import manager
-
         import gamma_kit.seg.models  # noqa: F401
 
         d = Path(export_dir)
@@ -209,10 +205,7 @@ class StaticPredictor(PredictorCore):
         params = d / deploy["params"] if "params" in deploy else None
         self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), device=device, cpu_threads=cpu_threads,
                                     params=params)
-        ops = []
-        for t in deploy["transforms"]:
-            ops.append(manager.TRANSFORMS[t.pop("type")](**t))
-        super().__init__(ops, num_classes, roi, stage1)
+        super().__init__(build_transforms(deploy["transforms"]), num_classes, roi, stage1)
         self.export_dir = d
         self.device = self.model.device
 

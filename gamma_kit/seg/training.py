@@ -10,7 +10,7 @@ A trained run folder (``save_dir``) holds PaddleSeg's ``iter_<n>/`` checkpoints 
 ``best_model/`` (when validating), plus what the kit adds: ``model.yml`` (the resolved
 config, used to rebuild the model) in ``save_dir``, ``best_model/`` and ``last_model/``.
 Any folder with ``model.pdparams`` and ``model.yml`` (or a run folder holding
-``best_model``/``last_model``) is a *model directory* for ``inference.load_model``
+``best_model``/``last_model``) is a *model directory* for ``predictor.load_model``
 (``model_dir`` owns its files: ``write_model_dirs``, ``read_crop_roi``, the weight loaders).
 When the training ``dataset_root`` holds a ``crops.json`` with a top-level ``"roi"`` object
 (disc-centred crops), it is copied as ``roi.json`` into ``save_dir`` and each model
@@ -474,7 +474,7 @@ def evaluate_from_config(config: str | os.PathLike, model_path: str | os.PathLik
     """PaddleSeg's pooled evaluation of ``val_dataset``: {"miou", "acc", "kappa", "iou_<k>", "dice_<k>"}.
 
     PaddleSeg pools pixels over the dataset; the challenge averages per image
-    (``gamma_kit.metrics.evaluate_seg``), which ``gamma_kit.seg.inference`` reports.
+    (``gamma_kit.metrics.evaluate_seg``), which ``gamma_kit.seg.submission`` reports.
     """
     from paddleseg.core import evaluate
     from paddleseg.cvlibs import SegBuilder

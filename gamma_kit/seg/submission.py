@@ -1,0 +1,265 @@
+"""Predict a folder of photos into the task 3 submission: masks, zip, manifest and reports.
+
+Submission layout (SPEC 3): ``OUT/Disc_Cup_Segmentations/<id>.bmp`` and
+``OUT/Disc_Cup_Segmentations.zip`` holding that folder. The output folder keeps
+``predict_manifest.json`` (the files this run wrote); a rerun removes those first and refuses
+other ``.bmp`` files there, so the zip holds exactly this run's masks. A two-stage run also writes
+``stage1_report.json``: the photos where stage 1 was unsure or found no disc, and (under
+``"crops"``) those whose crop window breaks ``crop.window_problem``'s rule.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, atomic_write_bytes, atomic_write_text,
+                            check_fundus_image, check_photo_sizes, find_mask_dir, find_task_dir, list_images,
+                            list_masks, read_image, read_mask, write_image)
+from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
+from gamma_kit.seg.predictor import PhotoPrediction, load_model
+from gamma_kit.seg.prepare import labels_to_mask
+
+__all__ = ["SUBMISSION_DIR", "MANIFEST_NAME", "STAGE1_REPORT", "PredictionRun", "predict_folder",
+           "write_submission_zip", "find_gt_mask_dir", "test_images"]
+
+MANIFEST_NAME = "predict_manifest.json"
+STAGE1_REPORT = "stage1_report.json"
+_MANIFEST_EVERY = 20          # photos between two manifest saves
+
+
+def find_gt_mask_dir(data_root: str | os.PathLike | None, split: str = "testing") -> Path | None:
+    """GT masks of ``split`` if present: ``<task>/<split>/Disc_Cup_Mask`` or ``<task>/<split>_GT/...``."""
+    return find_mask_dir(find_task_dir(data_root, "seg"), split)
+
+
+def test_images(data_root: str | os.PathLike | None, split: str = "testing") -> dict[str, Path]:
+    """{id: path} of the fundus images of ``split`` under a GAMMA task 3 root."""
+    return list_images(find_task_dir(data_root, "seg") / split / IMAGE_DIR)
+
+
+test_images.__test__ = False  # not a pytest test
+
+
+def write_submission_zip(pred_dir: str | os.PathLike, zip_path: str | os.PathLike | None = None,
+                         names: list[str] | None = None) -> Path:
+    """Zip ``pred_dir`` (the ``Disc_Cup_Segmentations`` folder) with the folder name as the top entry;
+    ``names`` (file names in it) restricts the zip to those files (this run's masks)."""
+    pred_dir = Path(pred_dir)
+    if names is None:
+        files = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() == ".bmp")
+    else:
+        files = [pred_dir / n for n in sorted(names)]
+    if not files:
+        raise ValueError(f"{pred_dir}: no .bmp predictions to zip")
+    zip_path = Path(zip_path) if zip_path else pred_dir.with_suffix(".zip")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in files:
+            zf.write(p, f"{pred_dir.name}/{p.name}")
+    return atomic_write_bytes(zip_path, buf.getvalue())
+
+
+class _SubmissionFolder:
+    """The output folder of one predict run: its masks, the manifest of what it wrote, the zip."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.pred_dir = out_dir / SUBMISSION_DIR
+        self.manifest = out_dir / MANIFEST_NAME
+        self.written: list[str] = []
+        self.not_fundus: list[dict] = []
+
+    def open(self) -> None:
+        """Remove the masks (and overlays) an earlier predict wrote here, as its manifest lists them;
+        refuse when other ``.bmp`` files are in the way (they would end up in the zip)."""
+        if self.manifest.is_file():
+            try:
+                old = json.loads(self.manifest.read_text())
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{self.manifest}: not valid JSON ({exc}); move the output folder aside") from exc
+            for rel in old.get("files", []):
+                f = self.out_dir / rel
+                if f.is_file() and self.out_dir.resolve() in f.resolve().parents:
+                    f.unlink()
+        if self.pred_dir.is_dir():
+            foreign = sorted(p.name for p in self.pred_dir.iterdir() if p.suffix.lower() == ".bmp")
+            if foreign:
+                raise ValueError(f"{self.pred_dir} already holds {len(foreign)} .bmp file(s) this kit did not "
+                                 f"write (e.g. {foreign[:3]}); they would go into the zip: choose an empty --out")
+        self.pred_dir.mkdir(parents=True, exist_ok=True)
+        self.save_manifest()
+
+    def save_manifest(self) -> None:
+        atomic_write_text(self.manifest, json.dumps({"files": self.written, "not_fundus": self.not_fundus}, indent=1))
+
+    def write_mask(self, image_id: str, mask: np.ndarray) -> None:
+        ok, bmp = cv2.imencode(".bmp", mask)
+        if not ok:
+            raise ValueError(f"{self.pred_dir / f'{image_id}.bmp'}: OpenCV could not encode the {mask.shape} "
+                             "mask as BMP")
+        atomic_write_bytes(self.pred_dir / f"{image_id}.bmp", bmp.tobytes())
+        self.written.append(f"{SUBMISSION_DIR}/{image_id}.bmp")
+        if len(self.written) % _MANIFEST_EVERY == 0:
+            self.save_manifest()
+
+    def close(self) -> Path:
+        """The final manifest and the zip of this run's masks; returns the zip's path."""
+        self.save_manifest()
+        return write_submission_zip(self.pred_dir, names=[Path(w).name for w in self.written])
+
+
+@dataclass
+class PredictionRun:
+    """What ``predict_folder`` wrote and measured. ``stage1`` lists the photos where stage 1 was
+    unsure or found no disc (dicts: id, file, source, confidence, note, fallback); ``not_fundus``
+    the photos that ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway;
+    ``crops`` the photos whose crop window breaks ``crop.window_problem``'s rule (dicts: id, file, note)."""
+
+    pred_dir: Path
+    zip_path: Path
+    masks: dict[str, np.ndarray]
+    seconds_per_image: float
+    model_seconds_per_image: float
+    metrics: dict | None = None
+    metrics_raw: dict | None = None
+    overlays: list[Path] = field(default_factory=list)
+    stage1: list[dict] = field(default_factory=list)
+    stage1_report: Path | None = None
+    not_fundus: list[dict] = field(default_factory=list)
+    crops: list[dict] = field(default_factory=list)
+
+
+_FALLBACK_ACTION = {"whole-image model": "used the whole-image model's segmentation",
+                    "image centre": "cropped at the image centre"}
+
+
+def _stage1_entry(image_id: str, path: Path, photo: PhotoPrediction, log) -> dict | None:
+    """The ``stage1_report.json`` entry of a photo where stage 1 was unsure or found no disc (named
+    through ``log``); None when stage 1 was sure."""
+    loc = photo.location
+    if loc is None or not (loc.unsure or photo.fallback):
+        return None
+    what = "found no disc in" if loc.source == "image-centre" else "was unsure on"
+    log(f"stage 1 {what} {path.name} ({loc.note or loc.source}): "
+        f"{_FALLBACK_ACTION.get(photo.fallback, 'cropped at its best guess')}")
+    return {"id": image_id, "file": str(path), "source": loc.source, "confidence": float(loc.confidence),
+            "note": loc.note, "fallback": photo.fallback or "none"}
+
+
+def _check_inputs(model, images, out_dir: Path, gt_dir, overlay_dir, inputs: tuple):
+    """(photos {id: path}, GT masks {id: path}, predictor) after the checks made before any work:
+    outputs not onto inputs, photo sizes, GT ids that have a photo."""
+    from gamma_kit.safety import check_output_path
+
+    check_output_path(out_dir, [*inputs, *(() if isinstance(images, dict) else (images,)), gt_dir],
+                      "output folder")
+    if overlay_dir is not None:
+        check_output_path(overlay_dir, [*inputs, gt_dir], "overlay folder")
+    files = images if isinstance(images, dict) else list_images(images)
+    check_photo_sizes(files)
+    predictor = model if hasattr(model, "predict_labels") else load_model(model)
+    gt_files = list_masks(gt_dir) if gt_dir is not None else {}
+    missing = sorted(set(gt_files) - set(files))
+    if missing:
+        raise ValueError(f"{gt_dir}: ground truth for id(s) {missing[:10]} that have no image to predict")
+    return files, gt_files, predictor
+
+
+def _predict_photo(predictor, image: np.ndarray, name: str, upsample: str, tta: bool) -> PhotoPrediction:
+    if hasattr(predictor, "predict_photo"):
+        return predictor.predict_photo(image, name=name, upsample=upsample, tta=tta)
+    return PhotoPrediction(predictor.predict_labels(image, upsample=upsample))
+
+
+def _warn_not_fundus(not_fundus: list[dict], n: int, manifest: Path) -> None:
+    if not_fundus:
+        warnings.warn(DataWarning(
+            f"{len(not_fundus)} of {n} photo(s) show no circular field of view on a dark surround "
+            f"(not fundus photographs?) and were predicted anyway: {[Path(d['file']).name for d in not_fundus[:10]]}"
+            f"; reasons in {manifest}"), stacklevel=3)
+
+
+def predict_folder(model, images: str | os.PathLike | dict[str, Path],
+                   out_dir: str | os.PathLike, postprocess=False,
+                   gt_dir: str | os.PathLike | None = None, overlay_dir: str | os.PathLike | None = None,
+                   upsample: str = "nearest", progress: bool = True, tta: bool = False,
+                   inputs: tuple = (), log=print) -> PredictionRun:
+    """Predict every image, write ``out_dir/Disc_Cup_Segmentations/<id>.bmp`` and the zip.
+
+    ``model`` is a model directory or anything with ``predict_photo``/``predict_labels``
+    (``predictor.SegPredictor``, ``export.StaticPredictor``); a two-stage (ROI) model locates, crops,
+    segments and pastes back. ``images`` is a folder or {id: path}. With ``gt_dir`` the run is
+    scored with ``gamma_kit.metrics.evaluate_seg``; with ``postprocess`` (True = the default
+    steps, or a tuple of ``postprocess.POSTPROCESS_STEPS``) ``metrics`` is the post-processed score and
+    ``metrics_raw`` the score without it. ``tta``: flip test-time augmentation. ``overlay_dir``
+    gets one PNG per image (prediction yellow, truth green). ``inputs``: folders/files the output
+    must not be or lie inside.
+
+    Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
+    a count) and listed in ``out_dir/stage1_report.json``, as (under ``"crops"``) are the photos whose
+    crop window breaks ``crop.window_problem``'s rule (segmented anyway). Photos below ``data.MIN_FUNDUS_SIDE`` px
+    on the short side are refused before any work (``data.check_photo_sizes``). Photos that
+    ``data.check_fundus_image`` doubts (no circular field of view: a black frame, a scan of
+    something else) are predicted anyway (a dark one goes to stage 1's fallback), named in one
+    ``DataWarning`` and listed with the reason under ``"not_fundus"`` in the manifest.
+    """
+    from gamma_kit.metrics import evaluate_seg
+
+    steps = parse_postprocess(postprocess)
+    out_dir = Path(out_dir)
+    files, gt_files, predictor = _check_inputs(model, images, out_dir, gt_dir, overlay_dir, inputs)
+    folder = _SubmissionFolder(out_dir)
+    folder.open()
+    pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
+    masks, raw, overlays, unsure, crop_notes = {}, {}, [], [], []
+    t_total = t_model = 0.0
+    for i, path in tqdm(files.items(), desc="predict", disable=not progress):
+        t0 = time.perf_counter()
+        image = read_image(path)
+        try:
+            check_fundus_image(image, path.name)
+        except ValueError as exc:
+            folder.not_fundus.append({"id": i, "file": str(path), "reason": str(exc)})
+        t1 = time.perf_counter()
+        photo = _predict_photo(predictor, image, path.name, upsample, tta)
+        labels = photo.finished(pp)
+        t_model += time.perf_counter() - t1
+        entry = _stage1_entry(i, path, photo, log)
+        if entry is not None:
+            unsure.append(entry)
+        if photo.crop_note:
+            crop_notes.append({"id": i, "file": str(path), "note": photo.crop_note})
+            log(f"crop of {path.name}: {photo.crop_note}; segmented anyway")
+        raw[i] = labels_to_mask(photo.labels)
+        masks[i] = labels_to_mask(labels)
+        folder.write_mask(i, masks[i])
+        t_total += time.perf_counter() - t0
+        if overlay_dir is not None:
+            gt = read_mask(gt_files[i]) if i in gt_files else None
+            overlays.append(write_image(Path(overlay_dir) / f"{i}.png", overlay(image, masks[i], gt)))
+    zip_path = folder.close()
+    run = PredictionRun(folder.pred_dir, zip_path, masks, t_total / len(files), t_model / len(files),
+                        overlays=overlays, stage1=unsure, not_fundus=folder.not_fundus, crops=crop_notes)
+    _warn_not_fundus(folder.not_fundus, len(files), folder.manifest)
+    if getattr(predictor, "roi", None) is not None:
+        run.stage1_report = atomic_write_text(out_dir / STAGE1_REPORT,
+                                              json.dumps({"count": len(unsure), "photos": unsure,
+                                                          "crops": crop_notes}, indent=1))
+        if unsure:
+            log(f"stage 1 unsure or without a disc on {len(unsure)} of {len(files)} photo(s); "
+                f"listed in {run.stage1_report}")
+    if gt_files:
+        gt = {i: read_mask(p, expected_size=masks[i].shape[::-1]) for i, p in gt_files.items()}
+        run.metrics = evaluate_seg({i: masks[i] for i in gt}, gt)
+        run.metrics_raw = evaluate_seg({i: raw[i] for i in gt}, gt) if steps else run.metrics
+    return run
