@@ -35,7 +35,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, emit, fmt_mb, load_avg, machine_info, numpy_peak, row  # noqa: E402
 
-from gamma_kit.data import atomic_write_bytes, atomic_write_text, read_image  # noqa: E402
+from gamma_kit.data import read_image
+from gamma_kit.safety import atomic_write_bytes, atomic_write_text  # noqa: E402
 from gamma_kit.disc import locate_disc  # noqa: E402
 from gamma_kit.geometry import FieldOfView, _fov_mask, _small, detect_fov  # noqa: E402
 

@@ -44,7 +44,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gamma_kit  # noqa: E402,F401  (threads before paddle)
-from gamma_kit.data import atomic_write_text  # noqa: E402
+from gamma_kit.safety import atomic_write_text  # noqa: E402
 from gamma_kit.fovea.checkpoints import average_weights, read_state  # noqa: E402
 from gamma_kit.fovea.config import build_codec, build_model, load_config  # noqa: E402
 from gamma_kit.fovea.dataset import CanonicalCache, make_items  # noqa: E402
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
         folds[k] = run_fold(k, args.run, data, cache, args.last_k, args.from_epoch, args.guard_px)
         if saved is not None:
-            from gamma_kit.data import atomic_write_bytes
+            from gamma_kit.safety import atomic_write_bytes
 
             atomic_write_bytes(saved, pickle.dumps({"key": key, "result": folds[k]}))
     table = summarise(folds)

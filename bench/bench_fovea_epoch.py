@@ -223,7 +223,7 @@ def main(argv=None) -> int:
 
     import warnings
 
-    from gamma_kit.data import atomic_write_text
+    from gamma_kit.safety import atomic_write_text
     from gamma_kit.fovea.config import build_model, load_config
     from gamma_kit.fovea.dataset import CanonicalCache
     from gamma_kit.fovea.demo import decode_with_synthetic_sides

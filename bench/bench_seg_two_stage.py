@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RssPeak, emit, fmt_mb, machine_info, row, versions  # noqa: E402
 
-from gamma_kit.data import atomic_write_text  # noqa: E402
+from gamma_kit.safety import atomic_write_text  # noqa: E402
 
 SIZES = ((2992, 2000), (1956, 1934))
 VARIANTS = {"none": (), "largest": ("largest",), "cup_in_disc": ("cup_in_disc",), "fill": ("fill",),
@@ -113,7 +113,7 @@ def timing(args) -> tuple[list[dict], list[dict]]:
 
 def accuracy(args) -> list[dict]:
     """Post-processing variants on both paths (each model run once per photo, crops kept)."""
-    from gamma_kit.data import read_image, read_mask, list_images, MASK_EXTS
+    from gamma_kit.data import MASK_EXTS, list_images, read_image, read_mask
     from gamma_kit.metrics import evaluate_seg
     from gamma_kit.seg.postprocess import postprocess_labels
     from gamma_kit.seg.predictor import load_model

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from gamma_kit.data import atomic_write_text  # noqa: E402
+from gamma_kit.safety import atomic_write_text  # noqa: E402
 from gamma_kit.geometry import detect_disc_side  # noqa: E402
 from gamma_kit.metrics import cup_of, dice, disc_of  # noqa: E402
 from gamma_kit.synth import render as current  # noqa: E402

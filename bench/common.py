@@ -175,7 +175,7 @@ def row(measure: str, original: str, kit: str, ratio: float | None = None, targe
 
 def emit(result: dict, json_path: str | None) -> None:
     """Print ``result`` and write it to ``json_path`` (atomically) when given."""
-    from gamma_kit.data import atomic_write_text
+    from gamma_kit.safety import atomic_write_text
 
     text = json.dumps(result, indent=1, default=float)
     print(text)

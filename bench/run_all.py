@@ -41,7 +41,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, load_avg, machine_info, versions  # noqa: E402
 
-from gamma_kit.data import atomic_write_text  # noqa: E402
+from gamma_kit.safety import atomic_write_text  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gamma_kit.data import atomic_write_text, find_mask_dir, find_task_dir, list_masks, read_mask
+from gamma_kit.data import find_mask_dir, find_task_dir, list_masks, read_mask
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.metrics import evaluate_seg
 
 __all__ = ["run_demo", "ensure_synthetic", "seg_empty_baseline", "main"]
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         ap.error(f"unknown task(s) {bad}; choose from {TASKS}")
-    from gamma_kit.runtime import run_cli
+    from gamma_kit.cli import run_cli
     from gamma_kit.synth import parse_sizes
 
     return run_cli(lambda: run_demo(

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from gamma_kit.metrics import DEFAULT_SEG_WEIGHTS
-from gamma_kit.runtime import ArgumentValueError, run_cli
+from gamma_kit.cli import ArgumentValueError, run_cli
 from gamma_kit.scoring import score_fovea_files, score_seg_folders, summary, to_json
 
 __all__ = ["score_fovea_files", "score_seg_folders", "main"]   # the scorers, re-exported for old imports

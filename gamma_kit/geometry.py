@@ -347,7 +347,7 @@ def _undecided(name: str, det: DiscSide, min_confidence: float) -> str:
     """The eye-side refusal for ``name``; when ``name`` is a file whose EXIF orientation turns it
     (``data.describe_orientation``), the rotation is named: a photo shown turned 90 degrees has its
     disc above or below the centre, and a side override would not undo that."""
-    from gamma_kit.data import describe_orientation, exif_orientation
+    from gamma_kit.data.images import describe_orientation, exif_orientation
 
     text = (f"{name}: cannot decide the eye side (optic disc found at x={det.disc_xy[0]:.0f}, too close to the "
             f"centre; confidence {det.confidence:.2f} < {min_confidence})")

@@ -4,13 +4,14 @@ not at all, and Ctrl-C / SIGTERM never leave half a file behind.
 - ``check_output_path(out, inputs)``: refuse an output that is, or lies inside, an input
   (real paths, so links and ``..`` do not fool it), and one whose location is not writable.
   Call it before any work starts.
-- ``atomic_save_paddle(obj, path)``: ``paddle.save`` into a temporary file in the same
-  folder, fsync, then ``os.replace``: a reader sees the old file or the new one, never a
-  half-written one (checkpoints, optimizer state, exported models).
+- ``atomic_file(path)``: the one writer's recipe (a temporary file in the same folder, fsync,
+  ``os.replace``): a reader sees the old file or the new one, never a half-written one.
+  ``atomic_write_bytes`` / ``atomic_write_text`` / ``atomic_copy`` (files and copies) and
+  ``atomic_save_paddle`` (``paddle.save``: checkpoints, optimizer state) write through it.
 - ``deferred_interrupts()``: a block during which SIGINT / SIGTERM are held back; they are
   raised as ``KeyboardInterrupt`` when the block ends, so a checkpoint write always completes.
 - ``Interrupted``: raised by long commands on Ctrl-C with the one line to print (for example
-  "interrupted in epoch 37; resume with ... --resume"); ``runtime.run_cli`` prints it and
+  "interrupted in epoch 37; resume with ... --resume"); ``cli.run_cli`` prints it and
   exits 130.
 - ``RunLock(folder)``: one run at a time in a run folder (``<folder>.lock`` beside it, held with
   ``flock`` and naming its process); a second run is refused in one line, a stale lock of a
@@ -21,14 +22,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import tempfile
 import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
-__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_file", "atomic_save_paddle", "fsync_replace", "set_aside",
-           "deferred_interrupts", "with_path", "make_parent", "RunLock", "RunInUse"]
+__all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_file", "atomic_save_paddle", "fsync_replace",
+           "atomic_write_bytes", "atomic_write_text", "atomic_copy", "temporary_leftovers", "set_aside", "deferred_interrupts", "with_path",
+           "make_parent", "RunLock", "RunInUse"]
 
 
 _held: list[list[int]] = []   # signals received by the outermost deferred_interrupts block in force
@@ -41,7 +44,7 @@ class Interrupted(Exception):
 def with_path(exc: OSError, path: str | os.PathLike, side: str = "output") -> OSError:
     """``exc`` as an ``OSError`` of the same errno (and subclass) that names ``path`` (the file
     the user asked for, not a hidden temporary name) and, as its ``side`` attribute, whether that
-    is an ``"output"`` or an ``"input"``; ``runtime.run_cli`` prints it as one line naming both."""
+    is an ``"output"`` or an ``"input"``; ``cli.run_cli`` prints it as one line naming both."""
     new = OSError(f"{path}: {exc}") if exc.errno is None else \
         OSError(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(path))
     new.side = side
@@ -173,6 +176,15 @@ def atomic_file(path: str | os.PathLike, sources: tuple = ()) -> Iterator[str]:
             os.unlink(tmp)
 
 
+def temporary_leftovers(folder: str | os.PathLike, depth: int = 1) -> list[Path]:
+    """The hidden temporary files that ``atomic_file`` writes (``.<name>.<random>.tmp``) left in
+    ``folder`` and up to ``depth`` levels below it by a process that was killed mid-write (a live
+    ``atomic_file`` removes its own); sorted."""
+    folder = Path(folder)
+    patterns = [".*.tmp"] + ["/".join(["*"] * k + [".*.tmp"]) for k in range(1, depth + 1)]
+    return sorted({p for pattern in patterns for p in folder.glob(pattern) if p.is_file()})
+
+
 def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
     """``paddle.save(obj, path)`` through ``atomic_file``: all or nothing; a signal during the
     write and the rename waits for both."""
@@ -180,6 +192,31 @@ def atomic_save_paddle(obj, path: str | os.PathLike) -> Path:
 
     with deferred_interrupts(), atomic_file(path) as tmp:
         paddle.save(obj, tmp)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and
+    ``os.replace``: readers see the old file or the new one. An ``OSError`` (full disk,
+    read-only folder) is re-raised naming ``path``, and no temporary file is left
+    (``safety.atomic_file``)."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``atomic_write_bytes`` of ``text`` encoded as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_copy(src: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Copy the file ``src`` onto ``path`` the way ``atomic_write_bytes`` writes (a temporary
+    file in the same folder, fsync, ``os.replace``), without holding it in memory. An
+    ``OSError`` while writing names ``path``; one reading ``src`` names ``src``."""
+    with atomic_file(path, sources=(src,)) as tmp:
+        shutil.copyfile(src, tmp)
     return Path(path)
 
 

@@ -9,12 +9,13 @@ An ``OSError`` line says whether the file was an input or an output (issue 17.7)
 Cases marked ``cli`` run a command (``python -m gamma_kit.evaluate`` unless the case names
 another: ``gamma_kit.synth``, ``gamma_kit.seg``) in a subprocess from the test's folder, as a
 user would; ``call`` cases run the library function (or a command's ``main``) through
-``runtime.run_cli``, the same wrapper every command's ``main`` uses, where a fault has to be
+``cli.run_cli``, the same wrapper every command's ``main`` uses, where a fault has to be
 simulated (a full disk, a read-only file system).
 """
 from __future__ import annotations
 
 import errno
+import tempfile
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from PIL import Image
 from gamma_kit import data
 from gamma_kit.data import (MIN_FUNDUS_SIDE, check_fundus_image, image_size, load_fovea_split, read_fovea_gt,
                             read_image, write_fovea_csv, write_image)
-from gamma_kit.runtime import parse_int_list, run_cli
+from gamma_kit.cli import parse_int_list, run_cli
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 PROGRESS_BAR = re.compile(r"^[\w ]+: +\d+%\|")      # a tqdm line, e.g. "prepare:  50%|#####     | 1/2 [..."
@@ -186,12 +187,12 @@ def _read_only_chmod(inp, out, mp):
 
 def _read_only_fs(inp, out, mp):
     (inp / "gt.csv").write_text("data,Fovea_X,Fovea_Y\n0101,1,2\n")
-    real = data.tempfile.mkstemp
+    real = tempfile.mkstemp
 
     def erofs(*a, dir=None, **k):
         raise OSError(errno.EROFS, "Read-only file system", dir)
 
-    mp.setattr(data.tempfile, "mkstemp", erofs)
+    mp.setattr(tempfile, "mkstemp", erofs)
     assert real
     return _write_csv_to(out / "sub.csv")
 
@@ -621,7 +622,7 @@ def seg_model(tmp_path_factory) -> Path:
     come before the network, with no training."""
     from paddleseg.cvlibs import SegBuilder
 
-    from gamma_kit.data import atomic_write_text
+    from gamma_kit.safety import atomic_write_text
     from gamma_kit.resources import config_path
     from gamma_kit.safety import atomic_save_paddle
     from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_config

@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gamma_kit.data import (IMAGE_DIR, MIN_FUNDUS_SIDE, DataWarning, _normalise_ids, atomic_write_text,
-                            check_fundus_image, check_mask_values, check_photo_size, check_photo_sizes, find_fovea_gt,
-                            find_mask_dir, find_task_dir, image_size, jpeg_end, list_images, load_fovea_split,
-                            load_seg_split, match_gt_to_images, present_values, read_fovea_gt, read_image, read_mask,
-                            resolve_data_root, sniff_format, unexpected_mask_values, write_fovea_csv, write_image)
+from gamma_kit.data import (IMAGE_DIR, MIN_FUNDUS_SIDE, DataWarning, check_fundus_image, check_mask_values,
+                            check_photo_size, check_photo_sizes, find_fovea_gt, find_mask_dir, find_task_dir,
+                            image_size, jpeg_end, list_images, load_fovea_split, load_seg_split, match_gt_to_images,
+                            present_values, read_fovea_gt, read_image, read_mask, resolve_data_root, sniff_format,
+                            unexpected_mask_values, write_fovea_csv, write_image)
+from gamma_kit.data.tables import _normalise_ids
+from gamma_kit.safety import atomic_write_text
 
 
 def _layout(root, n=3, mask_dir="Disc_Cup_Mask", mask_ext=".bmp"):
@@ -460,7 +462,7 @@ def test_atomic_copy_round_trip_and_errors_name_the_right_file(tmp_path, monkeyp
     import errno
     import shutil
 
-    from gamma_kit.data import atomic_copy
+    from gamma_kit.safety import atomic_copy
 
     src = tmp_path / "src.jpg"
     src.write_bytes(b"\xff\xd8 photo bytes")
@@ -629,7 +631,7 @@ def test_open_masks_refuses_jpeg_members_duplicates_and_non_zips(tmp_path):
 def test_read_errors_name_the_file_as_an_input(tmp_path, monkeypatch, errno_name, reason):
     import errno
 
-    from gamma_kit.runtime import describe_error
+    from gamma_kit.cli import describe_error
 
     write_image(tmp_path / "0001.png", np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "gt.csv").write_text("data,Fovea_X,Fovea_Y\n0001,1,2\n")
@@ -654,16 +656,16 @@ def test_read_errors_name_the_file_as_an_input(tmp_path, monkeypatch, errno_name
 def test_write_errors_name_the_file_as_an_output_and_a_copy_names_its_source_as_an_input(tmp_path, monkeypatch):
     import errno
     import shutil
+    import tempfile
 
-    from gamma_kit import data
-    from gamma_kit.data import atomic_copy
-    from gamma_kit.runtime import describe_error
+    from gamma_kit.safety import atomic_copy
+    from gamma_kit.cli import describe_error
 
     def denied(*_a, **_k):
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".out.csv.x.tmp"))
 
     with monkeypatch.context() as mp:
-        mp.setattr(data.tempfile, "mkstemp", denied)
+        mp.setattr(tempfile, "mkstemp", denied)
         with pytest.raises(OSError) as info:
             atomic_write_text(tmp_path / "out.csv", "x")
     assert describe_error(info.value) == f"output {tmp_path / 'out.csv'}: Permission denied"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import gamma_kit.data as data
+import gamma_kit.data.layouts as layouts
 from gamma_kit.data import CHALLENGE_ZIPS, find_challenge_data, find_task_dir, load_fovea_split
 from gamma_kit.synth import generate
 
@@ -32,7 +32,7 @@ def _zip_task(synth: Path, task_dir: str, archive: Path) -> Path:
 def no_platform(monkeypatch, tmp_path):
     """No $GAMMA_DATA, no AI Studio mount, an empty working directory."""
     monkeypatch.delenv("GAMMA_DATA", raising=False)
-    monkeypatch.setattr(data, "AISTUDIO_DATA", tmp_path / "no_aistudio")
+    monkeypatch.setattr(layouts, "AISTUDIO_DATA", tmp_path / "no_aistudio")
     monkeypatch.chdir(tmp_path)
 
 
@@ -40,7 +40,7 @@ def test_aistudio_mounted_zip_is_unpacked_once_into_the_work_folder(synth, tmp_p
     mount = tmp_path / "aistudio" / "data"
     archive = _zip_task(synth, "task2_Fovea_localization", mount / "data123456" / CHALLENGE_ZIPS["fovea"])
     (mount / "data000001").mkdir()                       # another data set, without GAMMA
-    monkeypatch.setattr(data, "AISTUDIO_DATA", mount)
+    monkeypatch.setattr(layouts, "AISTUDIO_DATA", mount)
     before = sorted(p.relative_to(mount) for p in mount.rglob("*"))
     work = tmp_path / "work" / "data"
     root = find_challenge_data("fovea", work)

@@ -14,7 +14,8 @@ from gamma_kit.fovea.codec import ORIGINAL_EMPTY_FALLBACK, HeatmapCodec
 from gamma_kit.fovea.config import build_codec, dump_config
 from gamma_kit.fovea.dataset import CanonicalCache, make_items, roi_crop
 from gamma_kit.fovea.checkpoints import load_checkpoint
-from gamma_kit.fovea.inference import combine, evaluate_items, heatmap_to_image, image_to_heatmap, locate, predict_heatmaps
+from gamma_kit.fovea.inference import (combine, evaluate_items, heatmap_to_image, image_to_heatmap, locate,
+                                       predict_heatmaps)
 from gamma_kit.fovea.predict import predict
 from gamma_kit.geometry import CanonicalFrame
 from gamma_kit.metrics import evaluate_fovea

@@ -1,4 +1,4 @@
-"""runtime: run_cli statuses and one-line messages, argparse value types, fold-list parsing."""
+"""cli and runtime: run_cli statuses and one-line messages, argparse value types, fold-list parsing, Paddle's import noise, devices."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +9,7 @@ import warnings
 
 import pytest
 
-from gamma_kit.runtime import (ArgumentValueError, describe_error, parse_int_list, positive_float, positive_int,
-                               run_cli)
+from gamma_kit.cli import ArgumentValueError, describe_error, parse_int_list, positive_float, positive_int, run_cli
 from gamma_kit.safety import Interrupted
 
 

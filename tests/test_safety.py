@@ -105,7 +105,7 @@ def test_nested_deferred_interrupts_raise_only_after_the_outer_block(tmp_path):
 def test_sigterm_during_a_cli_is_one_line_and_130(tmp_path):
     script = textwrap.dedent("""
         import sys, time
-        from gamma_kit.runtime import run_cli
+        from gamma_kit.cli import run_cli
         from gamma_kit.safety import deferred_interrupts
         def body():
             with deferred_interrupts():
@@ -129,7 +129,7 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
     import stat
 
-    from gamma_kit.data import atomic_write_text
+    from gamma_kit.safety import atomic_write_text
 
     mask = os.umask(0)
     os.umask(mask)

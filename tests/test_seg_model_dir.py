@@ -117,7 +117,7 @@ def roi_model(tmp_path_factory) -> Path:
     photos to predict under ``photos/``."""
     from paddleseg.cvlibs import SegBuilder
 
-    from gamma_kit.data import atomic_write_text
+    from gamma_kit.safety import atomic_write_text
     from gamma_kit.resources import config_path
     from gamma_kit.safety import atomic_save_paddle
     from gamma_kit.seg.training import load_config
@@ -262,7 +262,7 @@ def test_prepare_on_a_full_disk_names_the_output_file(tmp_path, monkeypatch, cap
     OSError whose ``filename`` is the *source* (the photo) and ``filename2`` the target."""
     import shutil
 
-    from gamma_kit.runtime import run_cli
+    from gamma_kit.cli import run_cli
     from gamma_kit.seg.__main__ import main
 
     if not getattr(shutil, "_USE_CP_SENDFILE", False):

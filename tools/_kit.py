@@ -77,7 +77,8 @@ def predict_two_stage(predictor, image_list, image_dir, save_dir, custom_color=N
     import cv2
     from paddleseg.utils import logger, progbar, visualize
 
-    from gamma_kit.data import atomic_write_bytes, check_photo_sizes, read_image
+    from gamma_kit.data import check_photo_sizes, read_image
+    from gamma_kit.safety import atomic_write_bytes
 
     check_photo_sizes(image_list)
     added_dir, pred_dir = Path(save_dir) / "added_prediction", Path(save_dir) / "pseudo_color_prediction"
@@ -107,7 +108,7 @@ def predict_two_stage(predictor, image_list, image_dir, save_dir, custom_color=N
 
 def run(main, args) -> int:
     """``main(args)`` with the kit's CLI error handling (one ``error:`` line, exit 2)."""
-    from gamma_kit.runtime import run_cli
+    from gamma_kit.cli import run_cli
 
     return run_cli(lambda: main(args))
 

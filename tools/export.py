@@ -44,7 +44,7 @@ def main(args):
     from paddleseg.cvlibs import SegBuilder
     from paddleseg.utils import logger, utils
 
-    from gamma_kit.data import atomic_write_text
+    from gamma_kit.safety import atomic_write_text
     from gamma_kit.seg.export import DEPLOY_NAME, OutputHead, deploy_info, save_inference_model
 
     cfg = _kit.load_config(args.config, opts=args.opts)

@@ -23,7 +23,8 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES
 from gamma_kit.fovea.inference import ENSEMBLES
 from gamma_kit.resources import config_path
-from gamma_kit.runtime import DEVICE_CHOICES, positive_float, positive_int
+from gamma_kit.cli import positive_float, positive_int
+from gamma_kit.runtime import DEVICE_CHOICES
 
 COMMANDS = ("train", "cv", "predict", "export", "demo", "configs")
 DEFAULT_CONFIG = config_path("fovea/unet_heatmap.yml")
@@ -43,8 +44,8 @@ EPILOG = """shortcut:
 
 
 def fold_list(text: str) -> list[int]:
-    """argparse type: comma-separated 1-based folds, e.g. ``1,2`` (``runtime.parse_int_list``)."""
-    from gamma_kit.runtime import parse_int_list
+    """argparse type: comma-separated 1-based folds, e.g. ``1,2`` (``cli.parse_int_list``)."""
+    from gamma_kit.cli import parse_int_list
 
     return parse_int_list(text, "folds", low=1)
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "train")
-    from gamma_kit.runtime import run_cli
+    from gamma_kit.cli import run_cli
 
     args = build_parser().parse_args(argv)
     return run_cli(lambda: _run(args, argv))

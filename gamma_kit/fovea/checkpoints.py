@@ -165,7 +165,7 @@ class ExportedModel:
     """
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", cpu_threads: int | None = None) -> None:
-        from gamma_kit.runtime import InferenceModel
+        from gamma_kit.engine import InferenceModel
 
         d = Path(model_dir)
         self.model = InferenceModel(d / MODEL_PREFIX, device, cpu_threads)

@@ -30,7 +30,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from gamma_kit.data import atomic_write_bytes, atomic_write_text, check_fundus_image, read_image
+from gamma_kit.data import check_fundus_image, read_image
+from gamma_kit.safety import atomic_write_bytes, atomic_write_text
 from gamma_kit.fovea.codec import HeatmapCodec
 from gamma_kit.geometry import CanonicalFrame, EyeSideError
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import atomic_write_text
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.checkpoints import (CHECKPOINT_CHOICES, CONFIG_NAME, EXPORT_FORMAT, MANIFEST_NAME, MODEL_PREFIX,
                                          find_checkpoints, load_checkpoint)
 from gamma_kit.fovea.run_dir import fold_of

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from gamma_kit.data import atomic_write_text
+from gamma_kit.safety import atomic_write_text
 
 __all__ = ["ORIGINAL_SEED", "make_splits", "original_gamma_splits", "write_splits", "read_splits",
            "get_fold", "is_gamma_training_ids"]

@@ -19,8 +19,8 @@ from typing import Sequence
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import (atomic_write_text, describe_orientation, list_images, match_gt_to_images, read_fovea_gt,
-                            write_fovea_csv)
+from gamma_kit.data import describe_orientation, list_images, match_gt_to_images, read_fovea_gt, write_fovea_csv
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES, find_checkpoints, load_checkpoint, load_exported
 from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gamma_kit.data import atomic_write_text
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.folds import make_splits, read_splits, write_splits
 from gamma_kit.safety import atomic_save_paddle, fsync_replace, set_aside
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import atomic_write_text, list_images, load_fovea_split, match_gt_to_images, read_fovea_gt
+from gamma_kit.data import list_images, load_fovea_split, match_gt_to_images, read_fovea_gt
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.dataset import CanonicalCache
 from gamma_kit.fovea.parallel import barrier, init_parallel, rank_and_world, world_size
 from gamma_kit.fovea.run_dir import POINTER_NAME, RUN_FILES, FoldFolder

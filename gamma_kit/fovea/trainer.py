@@ -553,7 +553,7 @@ class Trainer:
     def _write_error(self, exc: OSError) -> ValueError:
         import errno
 
-        from gamma_kit.runtime import describe_error
+        from gamma_kit.cli import describe_error
 
         when = "when there is room" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "when it can be written"
         return ValueError(f"{describe_error(exc)}; {self._saved()} (the unfinished checkpoint was removed); "

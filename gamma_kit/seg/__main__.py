@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.runtime import DEVICE_CHOICES, positive_float, positive_int
+from gamma_kit.cli import positive_float, positive_int
+from gamma_kit.runtime import DEVICE_CHOICES
 
 
 def _summary(metrics: dict) -> str:
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gamma_kit.runtime import run_cli
+    from gamma_kit.cli import run_cli
 
     args = build_parser().parse_args(argv)
     return run_cli(lambda: args.func(args))

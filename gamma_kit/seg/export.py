@@ -24,7 +24,7 @@ infer.py's masks are at the network's input size (it does not resize back) and, 
 model, of the disc-centred crop it is given.
 
 ``StaticPredictor`` runs such an export (and the kit's older exports: ``deploy.yml``, one logits
-output, ``model.json``) through ``gamma_kit.runtime.InferenceModel`` on ``predictor.PredictorCore``,
+output, ``model.json``) through ``gamma_kit.engine.InferenceModel`` on ``predictor.PredictorCore``,
 the same pre-processing, TTA and two-stage path as the dynamic model.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 import paddle
-from gamma_kit.data import atomic_write_text
-from gamma_kit.runtime import InferenceModel
+from gamma_kit.safety import atomic_write_text
+from gamma_kit.engine import InferenceModel
 from gamma_kit.seg.model_dir import config_path, folder_roi, write_roi
 from gamma_kit.seg.predictor import PredictorCore, build_transforms, eval_transform_specs
 

@@ -42,7 +42,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gamma_kit.data import atomic_copy, atomic_write_text
+from gamma_kit.safety import atomic_copy, atomic_write_text
 
 __all__ = ["MODEL_CONFIG_NAME", "WEIGHTS_NAME", "ROI_NAME", "CROPS_NAME", "RoiSettings", "resolve_model_dir",
            "config_path", "load_paddle_file", "check_state_dict", "load_checked_weights", "read_roi", "roi_path",

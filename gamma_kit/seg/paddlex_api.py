@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import atomic_write_text
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.seg.predictor import SegPredictor
 from gamma_kit.seg.predictor import load_model as _load_predictor
 from gamma_kit.seg.prepare import read_list_file, split_dataset as _split

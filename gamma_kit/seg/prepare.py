@@ -31,10 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from gamma_kit.data import extract_zip  # noqa: F401  (lives in gamma_kit.data; importable from here too)
-from gamma_kit.data import (IMAGE_DIR, atomic_copy, atomic_write_bytes, atomic_write_text, check_fundus_image,
-                            check_mask_fits,
-                            find_mask_dir, find_task_dir, list_images, list_masks, present_values, read_image, read_mask,
-                            unexpected_mask_values, write_image)
+from gamma_kit.data import (IMAGE_DIR, check_fundus_image, check_mask_fits, find_mask_dir, find_task_dir, list_images,
+                            list_masks, present_values, read_image, read_mask, unexpected_mask_values, write_image)
+from gamma_kit.safety import atomic_copy, atomic_write_bytes, atomic_write_text
 from gamma_kit.seg.model_dir import CROPS_NAME, RoiSettings  # noqa: F401  (RoiSettings: importable from here too)
 
 __all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",

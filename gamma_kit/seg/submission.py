@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, atomic_write_bytes, atomic_write_text,
-                            check_fundus_image, check_photo_sizes, find_mask_dir, find_task_dir, list_images,
-                            list_masks, read_image, read_mask, write_image)
+from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, check_fundus_image, check_photo_sizes,
+                            find_mask_dir, find_task_dir, list_images, list_masks, read_image, read_mask, write_image)
+from gamma_kit.safety import atomic_write_bytes, atomic_write_text
 from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
 from gamma_kit.seg.predictor import PhotoPrediction, load_model
 from gamma_kit.seg.prepare import labels_to_mask

@@ -41,7 +41,7 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.data import atomic_write_text
+from gamma_kit.safety import atomic_write_text
 from gamma_kit.safety import Interrupted, set_aside
 from gamma_kit.seg.model_dir import (MODEL_CONFIG_NAME, WEIGHTS_NAME, check_state_dict, load_checked_weights,
                                      load_paddle_file, read_crop_roi, write_model_dirs)

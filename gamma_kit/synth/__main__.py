@@ -5,7 +5,7 @@ import argparse
 import sys
 import time
 
-from gamma_kit.runtime import run_cli
+from gamma_kit.cli import run_cli
 from gamma_kit.synth.writer import DEFAULT_SIZES, generate, parse_sizes
 
 
