@@ -24,7 +24,7 @@ from gamma_kit.data import check_mask_values
 
 __all__ = [
     "fovea_ed", "fovea_score", "evaluate_fovea", "dice", "vertical_diameter", "vcdr",
-    "seg_image_metrics", "evaluate_seg", "DEFAULT_SEG_WEIGHTS", "disc_of", "cup_of",
+    "seg_image_metrics", "evaluate_seg", "summarise_seg", "DEFAULT_SEG_WEIGHTS", "disc_of", "cup_of",
 ]
 
 # Unverified stand-in weights (disc Dice, cup Dice, 1 - vCDR MAE); they sum to 1 so the
@@ -130,8 +130,16 @@ def evaluate_seg(pred: Mapping[str, np.ndarray], gt: Mapping[str, np.ndarray],
         raise ValueError(f"no prediction for {len(missing)} ground-truth id(s): {missing[:10]}")
     if not gt:
         raise ValueError("ground truth is empty")
-    rows = {i: seg_image_metrics(pred[i], gt[i], name=i) for i in sorted(gt)}
-    per = pd.DataFrame.from_dict(rows, orient="index")
+    return summarise_seg({i: seg_image_metrics(pred[i], gt[i], name=i) for i in sorted(gt)}, weights)
+
+
+def summarise_seg(rows: Mapping[str, dict], weights: Mapping[str, float] | None = None) -> dict:
+    """``evaluate_seg``'s result from per-image ``seg_image_metrics`` rows (id -> row), so that a
+    caller can score photo by photo without holding the masks."""
+    weights = dict(DEFAULT_SEG_WEIGHTS if weights is None else weights)
+    if not rows:
+        raise ValueError("ground truth is empty")
+    per = pd.DataFrame.from_dict({i: rows[i] for i in sorted(rows)}, orient="index")
     per.index.name = "data"
     per["vcdr_err"] = (per["vcdr_pred"] - per["vcdr_gt"]).abs()
     out = {"dice_disc": float(per["dice_disc"].mean()), "dice_cup": float(per["dice_cup"].mean()),

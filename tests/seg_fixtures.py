@@ -110,3 +110,21 @@ def dataset_opts(prepared: Path, train_list: str = "train_list.txt", val_list: s
     return [f"train_dataset.dataset_root={prepared}", f"train_dataset.train_path={prepared / train_list}",
             f"val_dataset.dataset_root={prepared}", f"val_dataset.val_path={prepared / val_list}",
             *small_transforms(size)]
+
+
+def brightness_predictor():
+    """A stand-in two-stage predictor (``seg.predictor.PredictorCore`` on 64-px crops) whose network
+    segments by brightness: disc where the crop is bright, cup where it is brighter (as
+    ``draw_fundus`` paints them), as one-hot logits."""
+    from gamma_kit.seg.model_dir import RoiSettings
+    from gamma_kit.seg.predictor import PredictorCore, build_transforms
+
+    class BrightnessNet(PredictorCore):
+        def _forward(self, x):
+            v = (x.mean(axis=1) * 0.5 + 0.5) * 255                 # back to 0-255 brightness
+            labels = np.where(v > 200, 0, np.where(v > 120, 1, 2))
+            return (labels[:, None] == np.arange(3)[None, :, None, None]).astype(np.float32) * 10
+
+    transforms = build_transforms([{"type": "Resize", "target_size": [64, 64], "interp": "AREA"},
+                                   {"type": "Normalize", "mean": [0.5] * 3, "std": [0.5] * 3}])
+    return BrightnessNet(transforms, 3, roi=RoiSettings(size=64))

@@ -292,7 +292,7 @@ def _fovea_train_run_dir_under_a_file(inp, out, mp):
 _FOVEA_HOLD = """
 import sys, time
 from gamma_kit.safety import RunLock
-lock = RunLock(sys.argv[1], "training").acquire()
+lock = RunLock(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "training").acquire()
 print("ready", flush=True)
 time.sleep(120)
 """
@@ -635,6 +635,88 @@ def seg_model(tmp_path_factory) -> Path:
     return d
 
 
+# --------------------------------------------------------------------------- issue 17: locks, resumed configs, stage 2
+def _hold(folder: Path, what: str) -> subprocess.Popen:
+    """Another process holding ``folder``'s run lock (``safety.RunLock``) until it is killed."""
+    holder = subprocess.Popen([sys.executable, "-c", _FOVEA_HOLD, str(folder), what], text=True,
+                              stdout=subprocess.PIPE)
+    assert holder.stdout.readline().strip() == "ready"
+    _fovea_holders[folder.parent] = holder
+    return holder
+
+
+def _holder_named_and_nothing_written(folder: str):
+    def check(inp, out, stdout, stderr):
+        holder = _fovea_holders.pop(inp)
+        holder.kill()
+        holder.wait()
+        assert f"(pid {holder.pid} on " in stderr and not (inp / folder).exists()
+    return check
+
+
+def _seg_train_args(root: Path, save_dir: Path, *extra: str) -> list[str]:
+    from gamma_kit.resources import config_path
+    from seg_fixtures import small_transforms
+
+    return ["train", "--config", str(config_path("seg/liteunet_gamma_cpu.yml")), "--save-dir", str(save_dir),
+            "--iters", "1", "--batch-size", "1", "--no-eval", "--device", "cpu", *extra,
+            "--opts", f"train_dataset.dataset_root={root}", f"train_dataset.train_path={root / 'train_list.txt'}",
+            small_transforms(32)[0]]
+
+
+def _seg_save_dir_in_use(inp, out, mp, model_dir):
+    from gamma_kit.seg.__main__ import main as seg_main
+    from seg_fixtures import make_prepared
+
+    root = make_prepared(inp, n_train=2, n_test=1)
+    _hold(inp / "run", "training")
+    return lambda: seg_main(_seg_train_args(root, inp / "run", "--set-aside-old-run"))
+
+
+def _seg_resume_other_config(inp, out, mp, model_dir):
+    """A run in ``inp/run`` trained with the untrained model's config, resumed with other --opts."""
+    import shutil
+
+    from gamma_kit.seg.__main__ import main as seg_main
+    from seg_fixtures import make_prepared
+
+    root = make_prepared(inp, n_train=2, n_test=1)
+    (inp / "run" / "iter_2").mkdir(parents=True)
+    shutil.copy(model_dir / "model.yml", inp / "run" / "model.yml")
+    for name in ("model.pdparams", "model.pdopt"):
+        shutil.copy(model_dir / "model.pdparams", inp / "run" / "iter_2" / name)
+    return lambda: seg_main(_seg_train_args(root, inp / "run", "--resume-model", str(inp / "run" / "iter_2")))
+
+
+def _fovea_cv_in_use(inp, out, mp, data_dir):
+    args = _fovea_args(inp, data_dir, inp / "run")
+    _hold(inp / "run", "cross-validation")
+    return ["cv", *[a for a in args[3:]]]
+
+
+def _painted_disc(inp, out, mp):
+    """Three tiny photos with a disc, one with its disc painted over, one field without a disc, and a
+    stand-in stage 2 network that segments what is bright (tests/test_seg_stage2.py)."""
+    from seg_fixtures import brightness_predictor, draw_fundus
+
+    from gamma_kit.seg.submission import predict_folder
+
+    rng = np.random.default_rng(4)
+    (inp / "photos").mkdir()
+    for k in range(3):
+        write_image(inp / "photos" / f"000{k + 1}.jpg", draw_fundus(rng, (240, 160))[0])
+    img, mask = draw_fundus(rng, (240, 160))
+    img[cv2.dilate((mask < 255).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)] = (150, 40, 20)
+    write_image(inp / "photos" / "painted.jpg", img)
+    return lambda: print(len(predict_folder(brightness_predictor(), inp / "photos", out / "pred", progress=False).ids))
+
+
+def _every_mask_written_and_the_painted_one_listed(inp, out, stdout, stderr):
+    assert len(list((out / "pred" / "Disc_Cup_Segmentations").glob("*.bmp"))) == 4 and stdout.strip().endswith("4")
+    report = json.loads((out / "pred" / "stage1_report.json").read_text())
+    assert [d["id"] for d in report["stage2"]] == ["painted"]
+
+
 # --------------------------------------------------------------------------- issue 17: zips, rotations, leftovers, sides
 def _seg_submission(inp: Path, members: dict[str, np.ndarray]) -> list[str]:
     """GT masks 0101 and 0102 in ``inp/gt`` and a submission zip ``inp/submission.zip`` holding ``members``."""
@@ -819,6 +901,17 @@ CASES = [
     Case("fovea train: disk full while writing a checkpoint set", _fovea_full_disk, 2,
          "/output/run/fold1/ckpt-002/model.pdopt: No space left on device (the disk is full); epoch 1 is saved in ",
          needs="fovea_data", check=_fovea_previous_set_kept),
+    Case("fovea cv into a run folder another cross-validation is using", _fovea_cv_in_use, 2,
+         "/input/run is in use by another cross-validation (pid ", kind="cli", module="gamma_kit.fovea",
+         needs="fovea_data", check=_holder_named_and_nothing_written("run/fold1")),
+    Case("seg train into a --save-dir another training is using", _seg_save_dir_in_use, 2,
+         "/input/run is in use by another training (pid ", needs="seg_model",
+         check=_holder_named_and_nothing_written("run")),
+    Case("seg train --resume-model with another config than the run's", _seg_resume_other_config, 2,
+         "--resume-model: this config differs from the one ", needs="seg_model"),
+    Case("seg predict: a photo whose disc is painted out (named, every mask written)", _painted_disc, 0,
+         "stage 2 doubts the disc of painted.jpg: no disc segmented in the crop; its mask is written anyway",
+         check=_every_mask_written_and_the_painted_one_listed),
     Case("fovea train --resume after a SIGKILL inside a checkpoint write (stale lock, temporary file)",
          _fovea_killed_mid_write, 0, "took over the lock of an earlier training that is no longer running (pid ",
          kind="cli", module="gamma_kit.fovea", needs="fovea_data", check=_fovea_resumed_clean),

@@ -114,6 +114,33 @@ def test_predict_gives_the_old_positions(synth, tiny_run, tmp_path, ensemble, fl
     np.testing.assert_allclose(written.to_numpy(), expected, rtol=0, atol=1e-9)
 
 
+def test_predict_streams_chunks_with_the_numbers_of_one_pass(synth, tiny_run, tmp_path, monkeypatch):
+    """Issue 17.8: photos go through predict a chunk at a time (memory bounded by the chunk); one
+    batch per chunk, and so many chunks, gives exactly the positions of one pass over all photos;
+    the canonical images are not kept."""
+    import gamma_kit.fovea.predict as fovea_predict
+
+    run, _ = tiny_run
+    test = load_fovea_split(synth, "testing")
+    whole = predict([run], test.images, tmp_path / "whole.csv", device="cpu", progress=False, batch_size=8,
+                    flip=True)
+    monkeypatch.setattr(fovea_predict, "CHUNK_BATCHES", 1)
+    kept = []
+    real_get = fovea_predict.CanonicalCache.get
+
+    def spy(self, image_id, path):
+        kept.append(len(self._mem))
+        return real_get(self, image_id, path)
+
+    monkeypatch.setattr(fovea_predict.CanonicalCache, "get", spy)
+    chunked = predict([run], test.images, tmp_path / "chunked.csv", device="cpu", progress=False, batch_size=1,
+                      flip=True, figures_dir=tmp_path / "fig")
+    assert len(test.images) == 4 and kept == [0, 0, 0, 0]
+    pd.testing.assert_frame_equal(chunked["predictions"], whole["predictions"])
+    assert (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    assert (tmp_path / "fig" / "heatmaps.png").is_file()
+
+
 def test_evaluate_items_gives_the_old_validation_aed(synth, tiny_run):
     run, cfg = tiny_run
     codec = build_codec(cfg)

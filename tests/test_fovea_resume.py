@@ -242,6 +242,29 @@ def test_two_trainings_in_one_fold_and_a_killed_ones_stale_lock(synth, tmp_path)
     assert not (run / "fold1.lock").exists() and not list(run.rglob("*.tmp"))
 
 
+def test_a_second_cross_validation_into_a_run_in_use_is_refused(synth, tmp_path):
+    run, marker = tmp_path / "run", tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom gamma_kit.safety import RunLock\n"
+                               "RunLock(sys.argv[1], 'cross-validation').acquire()\nopen(sys.argv[2], 'w').close()\n"
+                               "time.sleep(600)", str(run), str(marker)], cwd=tmp_path, env=_env())
+    try:
+        deadline = time.time() + 60
+        while not marker.exists() and holder.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert marker.exists()
+        second = subprocess.run([sys.executable, "-m", "gamma_kit.fovea", "cv", "--config", CPU_CONFIG, "--data-root",
+                                 str(synth), "--run-dir", str(run), "--no-progress", "--set", "train.device=cpu"],
+                                cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in second.stderr.splitlines() if ln.strip()]
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert lines[0].startswith(f"error: {run} is in use by another cross-validation (pid {holder.pid} on "
+                                   f"{socket.gethostname()}, started "), lines[0]
+        assert not list(run.glob("fold*"))                                         # refused before any work
+    finally:
+        holder.kill()
+        holder.wait(30)
+
+
 def test_a_lock_of_another_host_or_a_live_process_is_refused(tmp_path):
     folder = tmp_path / "fold1"
     lock = tmp_path / "fold1.lock"

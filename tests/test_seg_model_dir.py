@@ -244,7 +244,7 @@ def test_predict_names_a_crop_window_that_breaks_the_rule_and_writes_every_mask(
     lines = []
     run = predict_folder(_FlatPredictor(RoiSettings(side=400, size=32)), task / "testing" / "fundus color images",
                          tmp_path / "out", progress=False, log=lines.append)
-    assert len(run.masks) == 2 and len(list(run.pred_dir.glob("*.bmp"))) == 2
+    assert len(run.ids) == 2 and len(list(run.pred_dir.glob("*.bmp"))) == 2
     named = [ln for ln in lines if ln.startswith("crop of ")]
     assert len(named) == 2 and all("window of 400 px is more than 1.5x the photo's short side (128 px)" in ln
                                    and ln.endswith("segmented anyway") for ln in named)

@@ -109,7 +109,7 @@ def test_static_export_matches_dynamic(trained):
         assert np.array_equal(static.predict_labels(img), dynamic.predict_labels(img))
     run = predict_folder(static, trained / "gamma" / "task3_disc_cup_segmentation" / "testing" / "fundus color images",
                          trained / "pred_static", progress=False)
-    assert len(run.masks) == 3 and run.zip_path.is_file()
+    assert run.ids == sorted(run.ids) and len(run.ids) == 3 and run.zip_path.is_file()
 
 
 # --------------------------------------------------------------------------- bad inputs

@@ -5,12 +5,13 @@ One tiny two-stage run goes through the CLI twice, by the code of ``REFERENCE_CO
 checkout's git history) and by this checkout, each in its own subprocess with one CPU thread and the
 same relative paths: ``prepare --roi`` (every file written, byte for byte), ``split``, ``train`` for
 3 iterations (the weights and optimizer state of ``last_model``/``iter_3``, byte for byte), ``predict
---postprocess --gt`` (every mask, the manifest, ``stage1_report.json``, the zip's members and the
-printed scores), ``export`` + ``predict --exported`` (the masks) and ``evaluate seg`` on the zip.
+--postprocess --gt`` (every mask, the manifest, ``stage1_report.json`` but for the ``"stage2"`` list
+that issue 17.4 adds, the zip's members and the printed scores; the masks are streamed now), ``export`` + ``predict --exported`` (the masks) and ``evaluate seg`` on the zip.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 from pathlib import Path
 
@@ -57,15 +58,19 @@ def _run(code_root: Path, data: Path, work: Path) -> dict:
     files = {}
     for folder in ("prep", "pred", "pred_exported"):
         for p in sorted((work / folder).rglob("*")):
-            if p.is_file() and p.suffix != ".zip":
+            if p.is_file() and p.suffix != ".zip" and p.name != "stage1_report.json":
                 files[str(p.relative_to(work))] = _digest(p)
+    reports = {}
+    for folder in ("pred", "pred_exported"):       # issue 17.4 adds what stage 2 doubts; the rest stays
+        report = json.loads((work / folder / "stage1_report.json").read_text())
+        reports[folder] = {k: v for k, v in report.items() if k != "stage2"}
     for rel in ("run/last_model/model.pdparams", "run/iter_3/model.pdparams", "run/iter_3/model.pdopt",
                 "run/roi.json", "export/roi.json"):
         files[rel] = _digest(work / rel)
     with zipfile.ZipFile(work / "pred" / "Disc_Cup_Segmentations.zip") as zf:
         members = {i.filename: hashlib.sha256(zf.read(i)).hexdigest() for i in zf.infolist()}
     scores = [ln for ln in printed[3].splitlines() if "Dice" in ln or "dice" in ln]
-    return {"files": files, "zip": members, "scores": scores, "evaluate": printed[-1]}
+    return {"files": files, "reports": reports, "zip": members, "scores": scores, "evaluate": printed[-1]}
 
 
 def test_seg_numbers_equal_the_reference_commit(tmp_path_factory, tmp_path):
@@ -78,6 +83,7 @@ def test_seg_numbers_equal_the_reference_commit(tmp_path_factory, tmp_path):
     assert sorted(after["files"]) == sorted(before["files"])
     for rel, digest in before["files"].items():
         assert after["files"][rel] == digest, rel
+    assert after["reports"] == before["reports"]
     assert after["zip"] == before["zip"]
     assert after["scores"] == before["scores"]
     assert after["evaluate"] == before["evaluate"]

@@ -67,13 +67,16 @@ class CanonicalCache:
         scale: canonical image scale (1.0 = 1956 x 1934).
         cache_dir: optional folder for .npy copies (reused across runs).
         side_overrides: id -> "left"/"right", skipping eye-side detection.
+        in_memory: keep every image decoded in memory (training reads them every epoch); False
+            for a single pass over many photos (prediction), which then holds one at a time.
     """
 
     def __init__(self, scale: float, cache_dir: str | os.PathLike | None = None,
-                 side_overrides: Mapping[str, str] | None = None) -> None:
+                 side_overrides: Mapping[str, str] | None = None, in_memory: bool = True) -> None:
         self.scale = float(scale)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.side_overrides = dict(side_overrides or {})
+        self.in_memory = in_memory
         self._mem: dict[tuple[str, str], CanonicalImage] = {}
 
     def _disk_key(self, image_id: str, path: Path) -> str:
@@ -109,7 +112,8 @@ class CanonicalCache:
                                   disc, 0.0 if det is None else float(det.confidence))
             if self.cache_dir:
                 self._save_disk(item)
-        self._mem[key] = item
+        if self.in_memory:
+            self._mem[key] = item
         return item
 
     def _load_disk(self, image_id: str, path: Path) -> CanonicalImage | None:

@@ -22,6 +22,10 @@ __all__ = ["plot_heatmap_examples", "plot_fovea_distribution", "plot_training_cu
            "plot_prediction_figures"]
 
 
+#: Photos shown in ``heatmaps.png`` (prediction keeps their crops and heatmaps, no more).
+EXAMPLES = 6
+
+
 def _figure(**kw):
     """A new figure that belongs to no pyplot state (so no backend is selected or changed)."""
     from matplotlib.figure import Figure
@@ -41,7 +45,7 @@ def _save(fig, path: str | Path) -> Path:
 
 def plot_heatmap_examples(path: str | Path, ids: Sequence[str], crops: np.ndarray, heatmaps: np.ndarray,
                           pred_xy: np.ndarray, true_xy: Mapping[str, np.ndarray] | None = None,
-                          max_images: int = 6) -> Path:
+                          max_images: int = EXAMPLES) -> Path:
     """crops (N, 3, h, w) 0-255, heatmaps (N, h, w), pred_xy (N, 2) heatmap pixels."""
     n = min(len(ids), max_images)
     fig = _figure(figsize=(8, 2.6 * n))

@@ -22,7 +22,7 @@ gamma_kit.fovea.checkpoints.load_exported), so both paths share the rest of the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -182,6 +182,26 @@ class Located:
     origins: np.ndarray | None = None
     anchored: np.ndarray | None = None
     guarded: np.ndarray | None = None
+
+    def without_examples_beyond(self, n: int) -> "Located":
+        """This result with ``crops`` and ``maps`` cut to the first ``n`` photos (copies, so the rest
+        is freed); the positions of every photo are kept."""
+        return replace(self, crops=self.crops[:n].copy(), maps=[m[:n].copy() for m in self.maps])
+
+    @classmethod
+    def concat(cls, parts: Sequence["Located"]) -> "Located":
+        """``parts`` (consecutive chunks of photos) as one result."""
+        if not parts:
+            return cls([], np.zeros((0, 3, 0, 0), np.float32), [], *(np.zeros((0, 2)),) * 3, np.zeros(0, bool))
+
+        def joined(name):
+            values = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+
+        maps = [np.concatenate([p.maps[m] for p in parts]) for m in range(len(parts[0].maps))]
+        return cls([i for p in parts for i in p.ids], joined("crops"), maps, joined("heatmap_xy"),
+                   joined("canonical_xy"), joined("image_xy"), joined("empty"), joined("origins"),
+                   joined("anchored"), joined("guarded"))
 
     def frame(self) -> pd.DataFrame:
         """Image positions as a ``data, Fovea_X, Fovea_Y`` table indexed by id."""

@@ -24,7 +24,8 @@ from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES, find_checkpoints, load_checkpoint, load_exported
 from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
-from gamma_kit.fovea.inference import ENSEMBLES, check_same_geometry, locate
+from gamma_kit.fovea.figures import EXAMPLES
+from gamma_kit.fovea.inference import ENSEMBLES, Located, check_same_geometry, locate
 from gamma_kit.fovea.roi import policy_of_models
 from gamma_kit.geometry import EyeSideError, read_side_overrides
 from gamma_kit.metrics import evaluate_fovea
@@ -69,21 +70,39 @@ def _load_models(files: list[Path], exported: str | Path | None, device: str) ->
     return list(models), list(cfgs), files
 
 
-def _canonical_images(paths: dict[str, Path], cache: CanonicalCache, progress: bool) -> dict:
-    """id -> CanonicalImage of every photo; the photos whose eye side is undecidable are named in one error."""
+#: Photos decoded and located at a time: memory is bounded by this, not by the folder. A multiple of
+#: the batch size keeps the network's batches those of a single pass (numbers identical).
+CHUNK_BATCHES = 4
+
+
+def _located_in_chunks(models, codecs, paths: dict[str, Path], cache: CanonicalCache, roi, chunk: int,
+                       progress: bool, **chain) -> tuple[Located, list]:
+    """``inference.locate`` over ``paths`` ``chunk`` photos at a time (decode, canonical frame, ROI,
+    heatmaps): (the positions of every photo, with the crops and heatmaps of the first
+    ``figures.EXAMPLES`` only, for the figures; the CanonicalFrame of every photo). The photos whose eye side is undecidable
+    are named in one error at the end, before anything is written."""
     from tqdm import tqdm
 
-    canon, failed = {}, []
-    for i, p in tqdm(paths.items(), desc="load images", unit="img", disable=not progress, leave=False):
-        try:
-            canon[i] = cache.get(i, p)
-        except EyeSideError:
-            rotation = describe_orientation(p)      # a photo an EXIF tag turns: the likely cause
-            failed.append(f"{p} ({rotation})" if rotation else str(p))
+    parts, frames, failed = [], [], []
+    ids = list(paths)
+    with tqdm(total=len(ids), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+        for start in range(0, len(ids), chunk):
+            canon = []
+            for i in ids[start:start + chunk]:
+                try:
+                    canon.append(cache.get(i, paths[i]))
+                except EyeSideError:
+                    rotation = describe_orientation(paths[i])      # a photo an EXIF tag turns: the likely cause
+                    failed.append(f"{paths[i]} ({rotation})" if rotation else str(paths[i]))
+                bar.update()
+            if canon and not failed:
+                found = locate(models, canon, codecs, roi=roi, **chain)
+                parts.append(found.without_examples_beyond(max(0, EXAMPLES - len(frames))))
+                frames += [c.frame for c in canon]
     if failed:
         raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
                          f"{SIDE_OVERRIDE_HINT}")
-    return canon
+    return Located.concat(parts), frames
 
 
 def _flags(found, anchor: str) -> dict:
@@ -122,7 +141,8 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     window, or anchored on the detected disc; ``roi_fallback`` lists images whose disc could
     not anchor it and got the fixed window; ``guarded`` those whose decoded position the outlier
     guard replaced by the disc prior).
-    Returns ``{"predictions": DataFrame, "n_models", "device", "empty": [ids], "roi_anchor", "roi_fallback":
+    Photos are read, located and let go ``CHUNK_BATCHES`` batches at a time (the positions are those
+    of a single pass). Returns ``{"predictions": DataFrame, "n_models", "device", "empty": [ids], "roi_anchor", "roi_fallback":
     [ids], "guarded": [ids], "scores": dict | None}``; scores also go to ``<out_csv stem>_scores.json``.
     """
     from gamma_kit.runtime import select_device
@@ -145,20 +165,21 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     codecs = [build_codec(c) for c in cfgs]
     ref = check_same_geometry(files, codecs)
     if cache is None:
-        cache = CanonicalCache(ref.scale, cache_dir, read_side_overrides(side_overrides) if side_overrides else {})
+        cache = CanonicalCache(ref.scale, cache_dir, read_side_overrides(side_overrides) if side_overrides else {},
+                               in_memory=False)
     elif cache.scale != ref.scale:
         raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")
-    canon = _canonical_images(paths, cache, progress)
     roi = policy_of_models(cfgs)
-    found = locate(list(models), list(canon.values()), codecs, ensemble=ensemble, flip=flip, amp=amp,
-                   batch_size=batch_size, fill_empty=True, roi=roi)
+    found, frames = _located_in_chunks(list(models), codecs, paths, cache, roi, CHUNK_BATCHES * batch_size,
+                                       progress, ensemble=ensemble, flip=flip, amp=amp, batch_size=batch_size,
+                                       fill_empty=True)
     pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
-    scores = None if gt_df is None else _score(pred_df, gt_df, {i: c.size for i, c in canon.items()}, str(gt),
-                                               _scores_path(out_csv))
+    scores = None if gt_df is None else _score(pred_df, gt_df, {i: f.image_size for i, f in zip(found.ids, frames)},
+                                               str(gt), _scores_path(out_csv))
     if figures_dir is not None:
         from gamma_kit.fovea.figures import plot_prediction_figures
 
-        plot_prediction_figures(figures_dir, found, [c.frame for c in canon.values()], ref, gt_df)
+        plot_prediction_figures(figures_dir, found, frames, ref, gt_df)
     return {"predictions": pred_df, "n_models": len(models), "device": dev, **_flags(found, roi.anchor),
             "scores": scores}

@@ -42,9 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.folds import make_splits, read_splits, write_splits
-from gamma_kit.safety import atomic_save_paddle, fsync_replace, set_aside
+from gamma_kit.safety import atomic_save_paddle, atomic_write_text, fsync_replace, set_aside, temporary_leftovers
 
 __all__ = ["RUN_FILES", "CSV_COLUMNS", "POINTER_NAME", "LEGACY_FILES", "RESUME_MAY_CHANGE", "file_crc",
            "splits_for", "fold_of", "last_weights", "LastCheckpoint", "FoldFolder", "resume_config"]
@@ -228,7 +227,7 @@ class FoldFolder:
             return []                 # a broken pointer: leave everything for the resume to name
         sets = [p for p in self.path.glob(f"{SET_PREFIX}*") if _SET_NAME.fullmatch(p.name) and p.is_dir()]
         sets = [p for p in sets if p != keep]
-        temporary = [p for p in (*self.path.glob(".*.tmp"), *self.path.glob("*/.*.tmp")) if p.parent not in sets]
+        temporary = [p for p in temporary_leftovers(self.path) if p.parent not in sets]
         gone = []
         for p in sorted(sets + temporary):
             _step(f"remove {p.relative_to(self.path)}")

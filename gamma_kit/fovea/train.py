@@ -7,6 +7,7 @@ documented there) and gamma_kit.fovea.parallel (several processes under paddle.d
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,13 @@ import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import list_images, load_fovea_split, match_gt_to_images, read_fovea_gt
-from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.dataset import CanonicalCache
 from gamma_kit.fovea.parallel import barrier, init_parallel, rank_and_world, world_size
 from gamma_kit.fovea.run_dir import POINTER_NAME, RUN_FILES, FoldFolder
 from gamma_kit.fovea.trainer import LONG_RUN_HOURS, Trainer
 from gamma_kit.geometry import read_side_overrides
+from gamma_kit.runtime import launcher_rank
+from gamma_kit.safety import RunLock, atomic_write_text
 
 __all__ = ["FoveaData", "load_training_data", "train_fold", "cross_validate", "pool_folds", "RUN_FILES",
            "LONG_RUN_HOURS"]
@@ -108,8 +110,18 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
     ``parallel_folds`` under ``paddle.distributed.launch`` (N processes, e.g. one per GPU):
     process r trains folds r+1, r+1+N, ... on its own device, each fold single-device; after
     a barrier process 0 pools every fold's metrics.json. Tested with 2 CPU processes.
+    A second cross-validation into ``run_dir`` while one runs is refused in one line naming it
+    (``safety.RunLock``).
     """
     run_dir = Path(run_dir)
+    # one cross-validation per run folder: the launcher's process 0 holds <run_dir>.lock (each fold
+    # is locked as well, by the trainer)
+    with RunLock(run_dir, "cross-validation") if launcher_rank() == 0 else contextlib.nullcontext():
+        return _cross_validate(cfg, data, run_dir, folds, resume, progress, parallel_folds, fold_kw)
+
+
+def _cross_validate(cfg: dict, data: FoveaData, run_dir: Path, folds: list[int] | None, resume: bool,
+                    progress: bool, parallel_folds: bool, fold_kw: dict) -> dict:
     overrides = read_side_overrides(cfg["data"]["side_overrides"]) if cfg["data"]["side_overrides"] else {}
     cache = CanonicalCache(cfg["codec"]["scale"], cfg["data"]["cache_dir"], overrides)
     folds = folds or list(range(1, int(cfg["train"]["n_folds"]) + 1))

@@ -95,7 +95,7 @@ def cmd_predict(a) -> None:
     run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt, tta=a.tta, inputs=inputs,
                          overlay_dir=Path(a.out) / "overlays" if a.overlays else None, upsample=a.upsample)
     kind = "two-stage" if getattr(model, "roi", None) is not None else "whole-image"
-    print(f"wrote {len(run.masks)} masks ({kind}{', flip TTA' if a.tta else ''}) to {run.pred_dir} "
+    print(f"wrote {len(run.ids)} masks ({kind}{', flip TTA' if a.tta else ''}) to {run.pred_dir} "
           f"and {run.zip_path}")
     print(f"time per image: {run.seconds_per_image:.3f} s (network {run.model_seconds_per_image:.3f} s)")
     if run.metrics is not None:

@@ -4,8 +4,10 @@ Submission layout (SPEC 3): ``OUT/Disc_Cup_Segmentations/<id>.bmp`` and
 ``OUT/Disc_Cup_Segmentations.zip`` holding that folder. The output folder keeps
 ``predict_manifest.json`` (the files this run wrote); a rerun removes those first and refuses
 other ``.bmp`` files there, so the zip holds exactly this run's masks. A two-stage run also writes
-``stage1_report.json``: the photos where stage 1 was unsure or found no disc, and (under
-``"crops"``) those whose crop window breaks ``crop.window_problem``'s rule.
+``stage1_report.json``: the photos where stage 1 was unsure or found no disc, (under ``"crops"``)
+those whose crop window breaks ``crop.window_problem``'s rule, and (under ``"stage2"``) those whose
+segmented disc does not look like the disc the crop was centred on (``postprocess.disc_doubt``).
+Every photo still gets its mask, so the submission stays complete.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, check_fundus_image, check_photo_sizes,
-                            find_mask_dir, find_task_dir, list_images, list_masks, read_image, read_mask, write_image)
+                            find_mask_dir, find_task_dir, image_size, list_images, list_masks, read_image, read_mask,
+                            write_image)
+from gamma_kit.metrics import seg_image_metrics, summarise_seg
 from gamma_kit.safety import atomic_write_bytes, atomic_write_text
-from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
+from gamma_kit.seg.postprocess import disc_doubt, overlay, parse_postprocess, postprocess_labels
 from gamma_kit.seg.predictor import PhotoPrediction, load_model
 from gamma_kit.seg.prepare import labels_to_mask
 
@@ -120,14 +124,16 @@ class _SubmissionFolder:
 
 @dataclass
 class PredictionRun:
-    """What ``predict_folder`` wrote and measured. ``stage1`` lists the photos where stage 1 was
-    unsure or found no disc (dicts: id, file, source, confidence, note, fallback); ``not_fundus``
-    the photos that ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway;
-    ``crops`` the photos whose crop window breaks ``crop.window_problem``'s rule (dicts: id, file, note)."""
+    """What ``predict_folder`` wrote and measured. ``ids``: the photos predicted, in order (their masks
+    are ``pred_dir/<id>.bmp``); ``stage1`` lists the photos where stage 1 was unsure or found no disc
+    (dicts: id, file, source, confidence, note, fallback); ``not_fundus`` the photos that
+    ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway; ``crops`` the photos
+    whose crop window breaks ``crop.window_problem``'s rule (dicts: id, file, note); ``stage2`` the
+    photos whose segmented disc ``postprocess.disc_doubt`` doubts (dicts: id, file, note)."""
 
     pred_dir: Path
     zip_path: Path
-    masks: dict[str, np.ndarray]
+    ids: list[str]
     seconds_per_image: float
     model_seconds_per_image: float
     metrics: dict | None = None
@@ -137,28 +143,67 @@ class PredictionRun:
     stage1_report: Path | None = None
     not_fundus: list[dict] = field(default_factory=list)
     crops: list[dict] = field(default_factory=list)
+    stage2: list[dict] = field(default_factory=list)
 
 
 _FALLBACK_ACTION = {"whole-image model": "used the whole-image model's segmentation",
                     "image centre": "cropped at the image centre"}
 
 
-def _stage1_entry(image_id: str, path: Path, photo: PhotoPrediction, log) -> dict | None:
-    """The ``stage1_report.json`` entry of a photo where stage 1 was unsure or found no disc (named
-    through ``log``); None when stage 1 was sure."""
+def _stage2_note(photo: PhotoPrediction) -> str:
+    """``postprocess.disc_doubt`` of a two-stage prediction's crop ("" for a whole-image one), with
+    the disc stage 1 estimated as the expected size."""
+    if photo.crop_labels is None:
+        return ""
     loc = photo.location
-    if loc is None or not (loc.unsure or photo.fallback):
-        return None
-    what = "found no disc in" if loc.source == "image-centre" else "was unsure on"
-    log(f"stage 1 {what} {path.name} ({loc.note or loc.source}): "
-        f"{_FALLBACK_ACTION.get(photo.fallback, 'cropped at its best guess')}")
-    return {"id": image_id, "file": str(path), "source": loc.source, "confidence": float(loc.confidence),
-            "note": loc.note, "fallback": photo.fallback or "none"}
+    expected = None
+    if loc is not None and loc.diameter:
+        expected = float(loc.diameter) * photo.crop_labels.shape[0] / photo.crop.side
+    return disc_doubt(photo.crop_labels, expected)
+
+
+class _Reports:
+    """What the two stages did not see, photo by photo: stage 1 unsure or without a disc, crop windows
+    that break ``crop.window_problem``'s rule, discs that stage 2 doubts. Each is named in one line
+    through ``log`` as it happens and, for a two-stage model, listed in ``stage1_report.json``."""
+
+    def __init__(self, log):
+        self.log = log
+        self.stage1: list[dict] = []
+        self.crops: list[dict] = []
+        self.stage2: list[dict] = []
+
+    def add(self, image_id: str, path: Path, photo: PhotoPrediction) -> None:
+        loc = photo.location
+        if loc is not None and (loc.unsure or photo.fallback):
+            what = "found no disc in" if loc.source == "image-centre" else "was unsure on"
+            self.log(f"stage 1 {what} {path.name} ({loc.note or loc.source}): "
+                     f"{_FALLBACK_ACTION.get(photo.fallback, 'cropped at its best guess')}")
+            self.stage1.append({"id": image_id, "file": str(path), "source": loc.source,
+                                "confidence": float(loc.confidence), "note": loc.note,
+                                "fallback": photo.fallback or "none"})
+        if photo.crop_note:
+            self.log(f"crop of {path.name}: {photo.crop_note}; segmented anyway")
+            self.crops.append({"id": image_id, "file": str(path), "note": photo.crop_note})
+        doubt = _stage2_note(photo)
+        if doubt:
+            self.log(f"stage 2 doubts the disc of {path.name}: {doubt}; its mask is written anyway")
+            self.stage2.append({"id": image_id, "file": str(path), "note": doubt})
+
+    def write(self, out_dir: Path, n: int) -> Path:
+        path = atomic_write_text(out_dir / STAGE1_REPORT, json.dumps(
+            {"count": len(self.stage1), "photos": self.stage1, "crops": self.crops, "stage2": self.stage2}, indent=1))
+        if self.stage1:
+            self.log(f"stage 1 unsure or without a disc on {len(self.stage1)} of {n} photo(s); listed in {path}")
+        if self.stage2:
+            self.log(f"stage 2 doubts the disc of {len(self.stage2)} of {n} photo(s); listed under \"stage2\" "
+                     f"in {path}")
+        return path
 
 
 def _check_inputs(model, images, out_dir: Path, gt_dir, overlay_dir, inputs: tuple):
     """(photos {id: path}, GT masks {id: path}, predictor) after the checks made before any work:
-    outputs not onto inputs, photo sizes, GT ids that have a photo."""
+    outputs not onto inputs, photo sizes, GT ids that have a photo and its size."""
     from gamma_kit.safety import check_output_path
 
     check_output_path(out_dir, [*inputs, *(() if isinstance(images, dict) else (images,)), gt_dir],
@@ -172,6 +217,11 @@ def _check_inputs(model, images, out_dir: Path, gt_dir, overlay_dir, inputs: tup
     missing = sorted(set(gt_files) - set(files))
     if missing:
         raise ValueError(f"{gt_dir}: ground truth for id(s) {missing[:10]} that have no image to predict")
+    for i, gt_path in gt_files.items():          # from the headers: a wrong size stops nothing half-way
+        if image_size(gt_path) != image_size(files[i]):
+            w, h = image_size(gt_path)
+            pw, ph = image_size(files[i])
+            raise ValueError(f"{gt_path}: mask size {w}x{h} differs from its image {pw}x{ph} (w x h)")
     return files, gt_files, predictor
 
 
@@ -199,29 +249,30 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     ``model`` is a model directory or anything with ``predict_photo``/``predict_labels``
     (``predictor.SegPredictor``, ``export.StaticPredictor``); a two-stage (ROI) model locates, crops,
     segments and pastes back. ``images`` is a folder or {id: path}. With ``gt_dir`` the run is
-    scored with ``gamma_kit.metrics.evaluate_seg``; with ``postprocess`` (True = the default
+    scored with ``gamma_kit.metrics`` photo by photo; with ``postprocess`` (True = the default
     steps, or a tuple of ``postprocess.POSTPROCESS_STEPS``) ``metrics`` is the post-processed score and
     ``metrics_raw`` the score without it. ``tta``: flip test-time augmentation. ``overlay_dir``
     gets one PNG per image (prediction yellow, truth green). ``inputs``: folders/files the output
-    must not be or lie inside.
+    must not be or lie inside. Photos are streamed: memory holds one photo and its masks at a time.
 
     Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
     a count) and listed in ``out_dir/stage1_report.json``, as (under ``"crops"``) are the photos whose
-    crop window breaks ``crop.window_problem``'s rule (segmented anyway). Photos below ``data.MIN_FUNDUS_SIDE`` px
-    on the short side are refused before any work (``data.check_photo_sizes``). Photos that
-    ``data.check_fundus_image`` doubts (no circular field of view: a black frame, a scan of
-    something else) are predicted anyway (a dark one goes to stage 1's fallback), named in one
-    ``DataWarning`` and listed with the reason under ``"not_fundus"`` in the manifest.
+    crop window breaks ``crop.window_problem``'s rule and (under ``"stage2"``) those whose segmented
+    disc is implausible (``postprocess.disc_doubt``); all are segmented and written anyway. Photos
+    below ``data.MIN_FUNDUS_SIDE`` px on the short side are refused before any work
+    (``data.check_photo_sizes``). Photos that ``data.check_fundus_image`` doubts (no circular field
+    of view: a black frame, a scan of something else) are predicted anyway (a dark one goes to stage
+    1's fallback), named in one ``DataWarning`` and listed with the reason under ``"not_fundus"`` in
+    the manifest.
     """
-    from gamma_kit.metrics import evaluate_seg
-
     steps = parse_postprocess(postprocess)
     out_dir = Path(out_dir)
     files, gt_files, predictor = _check_inputs(model, images, out_dir, gt_dir, overlay_dir, inputs)
     folder = _SubmissionFolder(out_dir)
     folder.open()
     pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
-    masks, raw, overlays, unsure, crop_notes = {}, {}, [], [], []
+    reports = _Reports(log)
+    rows, rows_raw, overlays = {}, {}, []
     t_total = t_model = 0.0
     for i, path in tqdm(files.items(), desc="predict", disable=not progress):
         t0 = time.perf_counter()
@@ -232,34 +283,25 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
             folder.not_fundus.append({"id": i, "file": str(path), "reason": str(exc)})
         t1 = time.perf_counter()
         photo = _predict_photo(predictor, image, path.name, upsample, tta)
-        labels = photo.finished(pp)
+        mask = labels_to_mask(photo.finished(pp))
         t_model += time.perf_counter() - t1
-        entry = _stage1_entry(i, path, photo, log)
-        if entry is not None:
-            unsure.append(entry)
-        if photo.crop_note:
-            crop_notes.append({"id": i, "file": str(path), "note": photo.crop_note})
-            log(f"crop of {path.name}: {photo.crop_note}; segmented anyway")
-        raw[i] = labels_to_mask(photo.labels)
-        masks[i] = labels_to_mask(labels)
-        folder.write_mask(i, masks[i])
+        reports.add(i, path, photo)
+        folder.write_mask(i, mask)
         t_total += time.perf_counter() - t0
+        gt = read_mask(gt_files[i], expected_size=mask.shape[::-1]) if i in gt_files else None
+        if gt is not None:
+            rows[i] = seg_image_metrics(mask, gt, name=i)
+            rows_raw[i] = seg_image_metrics(labels_to_mask(photo.labels), gt, name=i) if steps else rows[i]
         if overlay_dir is not None:
-            gt = read_mask(gt_files[i]) if i in gt_files else None
-            overlays.append(write_image(Path(overlay_dir) / f"{i}.png", overlay(image, masks[i], gt)))
+            overlays.append(write_image(Path(overlay_dir) / f"{i}.png", overlay(image, mask, gt)))
     zip_path = folder.close()
-    run = PredictionRun(folder.pred_dir, zip_path, masks, t_total / len(files), t_model / len(files),
-                        overlays=overlays, stage1=unsure, not_fundus=folder.not_fundus, crops=crop_notes)
+    run = PredictionRun(folder.pred_dir, zip_path, [Path(w).stem for w in folder.written], t_total / len(files),
+                        t_model / len(files), overlays=overlays, stage1=reports.stage1,
+                        not_fundus=folder.not_fundus, crops=reports.crops, stage2=reports.stage2)
     _warn_not_fundus(folder.not_fundus, len(files), folder.manifest)
     if getattr(predictor, "roi", None) is not None:
-        run.stage1_report = atomic_write_text(out_dir / STAGE1_REPORT,
-                                              json.dumps({"count": len(unsure), "photos": unsure,
-                                                          "crops": crop_notes}, indent=1))
-        if unsure:
-            log(f"stage 1 unsure or without a disc on {len(unsure)} of {len(files)} photo(s); "
-                f"listed in {run.stage1_report}")
-    if gt_files:
-        gt = {i: read_mask(p, expected_size=masks[i].shape[::-1]) for i, p in gt_files.items()}
-        run.metrics = evaluate_seg({i: masks[i] for i in gt}, gt)
-        run.metrics_raw = evaluate_seg({i: raw[i] for i in gt}, gt) if steps else run.metrics
+        run.stage1_report = reports.write(out_dir, len(files))
+    if rows:
+        run.metrics = summarise_seg(rows)
+        run.metrics_raw = summarise_seg(rows_raw) if steps else run.metrics
     return run

@@ -41,16 +41,15 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.safety import atomic_write_text
-from gamma_kit.safety import Interrupted, set_aside
+from gamma_kit.safety import Interrupted, RunLock, atomic_write_text, set_aside, temporary_leftovers
 from gamma_kit.seg.model_dir import (MODEL_CONFIG_NAME, WEIGHTS_NAME, check_state_dict, load_checked_weights,
                                      load_paddle_file, read_crop_roi, write_model_dirs)
 from gamma_kit.seg.prepare import read_list_file
 
 __all__ = ["load_config", "check_dataset_config", "build_from_config", "train_from_config", "run_training",
            "fit_schedule_opts", "schedule_note", "capture_console", "console_defaults",
-           "evaluate_from_config", "OPTIMIZER_NAME", "check_resume_model", "latest_checkpoint", "interrupted_line",
-           "held_run_files"]
+           "evaluate_from_config", "OPTIMIZER_NAME", "check_resume_model", "check_resumed_config",
+           "latest_checkpoint", "clean_leftovers", "interrupted_line", "held_run_files"]
 
 OPTIMIZER_NAME = "model.pdopt"     # PaddleSeg's optimizer state beside the weights in iter_<n>/
 
@@ -298,9 +297,12 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                  set_aside_old_run: bool = False) -> Path:
     """Train a loaded ``Config`` with ``SegBuilder`` + ``paddleseg.core.train`` (tools/train.py's calls).
 
+    ``save_dir`` is locked while the run writes there (``safety.RunLock``: ``<save_dir>.lock``, taken
+    by the launcher's process 0): a second training into it is refused in one line naming the first.
     A ``save_dir`` that already holds a run (``held_run_files``) needs ``resume_model`` or
     ``set_aside_old_run`` (the whole folder is renamed to ``<save_dir>.old-<time>``, never
-    deleted, once the inputs are checked); otherwise FileExistsError, before any work.
+    deleted, once the inputs are checked); otherwise FileExistsError, before any work. A resumed
+    run keeps the ``model.yml`` it was trained with: another config is refused naming the keys.
 
     ``optimizer``/``model`` override the builder's (used by the PaddleX-style API).
     Writes ``model.yml`` and ``last_model/`` (see the module docstring); returns ``save_dir``.
@@ -308,19 +310,38 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     ``progress``: a tqdm bar over the iterations (on stderr). Unset, both come from an enclosing
     ``console_defaults`` block (default: PaddleSeg's output on stdout, no bar).
     """
-    from paddleseg.core import train as seg_train
-    from paddleseg.utils import utils as seg_utils
-
-    from gamma_kit.runtime import select_device
-    from gamma_kit.seg.compat import apply_compat
+    from gamma_kit.runtime import launcher_rank
 
     save_dir = Path(save_dir)
-    move_aside = _check_save_dir(save_dir, resume_model, set_aside_old_run)
-    defaults = _CONSOLE_DEFAULTS.get()
-    if log_file is None and defaults is not None:
-        log_file = defaults[0]
-    if progress is None:
-        progress = defaults[1] if defaults is not None else False
+    _check_run_settings(cfg, save_interval, log_iters)
+    with RunLock(save_dir, "training") if launcher_rank() == 0 else contextlib.nullcontext():
+        move_aside = _check_save_dir(save_dir, resume_model, set_aside_old_run)
+        if resume_model is not None and (note := clean_leftovers(save_dir)):
+            print(note, file=sys.stderr)
+        log_file, progress = _console_settings(log_file, progress)
+        sections = ("train_dataset", "val_dataset") if do_eval else ("train_dataset",)
+        check_dataset_config(cfg, check_labels=check_labels, sections=sections)
+        roi = read_crop_roi(cfg)
+        if resume_model is not None:
+            check_resume_model(resume_model)           # before the model is built: a bad folder fails fast
+            check_resumed_config(cfg, save_dir)
+        with capture_console(log_file):
+            built = _build(cfg, device, seed, do_eval, model, optimizer)
+        if resume_model is not None:
+            check_resume_model(resume_model, built[0], "this run's config (with its --opts)")
+        if move_aside:
+            aside = set_aside(save_dir)
+            print(f"set the earlier run aside: {save_dir} -> {aside}", file=sys.stderr)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
+        _train_loop(cfg, save_dir, built, resume_model, save_interval, log_iters, keep_checkpoint_max, use_vdl,
+                    num_workers, log_file, progress)
+        write_model_dirs(cfg, save_dir, cfg.iters, roi)
+    return save_dir
+
+
+def _check_run_settings(cfg, save_interval: int | None, log_iters: int | None) -> None:
+    """One line for non-positive iterations, batch size, save interval or log interval."""
     if cfg.iters is None or int(cfg.iters) <= 0:
         raise ValueError(f"iters must be a positive number of iterations, got {cfg.iters}")
     if int(cfg.batch_size) <= 0:
@@ -328,37 +349,51 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     for name, value in (("save_interval", save_interval), ("log_iters", log_iters)):
         if value is not None and int(value) <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
-    sections = ("train_dataset", "val_dataset") if do_eval else ("train_dataset",)
-    check_dataset_config(cfg, check_labels=check_labels, sections=sections)
-    roi = read_crop_roi(cfg)
-    if resume_model is not None:
-        check_resume_model(resume_model)           # before the model is built: a bad folder fails fast
+
+
+def _console_settings(log_file, progress) -> tuple:
+    """(log file, progress bar) of a run: as given, else from an enclosing ``console_defaults`` block."""
+    defaults = _CONSOLE_DEFAULTS.get()
+    if log_file is None and defaults is not None:
+        log_file = defaults[0]
+    if progress is None:
+        progress = defaults[1] if defaults is not None else False
+    return log_file, progress
+
+
+def _build(cfg, device: str, seed: int | None, do_eval: bool, model, optimizer) -> tuple:
+    """(model, train set, val set, optimizer, losses) on ``device``, PaddleSeg patched and seeded;
+    ``model``/``optimizer`` replace the builder's when given."""
+    from paddleseg.utils import utils as seg_utils
+
+    from gamma_kit.runtime import select_device
+    from gamma_kit.seg.compat import apply_compat
+
     apply_compat()
     select_device(device)
     if seed is not None:
         seg_utils.set_seed(seed)
-    if use_vdl and importlib.util.find_spec("visualdl") is None:
-        warnings.warn("use_vdl: visualdl is not installed (pip install visualdl); training without its logs",
-                      UserWarning, stacklevel=2)
-        use_vdl = False
-    with capture_console(log_file):
-        builder, b_model, train_ds, val_ds, b_opt, loss = build_from_config(cfg, need_val=do_eval,
-                                                                            need_optimizer=optimizer is None)
-    model = model or b_model
-    optimizer = optimizer or b_opt
-    if resume_model is not None:
-        check_resume_model(resume_model, model, "this run's config (with its --opts)")
+    _, b_model, train_ds, val_ds, b_opt, loss = build_from_config(cfg, need_val=do_eval,
+                                                                  need_optimizer=optimizer is None)
     if len(train_ds) < cfg.batch_size:
         raise ValueError(f"{len(train_ds)} training image(s) but batch_size {cfg.batch_size}: "
                          "PaddleSeg drops incomplete batches, so nothing would train")
-    if move_aside:
-        aside = set_aside(save_dir)
-        print(f"set the earlier run aside: {save_dir} -> {aside}", file=sys.stderr)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
-    start_iter = _resume_iter(resume_model)
+    return model or b_model, train_ds, val_ds, optimizer or b_opt, loss
+
+
+def _train_loop(cfg, save_dir: Path, built: tuple, resume_model, save_interval, log_iters, keep_checkpoint_max,
+                use_vdl: bool, num_workers: int, log_file, progress: bool) -> None:
+    """``paddleseg.core.train`` with the kit's hooks (atomic saves, one progress bar); Ctrl-C ends in
+    ``Interrupted`` naming the checkpoint to resume from."""
+    from paddleseg.core import train as seg_train
+
+    model, train_ds, val_ds, optimizer, loss = built
+    if use_vdl and importlib.util.find_spec("visualdl") is None:
+        warnings.warn("use_vdl: visualdl is not installed (pip install visualdl); training without its logs",
+                      UserWarning, stacklevel=3)
+        use_vdl = False
     with warnings.catch_warnings(), capture_console(log_file), \
-            _train_module_hooks(cfg.iters, start_iter, progress):
+            _train_module_hooks(cfg.iters, _resume_iter(resume_model), progress):
         # the compat patch hands core.train shape-[1] losses, which it turns into floats at every
         # log step; NumPy >= 1.25 deprecates that conversion (harmless under the numpy<2 pin)
         warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0 to a scalar",
@@ -371,8 +406,39 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                       test_config=cfg.test_config, to_static_training=cfg.to_static_training)
         except KeyboardInterrupt:
             raise Interrupted(interrupted_line(save_dir)) from None
-    write_model_dirs(cfg, save_dir, cfg.iters, roi)
-    return save_dir
+
+
+def _flat(d, prefix: str = "") -> dict:
+    """{"a.b.c": value} of a nested dict (lists kept whole)."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_resumed_config(cfg, save_dir: Path) -> None:
+    """A resumed run keeps the config it was trained with (``save_dir/model.yml``): a config that
+    differs (an edited file, other ``--opts``, another ``--iters``) is refused in one line naming the
+    differing keys, so that nothing rewrites the run's ``model.yml`` silently. No ``model.yml``
+    (a run of PaddleSeg's own tools): nothing to compare."""
+    path = save_dir / MODEL_CONFIG_NAME
+    if not path.is_file():
+        return
+    try:
+        old = _flat(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc}); it is the config this run was trained with") from exc
+    new = _flat(yaml.safe_load(str(cfg)))
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differ:
+        shown = ", ".join(differ[:6]) + (", ..." if len(differ) > 6 else "")
+        raise ValueError(f"--resume-model: this config differs from the one {save_dir} was trained with "
+                         f"({path}) in {shown}; resume with --config {path} and the same flags, or train a new "
+                         "run into another --save-dir")
 
 
 def check_resume_model(resume_model: str | os.PathLike, model=None, cfg_path: str = "the config") -> int:
@@ -412,6 +478,28 @@ def latest_checkpoint(save_dir: str | os.PathLike) -> Path | None:
              if d.name[5:].isdigit() and all((d / f).is_file() and (d / f).stat().st_size
                                              for f in (WEIGHTS_NAME, OPTIMIZER_NAME))]
     return max(found)[1] if found else None
+
+
+def clean_leftovers(save_dir: Path) -> str | None:
+    """Remove the hidden temporary files a killed write left in ``save_dir`` and its ``iter_<n>/``
+    (``safety.temporary_leftovers``) and name the ``iter_<n>/`` folders that lack weights or optimizer
+    state (``latest_checkpoint`` passes them over; PaddleSeg rewrites them when it gets there again);
+    returns the one line that says so, or None when there was nothing."""
+    gone = temporary_leftovers(save_dir)
+    for p in gone:
+        p.unlink()
+    partial = sorted(d.name for d in save_dir.glob("iter_*") if d.is_dir() and d.name[5:].isdigit()
+                     and not all((d / f).is_file() and (d / f).stat().st_size for f in (WEIGHTS_NAME, OPTIMIZER_NAME)))
+    if not gone and not partial:
+        return None
+    parts = []
+    if gone:
+        parts.append(f"removed {len(gone)} temporary file(s) an interrupted write left "
+                     f"({', '.join(str(p.relative_to(save_dir)) for p in gone[:3])})")
+    if partial:
+        parts.append(f"{', '.join(partial)} {'is' if len(partial) == 1 else 'are'} incomplete (a write was "
+                     "interrupted) and will not be resumed from")
+    return f"note: {save_dir}: " + "; ".join(parts)
 
 
 def interrupted_line(save_dir: str | os.PathLike) -> str:
