@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, emit, row  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 ARMS = {
     "cpu": ("CPU config (16 wide, 3x3)", []),
@@ -76,15 +75,12 @@ def baseline_aed(data, test_images, gt_path, cache) -> float:
     """AED of the mean canonical training fovea on the test split."""
     from gamma_kit.data import read_fovea_gt
     from gamma_kit.fovea.dataset import make_items
+    from gamma_kit.fovea.demo import mean_position_baseline
     from gamma_kit.metrics import evaluate_fovea
 
     train = make_items({i: cache.get(i, p) for i, p in data.images.items()}, data.gt, data.gt_name)
-    mean = np.mean([it.fovea for it in train], axis=0)
     canon = {i: cache.get(i, p) for i, p in test_images.items()}
-    import pandas as pd
-
-    pred = pd.DataFrame({i: c.frame.to_image(mean[None])[0] for i, c in canon.items()},
-                        index=["Fovea_X", "Fovea_Y"]).T.rename_axis("data")
+    pred = mean_position_baseline(train, canon)
     gt = read_fovea_gt(gt_path)
     return evaluate_fovea(pred.loc[list(gt.index)], gt, {i: c.size for i, c in canon.items()})["aed"]
 

@@ -52,8 +52,9 @@ else:
         from gamma_kit.seg.inference import predict_folder
     run = predict_folder(model, images, out, postprocess=True, progress=False, log=lambda *_: None)
     n = len(getattr(run, "ids", None) or getattr(run, "masks", {}))
+import gamma_kit
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"peak_mb": peak, "seconds": time.perf_counter() - t0, "n": n}))
+print(json.dumps({"peak_mb": peak, "seconds": time.perf_counter() - t0, "n": n, "code": gamma_kit.__file__}))
 """
 
 
@@ -110,20 +111,28 @@ def reference_tree(rev: str, work: Path) -> Path:
 
 def measure(code: Path, task: str, model: Path, images: Path, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
+    # run outside the checkout: python -c puts the working folder first on sys.path, before PYTHONPATH
     proc = subprocess.run([sys.executable, "-c", _PREDICT, task, str(model), str(images), str(out)], env=env,
-                          capture_output=True, text=True, timeout=7200)
+                          capture_output=True, text=True, timeout=7200, cwd=out.parent)
     if proc.returncode != 0:
         raise RuntimeError(f"{task} predict under {code} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not Path(res["code"]).resolve().is_relative_to(Path(code).resolve()):
+        raise RuntimeError(f"{task} predict ran the kit at {res['code']}, not the one under {code}")
+    return res
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--counts", default="20,500", help="photo counts per call (default 20,500)")
     ap.add_argument("--reference", default="ce96093", help="the kit before streaming (git revision)")
     ap.add_argument("--md", default=str(REPO / "bench" / "results" / "predict_memory.md"))
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     counts = sorted(int(c) for c in args.counts.split(","))
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:

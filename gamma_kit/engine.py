@@ -26,7 +26,7 @@ class InferenceModel:
 
     GRAPH_SUFFIXES = (".json", ".pdmodel")
 
-    def __init__(self, model: "str | os.PathLike", device: str = "cpu", cpu_threads: int | None = None,
+    def __init__(self, model: "str | os.PathLike", device: str = "auto", cpu_threads: int | None = None,
                  params: "str | os.PathLike | None" = None):
         from pathlib import Path
 

@@ -40,9 +40,14 @@ def reference_tree(tmp_path_factory, commit: str) -> Path:
 
 
 def run_with(code_root: Path, args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python ARGS`` with the kit at ``code_root`` (first on ``PYTHONPATH``, one CPU thread) in ``cwd``;
-    fails the test with the end of stderr when it does not exit 0."""
+    """``python ARGS`` with the kit at ``code_root`` (first on ``PYTHONPATH``, one CPU thread) in ``cwd``
+    (checked: ``cwd`` must not hold another kit, which ``python -m``/``-c`` would put first); fails the
+    test with the end of stderr when it does not exit 0."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(code_root)}
+    which = subprocess.run([sys.executable, "-c", "import gamma_kit; print(gamma_kit.__file__)"], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert Path(which.stdout.strip()).resolve().is_relative_to(Path(code_root).resolve()), \
+        f"{cwd}: python imports the kit from {which.stdout.strip()!r}, not from {code_root}"
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, f"{args[:3]} under {code_root}:\n{proc.stderr[-3000:]}"

@@ -625,7 +625,8 @@ def seg_model(tmp_path_factory) -> Path:
     from gamma_kit.safety import atomic_write_text
     from gamma_kit.resources import config_path
     from gamma_kit.safety import atomic_save_paddle
-    from gamma_kit.seg.training import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_config
+    from gamma_kit.seg.model_dir import MODEL_CONFIG_NAME, WEIGHTS_NAME
+    from gamma_kit.seg.training import load_config
     from seg_fixtures import small_transforms
 
     d = tmp_path_factory.mktemp("seg_model")

@@ -37,6 +37,25 @@ def test_every_device_flag_defaults_to_auto():
     assert all(load_config(p)["train"]["device"] == "auto" for _, p, _ in shipped_configs("fovea"))
 
 
+def test_every_python_api_that_takes_a_device_defaults_to_auto():
+    """The library's own entry points, not only the CLIs: a GPU machine gets its GPU without asking."""
+    import inspect
+
+    from gamma_kit.engine import InferenceModel
+    from gamma_kit.fovea.checkpoints import ExportedModel, load_exported
+    from gamma_kit.fovea.predict import predict
+    from gamma_kit.seg import paddlex_api
+    from gamma_kit.seg.demo import run_demo
+    from gamma_kit.seg.export import StaticPredictor
+    from gamma_kit.seg.predictor import SegPredictor, load_model
+    from gamma_kit.seg.training import run_training
+
+    apis = [InferenceModel, ExportedModel, load_exported, predict, paddlex_api.load_model, run_demo,
+            StaticPredictor, SegPredictor.from_dir, load_model, run_training, paddlex_api.UNet.train]
+    defaults = {f.__qualname__: inspect.signature(f).parameters["device"].default for f in apis}
+    assert defaults == {name: "auto" for name in defaults}
+
+
 def test_fovea_predict_without_device_uses_auto(monkeypatch, tmp_path):
     import gamma_kit.fovea.predict as fovea_predict
     from gamma_kit.fovea.__main__ import main

@@ -1,40 +1,18 @@
 """HeatmapCodec: encode values, round trips, and the vectorised dark-kernel decoder
-against a loop re-statement of the original (including its tie rule)."""
+against the loop re-statement of the original in bench/originals.py (including its tie rule)."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gamma_kit.fovea.codec import ORIGINAL_CODEC, HeatmapCodec, parabolic_kernel
 
-
-def original_loop_decode(heatmap: np.ndarray, kernel_size: int) -> tuple[float, float]:
-    """The original decoder restated on an (H, W) heatmap (the original held (W, H)):
-    stride 2, bounds range((W - ks) // 2) x range((H - ks) // 2), x outer / y inner,
-    ``>=`` against a running best that starts at 0, position = corner + ks / 2."""
-    kernel = parabolic_kernel(kernel_size)
-    h, w = heatmap.shape
-    best, x, y = 0.0, None, None
-    for i in range((w - kernel_size) // 2):
-        for j in range((h - kernel_size) // 2):
-            value = np.mean(np.multiply(heatmap[j * 2:j * 2 + kernel_size, i * 2:i * 2 + kernel_size],
-                                        kernel))
-            if value >= best:
-                best, x, y = value, i * 2 + kernel_size / 2, j * 2 + kernel_size / 2
-    return x, y
-
-
-def original_loop_encode(x: float, y: float, w: int, h: int, r: float, peak: float = 10) -> np.ndarray:
-    """The original target restated: 10 * e^(-(d/r)^2) for d/r < 1, (H, W) layout."""
-    out = np.zeros((h, w))
-    for i in range(w):
-        for j in range(h):
-            d = math.hypot(i - x, j - y) / r
-            if d < 1:
-                out[j, i] = peak * math.exp(-d ** 2)
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from originals import original_loop_decode, original_target_loop  # noqa: E402  (the original's loops, restated once)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +42,7 @@ def test_encode_known_values(quarter):
     assert m[40, 50] == pytest.approx(10.0)
     assert m[40, 60] == pytest.approx(10 * math.exp(-0.25))  # d = r/2
     assert m[40, 70] == 0.0 and m[40, 69] > 0                 # d = r excluded
-    ref = original_loop_encode(50.3, 40.7, 152, 100, 20)
+    ref = original_target_loop(50.3, 40.7, 152, 100, 20)
     np.testing.assert_allclose(quarter.encode([50.3, 40.7]), ref, rtol=1e-6, atol=1e-6)
 
 

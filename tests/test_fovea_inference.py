@@ -25,19 +25,22 @@ from fovea_fixtures import random_run, tiny_synth
 
 # ---------------------------------------------------------------- the old chains (oracle)
 def old_predict_heatmaps(model, crops, batch_size=8, amp=False, flip=False):
+    """The network on each crop alone (batches of 1; ``batch_size`` and ``amp`` are the kit's knobs and
+    do not change the numbers on the CPU), the flipped crop through NumPy: an oracle written apart
+    from ``inference.predict_heatmaps``."""
     import paddle
 
     model.eval()
-    out = []
-    with paddle.no_grad():
-        for s in range(0, len(crops), batch_size):
-            x = paddle.to_tensor(crops[s:s + batch_size])
-            with paddle.amp.auto_cast(enable=amp):
-                y = model(x).astype("float32")
-                if flip:
-                    y = 0.5 * (y + paddle.flip(model(paddle.flip(x, [3])).astype("float32"), [3]))
-            out.append(y.numpy()[:, 0])
-    return np.concatenate(out)
+
+    def net(x):
+        with paddle.no_grad():
+            return model(paddle.to_tensor(np.ascontiguousarray(x[None], dtype=np.float32))).numpy()[0, 0]
+
+    maps = []
+    for crop in np.asarray(crops, dtype=np.float32):
+        y = net(crop)
+        maps.append(np.float32(0.5) * (y + net(crop[:, :, ::-1])[:, ::-1]) if flip else y)
+    return np.stack(maps)
 
 
 def old_evaluate(model, items, codec, amp, batch_size):

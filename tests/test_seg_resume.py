@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from gamma_kit.seg.training import latest_checkpoint
+from gamma_kit.seg.run_dir import latest_checkpoint
 from seg_fixtures import make_prepared, small_transforms
 
 pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"

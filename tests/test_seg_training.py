@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from gamma_kit.seg import training
+from gamma_kit.seg import run_dir, training
 from gamma_kit.seg.model_dir import ROI_NAME
 from gamma_kit.seg.training import train_from_config
 from seg_fixtures import make_prepared, small_transforms
@@ -67,12 +67,12 @@ def test_resume_model_continues_from_its_iteration(prepared, tmp_path):
 
     train("run", 1)
     ckpt = tmp_path / "run" / "iter_1"
-    assert training.check_resume_model(ckpt) == 1
+    assert run_dir.check_resume_model(ckpt) == 1
     out = train("resumed", 2, "--resume-model", str(ckpt))
     assert "iter: 2/2" in out and "iter: 1/2" not in out                   # only iteration 2 ran
     assert (tmp_path / "resumed" / "last_model" / "model.pdparams").is_file()
     with pytest.raises(ValueError, match=r"expected a checkpoint folder named iter_<n>"):
-        training.check_resume_model(tmp_path / "run" / "last_model")
+        run_dir.check_resume_model(tmp_path / "run" / "last_model")
 
 
 def _files(folder):
@@ -139,3 +139,29 @@ def test_atomic_save_proxy_restored():
     with training._train_module_hooks(3, 0, progress=False):
         assert mod.paddle is not paddle and mod.paddle.nn is paddle.nn
     assert mod.paddle is paddle and mod.loss_computation is before
+
+
+@pytest.mark.parametrize("rank,locked", [("0", True), ("1", False)])
+def test_each_launcher_rank_trains_on_its_own_gpu_and_rank_0_alone_locks(prepared, tmp_path, monkeypatch, rank,
+                                                                          locked):
+    """Issue 16.10 / 17.2 under paddle.distributed.launch (its variables set, a 2-GPU CUDA build faked):
+    the rank's process trains on the GPU the launcher gave it, and only process 0 holds the save dir's lock."""
+    import paddle
+    import paddleseg.core
+
+    root, cfg = prepared
+    seen = {}
+    monkeypatch.setenv("FLAGS_selected_gpus", "1")
+    monkeypatch.setenv("PADDLE_TRAINER_ID", rank)
+    monkeypatch.setattr(paddle.device, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle.device.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(paddle, "set_device", lambda d: seen.setdefault("device", d))
+
+    def fake_train(*a, save_dir, **k):
+        seen["lock"] = (tmp_path / "run.lock").is_file()
+
+    monkeypatch.setattr(paddleseg.core, "train", fake_train)
+    train_from_config(cfg, tmp_path / "run", iters=1, batch_size=2, opts=list(small_transforms(32)), device="auto",
+                      do_eval=False)
+    assert seen == {"device": "gpu:1", "lock": locked}
+    assert not (tmp_path / "run.lock").exists()                 # released at the end

@@ -24,6 +24,22 @@ def prepare() -> None:
     prepare_paddleseg()
 
 
+def builder_on_device(cfg, args, merge_test_config):
+    """What PaddleSeg's val.py and predict.py do after reading the config: the kit's patches, a
+    ``SegBuilder``, the test config merged with the flags, the environment and config shown, the
+    device set. Returns (builder, test_config)."""
+    from paddleseg.cvlibs import SegBuilder
+    from paddleseg.utils import utils
+
+    prepare()
+    builder = SegBuilder(cfg)
+    test_config = merge_test_config(cfg, args)
+    utils.show_env_info()
+    utils.show_cfg_info(cfg)
+    utils.set_device(args.device)
+    return builder, test_config
+
+
 def load_config(path, **overrides):
     """PaddleSeg's ``Config(path, ...)``, with a missing or unreadable file as one clear error."""
     from gamma_kit.seg.training import load_config as kit_load

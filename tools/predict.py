@@ -51,9 +51,8 @@ def merge_test_config(cfg, args):
 
 def main(args):
     from paddleseg.core import predict
-    from paddleseg.cvlibs import SegBuilder
     from paddleseg.transforms import Compose
-    from paddleseg.utils import get_image_list, logger, utils
+    from paddleseg.utils import get_image_list, logger
 
     from gamma_kit.safety import check_output_path
 
@@ -66,13 +65,7 @@ def main(args):
     if roi is not None and (args.aug_pred or args.is_slide):
         raise ValueError("--aug_pred / --is_slide: not on the two-stage path of this ROI model; flip TTA there is "
                          "python -m gamma_kit.seg predict --model RUN --images DIR --out OUT --tta")
-    _kit.prepare()
-    builder = SegBuilder(cfg)
-    test_config = merge_test_config(cfg, args)
-
-    utils.show_env_info()
-    utils.show_cfg_info(cfg)
-    utils.set_device(args.device)
+    builder, test_config = _kit.builder_on_device(cfg, args, merge_test_config)
 
     model = builder.model
     _kit.load_weights(model, args.model_path, args.config)

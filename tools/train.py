@@ -62,6 +62,7 @@ def main(args):
     from paddleseg.cvlibs import SegBuilder
     from paddleseg.utils import utils
 
+    from gamma_kit.seg import model_dir as model_folder
     from gamma_kit.seg import training
 
     for name in ("iters", "batch_size", "save_interval", "log_iters", "repeats"):
@@ -74,7 +75,7 @@ def main(args):
                            batch_size=args.batch_size, opts=args.opts)
     training.check_dataset_config(cfg, sections=("train_dataset", "val_dataset") if args.do_eval
                                   else ("train_dataset",))
-    roi = training.read_crop_roi(cfg)
+    roi = model_folder.read_crop_roi(cfg)
     _kit.prepare()
     builder = SegBuilder(cfg)
 
@@ -102,7 +103,7 @@ def main(args):
           profiler_options=args.profiler_options, to_static_training=cfg.to_static_training)
 
     if paddle.distributed.ParallelEnv().local_rank == 0:
-        training.write_model_dirs(cfg, Path(args.save_dir), cfg.iters, roi)
+        model_folder.write_model_dirs(cfg, Path(args.save_dir), cfg.iters, roi)
 
 
 if __name__ == "__main__":

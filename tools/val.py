@@ -41,21 +41,14 @@ def merge_test_config(cfg, args):
 
 def main(args):
     from paddleseg.core import evaluate
-    from paddleseg.cvlibs import SegBuilder
-    from paddleseg.utils import logger, utils
+    from paddleseg.utils import logger
 
     from gamma_kit.seg import training
 
     cfg = _kit.load_config(args.config, opts=args.opts)
     training.check_dataset_config(cfg, sections=("val_dataset",))
     _kit.check_weights(args.model_path, required=False)
-    _kit.prepare()
-    builder = SegBuilder(cfg)
-    test_config = merge_test_config(cfg, args)
-
-    utils.show_env_info()
-    utils.show_cfg_info(cfg)
-    utils.set_device(args.device)
+    builder, test_config = _kit.builder_on_device(cfg, args, merge_test_config)
 
     _kit.apply_data_format(cfg, args.data_format)
 

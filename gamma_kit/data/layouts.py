@@ -265,17 +265,19 @@ class SegSplit:
         return list(self.images)
 
 
+def _split_images(root: str | os.PathLike | None, task: str, split: str) -> tuple[Path, dict[str, Path]]:
+    """(the task folder under ``root``, id -> photo of ``split``)."""
+    task_dir = find_task_dir(root, task)
+    return task_dir, list_images(task_dir / split / IMAGE_DIR)
+
+
 def load_fovea_split(root: str | os.PathLike | None, split: str = "training",
                      gt_path: str | os.PathLike | None = None) -> FoveaSplit:
     """Load task 2 ``split``: images, and the GT table (``find_fovea_gt``, or ``gt_path``),
     re-keyed onto the image ids (``match_gt_to_images``; unlabelled images are warned about)."""
-    task = find_task_dir(root, "fovea")
-    images = list_images(task / split / IMAGE_DIR)
-    if gt_path is None:
-        gt_path = find_fovea_gt(task, split)
-    gt = None
-    if gt_path is not None:
-        gt = match_gt_to_images(read_fovea_gt(gt_path), images, Path(gt_path))
+    task, images = _split_images(root, "fovea", split)
+    gt_path = find_fovea_gt(task, split) if gt_path is None else gt_path
+    gt = None if gt_path is None else match_gt_to_images(read_fovea_gt(gt_path), images, Path(gt_path))
     return FoveaSplit(task / split, images, gt)
 
 
@@ -285,10 +287,8 @@ def load_seg_split(root: str | os.PathLike | None, split: str = "training",
 
     Every image must have a mask when masks are present, and every mask an image.
     """
-    task = find_task_dir(root, "seg")
-    images = list_images(task / split / IMAGE_DIR)
-    if mask_dir is None:
-        mask_dir = find_mask_dir(task, split)
+    task, images = _split_images(root, "seg", split)
+    mask_dir = find_mask_dir(task, split) if mask_dir is None else mask_dir
     masks = None
     if mask_dir is not None:
         masks = list_masks(mask_dir)

@@ -164,7 +164,7 @@ class ExportedModel:
     as gamma_kit.fovea.inference.predict_heatmaps does for a dynamic model.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu", cpu_threads: int | None = None) -> None:
+    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", cpu_threads: int | None = None) -> None:
         from gamma_kit.engine import InferenceModel
 
         d = Path(model_dir)
@@ -204,7 +204,7 @@ def _read_manifest(d: Path) -> list[dict]:
     return entries
 
 
-def load_exported(export_dir: str | os.PathLike, device: str = "cpu") -> tuple[list[ExportedModel], list[dict],
+def load_exported(export_dir: str | os.PathLike, device: str = "auto") -> tuple[list[ExportedModel], list[dict],
                                                                                  list[Path]]:
     """Models, configs and model folders of an export folder, after checking the manifest
     and that every file it lists is there with the size the export wrote."""

@@ -24,6 +24,8 @@ from pathlib import Path
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.cli import positive_float, positive_int
 from gamma_kit.runtime import DEVICE_CHOICES
+from gamma_kit.seg.postprocess import POSTPROCESS_STEPS
+from gamma_kit.seg.predictor import UPSAMPLE_MODES
 
 
 def _summary(metrics: dict) -> str:
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="output/seg_pred")
     p.add_argument("--postprocess", nargs="?", const="default", default=None,
                    help="clean the masks (raw scores printed too): 'default' (largest disc, cup inside the disc, "
-                        "holes filled) or a comma list of largest,cup_in_disc,fill,ellipse")
+                        f"holes filled) or a comma list of {','.join(POSTPROCESS_STEPS)}")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (mean soft-max of 4 flips)")
     p.add_argument("--stage1-model", default=None,
                    help="whole-image model directory: stage 1's learned disc finder, and the fallback where "
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the network on whole photos although the model folder says it was trained on "
                         "disc-centred crops and has lost its roi.json (refused without this flag)")
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
-    p.add_argument("--upsample", default="nearest", choices=("nearest", "bilinear"),
+    p.add_argument("--upsample", default="nearest", choices=UPSAMPLE_MODES,
                    help="label map to the source size: nearest arg-max (original) or bilinear logits")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="auto (default): a GPU when Paddle sees one")

@@ -51,7 +51,7 @@ def resized_transforms_opts(config: str | os.PathLike, size: int) -> list[str]:
 
 def run_demo(data_root: str | os.PathLike, work_dir: str | os.PathLike, iters: int | None = None,
              config: str | os.PathLike | None = None, val_value: float = 0.1, postprocess=True,
-             seed: int = 0, device: str = "cpu", progress: bool = False, two_stage: bool = True,
+             seed: int = 0, device: str = "auto", progress: bool = False, two_stage: bool = True,
              size: int | None = DEMO_SIZE, roi_copies: int = 2, tta: bool = False) -> dict:
     """Run the whole task 3 pipeline briefly; return the test metrics and timings.
 

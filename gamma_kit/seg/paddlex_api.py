@@ -80,18 +80,21 @@ class Resize(_Transform):
         super().__init__(target_size=_size(target_size), interp=interp)
 
 
-class RandomHorizontalFlip(_Transform):
+class _RandomTransform(_Transform):
+    """A PaddleSeg transform applied with probability ``prob`` (the class's ``default_prob`` unless given)."""
+
+    default_prob = 0.5
+
+    def __init__(self, prob: float | None = None):
+        super().__init__(prob=self.default_prob if prob is None else prob)
+
+
+class RandomHorizontalFlip(_RandomTransform):
     seg_type = "RandomHorizontalFlip"
 
-    def __init__(self, prob: float = 0.5):
-        super().__init__(prob=prob)
 
-
-class RandomVerticalFlip(_Transform):
+class RandomVerticalFlip(_RandomTransform):
     seg_type = "RandomVerticalFlip"
-
-    def __init__(self, prob: float = 0.5):
-        super().__init__(prob=prob)
 
 
 class RandomDistort(_Transform):
@@ -107,11 +110,9 @@ class RandomDistort(_Transform):
                          hue_range=hue_range, hue_prob=hue_prob)
 
 
-class RandomBlur(_Transform):
+class RandomBlur(_RandomTransform):
     seg_type = "RandomBlur"
-
-    def __init__(self, prob: float = 0.1):
-        super().__init__(prob=prob)
+    default_prob = 0.1
 
 
 class Normalize(_Transform):
@@ -328,7 +329,7 @@ class UNet:
         return self.trained.predict(img, transforms)
 
 
-def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None) -> PaddleXModel:
+def load_model(model_dir: str | os.PathLike, device: str = "auto", stage1=None) -> PaddleXModel:
     """``paddlex.load_model(dir)``: a run folder (best_model/ or last_model/ inside) or a model folder.
     A two-stage (ROI) model may take ``stage1`` (kit only): a whole-image model directory or model."""
     if isinstance(stage1, PaddleXModel):

@@ -223,7 +223,7 @@ class SegPredictor(PredictorCore):
         self.model.eval()
 
     @classmethod
-    def from_dir(cls, model_dir: str | os.PathLike, device: str = "cpu", stage1=None,
+    def from_dir(cls, model_dir: str | os.PathLike, device: str = "auto", stage1=None,
                  whole_image: bool = False) -> "SegPredictor":
         """The model folder ``model_dir`` (``model_dir.resolve_model_dir``), two-stage or whole-image
         by ``model_dir.model_roi`` (checked before the model is built; ``whole_image`` forces it)."""
@@ -273,7 +273,7 @@ def eval_transforms(cfg) -> list:
     return build_transforms(eval_transform_specs(cfg))
 
 
-def load_model(model_dir: str | os.PathLike, device: str = "cpu", stage1=None,
+def load_model(model_dir: str | os.PathLike, device: str = "auto", stage1=None,
                whole_image: bool = False) -> SegPredictor:
     """Load a trained model directory (see ``model_dir.resolve_model_dir``). A model trained on
     ``prepare --roi`` crops (``roi.json`` beside it) is two-stage; ``stage1`` (a whole-image
