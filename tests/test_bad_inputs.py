@@ -114,6 +114,7 @@ class Case:
     module: str = "gamma_kit.evaluate"
     needs: str | None = None
     check: Callable | None = None
+    slow: bool = False            # marked slow (trains, or starts Paddle in another process): not in the fast loop
 
 
 def _corrupt(inp, out, mp):
@@ -893,18 +894,18 @@ CASES = [
     # fovea train: one run per fold folder, a kill or a full disk leaves a resumable run, resume keeps the settings
     Case("fovea train into a fold another training is using", _fovea_fold_in_use, 2,
          "/input/run/fold1 is in use by another training (pid ", kind="cli", module="gamma_kit.fovea",
-         needs="fovea_data", check=_fovea_holder_named),
+         needs="fovea_data", check=_fovea_holder_named, slow=True),
     Case("fovea train --resume with an edited fold config.yml", _fovea_edited_config, 2,
          "/input/run/fold1/config.yml was edited after the run wrote it (model.width 4 -> 8)", kind="cli",
-         module="gamma_kit.fovea", needs="fovea_data"),
+         module="gamma_kit.fovea", needs="fovea_data", slow=True),
     Case("fovea train --resume --epochs beyond a cosine schedule", _fovea_more_cosine_epochs, 2,
-         "--resume --epochs 3: ", kind="cli", module="gamma_kit.fovea", needs="fovea_data"),
+         "--resume --epochs 3: ", kind="cli", module="gamma_kit.fovea", needs="fovea_data", slow=True),
     Case("fovea train: disk full while writing a checkpoint set", _fovea_full_disk, 2,
          "/output/run/fold1/ckpt-002/model.pdopt: No space left on device (the disk is full); epoch 1 is saved in ",
-         needs="fovea_data", check=_fovea_previous_set_kept),
+         needs="fovea_data", check=_fovea_previous_set_kept, slow=True),
     Case("fovea cv into a run folder another cross-validation is using", _fovea_cv_in_use, 2,
          "/input/run is in use by another cross-validation (pid ", kind="cli", module="gamma_kit.fovea",
-         needs="fovea_data", check=_holder_named_and_nothing_written("run/fold1")),
+         needs="fovea_data", check=_holder_named_and_nothing_written("run/fold1"), slow=True),
     Case("seg train into a --save-dir another training is using", _seg_save_dir_in_use, 2,
          "/input/run is in use by another training (pid ", needs="seg_model",
          check=_holder_named_and_nothing_written("run")),
@@ -915,7 +916,7 @@ CASES = [
          check=_every_mask_written_and_the_painted_one_listed),
     Case("fovea train --resume after a SIGKILL inside a checkpoint write (stale lock, temporary file)",
          _fovea_killed_mid_write, 0, "took over the lock of an earlier training that is no longer running (pid ",
-         kind="cli", module="gamma_kit.fovea", needs="fovea_data", check=_fovea_resumed_clean),
+         kind="cli", module="gamma_kit.fovea", needs="fovea_data", check=_fovea_resumed_clean, slow=True),
     # seg prepare: a photo that is no usable fundus photograph is skipped and reported, never copied
     Case("seg prepare: a photo below the minimum size", _prepare_small_photo, 0,
          f"skipped 0002: input/gamma/task3_disc_cup_segmentation/training/fundus color images/0002.jpg: image is "
@@ -925,7 +926,7 @@ CASES = [
          "fundus color images/0002.jpg: no circular field of view on a dark surround (not a fundus photograph?)",
          kind="cli", module="gamma_kit.seg", check=_prepared_without("0002")),
     Case("seg prepare: every photo rejected", _prepare_all_rejected, 2,
-         "training: no usable image/mask pair; reasons: ", kind="cli", module="gamma_kit.seg"),
+         "training: no usable image/mask pair; reasons: ", kind="cli", module="gamma_kit.seg", slow=True),
     Case("seg prepare --out under a file", _prepare_out_under_a_file, 2,
          "error: output folder output/taken/prep: ", kind="cli", module="gamma_kit.seg"),
     Case("seg prepare: disk full while copying a photo", _prepare_full_disk, 2,
@@ -934,10 +935,10 @@ CASES = [
     Case("seg predict: a photo below the minimum size", _predict_small_photo, 2,
          f"error: input/photos/0002.jpg: image is 190x{MIN_FUNDUS_SIDE - 1} px; fundus photos need at least "
          f"{MIN_FUNDUS_SIDE} px on the short side", kind="cli", module="gamma_kit.seg", needs="seg_model",
-         check=_nothing_predicted),
+         check=_nothing_predicted, slow=True),
     Case("seg predict: random noise as a photo (predicted, named in a warning)", _predict_noise_photo, 0,
          "wrote 2 masks (whole-image) to output/pred/Disc_Cup_Segmentations", kind="cli", module="gamma_kit.seg",
-         needs="seg_model", check=_noise_named_not_fundus),
+         needs="seg_model", check=_noise_named_not_fundus, slow=True),
     # seg train --resume-model / seg evaluate --config: checkpoints checked before PaddleSeg loads them
     Case("seg train --resume-model with nothing to resume", _seg_train_resume("nothing"), 2,
          "old_run/iter_2 holds no model.pdparams (nothing to resume)", needs="seg_model"),
@@ -960,7 +961,7 @@ CASES = [
     Case("seg evaluate --config with another config's weights", _seg_evaluate_other_model, 2,
          "model.pdparams does not match the model in ", needs="seg_model"),
     Case("seg predict --out under a file", _predict_out_under_a_file, 2,
-         "error: output folder output/taken/pred: ", kind="cli", module="gamma_kit.seg", needs="seg_model"),
+         "error: output folder output/taken/pred: ", kind="cli", module="gamma_kit.seg", needs="seg_model", slow=True),
     # issue 17: a submission zip is scored as the challenge reads it, in memory
     Case("evaluate seg --pred submission.zip", lambda inp, out, mp: _seg_submission(
         inp, {"Disc_Cup_Segmentations/0101.bmp": gamma_mask(), "Disc_Cup_Segmentations/0102.bmp": gamma_mask(4)})
@@ -981,7 +982,7 @@ CASES = [
     # issue 17: the eye-side refusal of a photo that an EXIF tag turns names the tag
     Case("fovea train: a training photo turned 90 degrees by its EXIF tag", _exif_turned_training_photo, 2,
          "training/fundus color images/0001.jpg: cannot decide the eye side (", kind="cli", module="gamma_kit.fovea",
-         needs="fovea_data", check=lambda inp, out, stdout, stderr: (
+         needs="fovea_data", slow=True, check=lambda inp, out, stdout, stderr: (
              "the file has EXIF orientation 8: shown turned 90 degrees counter-clockwise (the kit reads photos as a "
              "viewer shows them, which puts the disc above or below the centre)" in stderr) or pytest.fail(stderr)),
     # issue 17 leftovers: two mask folders, masks of another camera
@@ -1005,7 +1006,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=pytest.mark.slow if c.slow else ()) for c in CASES])
 def test_bad_input(case: Case, tmp_path, monkeypatch, capsys, request):
     if case.skip:
         pytest.skip(case.skip)

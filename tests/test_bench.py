@@ -262,6 +262,7 @@ def test_synth_realism_rows_compare_with_real_photos_when_present():
 
 # --- tiny real runs of the benches' CLIs (sizes far below the defaults; nothing timed is asserted) ---
 
+@pytest.mark.slow
 def test_fovea_epoch_cli_on_tiny_data_writes_the_row_and_markdown(tmp_path):
     from fovea_fixtures import tiny_synth
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -20,6 +21,7 @@ from gamma_kit.fovea.demo import CPU_CONFIG  # noqa: E402
 from gamma_kit.fovea.train import cross_validate, load_training_data  # noqa: E402
 
 
+@pytest.mark.slow
 def test_bench_scores_every_variant_and_matches_training(tmp_path):
     data = tiny_synth(tmp_path / "data", 10, 0, seed=8)
     cfg = load_config(CPU_CONFIG, ["model.width=4", "train.epochs=3", "train.batch_size=4", "train.device=cpu",

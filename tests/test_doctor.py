@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gamma_kit  # noqa: F401
 import paddle
+import pytest
 import paddleseg
 
 from gamma_kit.doctor import OPTIONAL_EXTRAS
@@ -31,6 +32,7 @@ def _doctor(code: str = "from gamma_kit.doctor import main; main()", **env) -> d
     return {k: v.strip() for k, v in rows.items()}
 
 
+@pytest.mark.slow
 def test_doctor_prints_the_real_values():
     rows = _doctor("import runpy; runpy.run_module('gamma_kit.doctor', run_name='__main__')",
                    OMP_NUM_THREADS="1", KMP_BLOCKTIME="7")
@@ -57,6 +59,7 @@ def test_doctor_prints_the_real_values():
         assert expected in rows["optional"]
 
 
+@pytest.mark.slow
 def test_doctor_says_not_installed_for_a_missing_package():
     # None in sys.modules makes "import paddleseg" fail as it does where PaddleSeg is not installed
     rows = _doctor("import sys; sys.modules['paddleseg'] = None; from gamma_kit.doctor import main; main()")

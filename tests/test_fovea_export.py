@@ -55,6 +55,7 @@ def test_exported_heatmaps_equal_dynamic(exported):
     assert cfgs[0]["codec"] == load_checkpoint(run / "fold1")[1]["codec"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ensemble,flip", [("coords", False), ("heatmap", True)])
 def test_predict_exported_gives_the_dynamic_positions(synth, exported, tmp_path, ensemble, flip):
     run, out = exported
@@ -116,6 +117,7 @@ def test_export_refuses_inputs_and_earlier_exports(exported, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_export_cli(exported, tmp_path, capsys):
     run, _ = exported
     ap = argparse.ArgumentParser()

@@ -102,6 +102,7 @@ def _gt_path(synth):
 # ---------------------------------------------------------------- same positions as the old chains
 @pytest.mark.parametrize("ensemble,flip", [("coords", False), ("coords", True), ("heatmap", False),
                                            ("heatmap", True)])
+@pytest.mark.slow
 def test_predict_gives_the_old_positions(synth, tiny_run, tmp_path, ensemble, flip):
     run, cfg = tiny_run
     test = load_fovea_split(synth, "testing")
@@ -117,6 +118,7 @@ def test_predict_gives_the_old_positions(synth, tiny_run, tmp_path, ensemble, fl
     np.testing.assert_allclose(written.to_numpy(), expected, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_predict_streams_chunks_with_the_numbers_of_one_pass(synth, tiny_run, tmp_path, monkeypatch):
     """Issue 17.8: photos go through predict a chunk at a time (memory bounded by the chunk); one
     batch per chunk, and so many chunks, gives exactly the positions of one pass over all photos;

@@ -14,6 +14,7 @@ from gamma_kit.fovea.loss import heatmap_loss
 from gamma_kit.fovea.model import FoveaUNet, count_parameters
 
 
+@pytest.mark.slow
 def test_default_model_is_the_original_size():
     model = FoveaUNet()   # 64 base channels, 5x5, 5 levels
     assert count_parameters(model) == 87_859_776   # "about 88 M"

@@ -42,6 +42,7 @@ def cv_run(synth, tiny_cfg, tmp_path_factory):
     return run, out
 
 
+@pytest.mark.slow
 def test_cv_writes_every_fold(cv_run):
     run, out = cv_run
     splits = json.loads((run / "splits.json").read_text())
@@ -57,6 +58,7 @@ def test_cv_writes_every_fold(cv_run):
     assert (run / "training_curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ensemble,flip", [("coords", False), ("heatmap", True)])
 def test_ensemble_predict_and_score(cv_run, synth, tmp_path, ensemble, flip):
     run, _ = cv_run
@@ -104,6 +106,7 @@ def test_crops_and_targets_agree(synth, tiny_cfg, tmp_path):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == len(data.images)
 
 
+@pytest.mark.slow
 def test_resume_and_finetune(synth, tiny_cfg, tmp_path):
     data = load_training_data(synth)
     run = tmp_path / "run"
@@ -160,6 +163,7 @@ def test_gt_outside_image_is_reported(synth, tiny_cfg, tmp_path):
         check_gt_inside(gt.loc[["0001"]], {"0001": canon["0001"].size}, "my_gt.csv")
 
 
+@pytest.mark.slow
 def test_cli_default_command_is_train(synth, tmp_path, capsys):
     cfg = tmp_path / "tiny.yml"
     cfg.write_text(f"_base_: {CPU_CONFIG}\nname: tiny\nmodel: {{width: 4}}\ntrain: {{epochs: 1, batch_size: 4}}\n")

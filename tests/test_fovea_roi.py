@@ -120,6 +120,7 @@ def test_codec_origins_round_trip():
     assert CODEC.origins_px(None, 3).tolist() == [list(CODEC.roi_origin_px)] * 3
 
 
+@pytest.mark.slow
 def test_training_learns_the_offset_and_predict_uses_it(tmp_path):
     from gamma_kit.fovea.predict import predict
     from gamma_kit.fovea.train import load_training_data, train_fold
@@ -158,6 +159,7 @@ def test_side_override_still_detects_the_disc(tmp_path):
     assert again.disc_confidence == pytest.approx(auto.disc_confidence)
 
 
+@pytest.mark.slow
 def test_average_last_writes_the_mean_of_the_last_epochs(tmp_path):
     import paddle
 

@@ -92,6 +92,7 @@ def test_resume_faults_in_one_line(synth, tiny_yml, tmp_path, capsys):
     assert not (tmp_path / "empty" / "fold1").exists() or not any((tmp_path / "empty" / "fold1").iterdir())
 
 
+@pytest.mark.slow
 def test_an_earlier_run_is_kept_or_set_aside(synth, tiny_yml, tmp_path, capsys):
     run = tmp_path / "run"
     base = ["train", "--fold", "2", "--config", tiny_yml, "--data-root", synth, "--run-dir", run,
@@ -108,6 +109,7 @@ def test_an_earlier_run_is_kept_or_set_aside(synth, tiny_yml, tmp_path, capsys):
     assert (run / "fold2" / "best.pdparams").is_file()
 
 
+@pytest.mark.slow
 def test_broken_checkpoints_on_resume_name_the_file(synth, tmp_path):
     data = load_training_data(synth)
     constant = ["train.lr_schedule=constant"]           # so the resume may add an epoch
@@ -136,6 +138,7 @@ def test_broken_checkpoints_on_resume_name_the_file(synth, tmp_path):
     assert [r["epoch"] for r in m["history"]] == [0, 1]
 
 
+@pytest.mark.slow
 def test_nan_validation_aed_still_saves_best(synth, tmp_path, monkeypatch):
     import gamma_kit.fovea.inference as inference
 
@@ -163,6 +166,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_checkpoint_write_then_resume(synth, tiny_yml, tmp_path, capsys):
     """The 5th paddle.save (epoch 2's ckpt-002/model.pdparams: epoch 1 saved weights, optimizer,
     best and a snapshot) is slowed down; SIGTERM arrives in the middle of it. The write and the rest
@@ -200,6 +204,7 @@ def test_sigterm_during_a_checkpoint_write_then_resume(synth, tiny_yml, tmp_path
                                [r["train_loss"] for r in whole["history"]], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_step_names_the_epoch_and_the_resume_command(synth, tmp_path, monkeypatch):
     calls = [0]
 
@@ -221,6 +226,7 @@ def test_ctrl_c_during_a_step_names_the_epoch_and_the_resume_command(synth, tmp_
     assert [r["epoch"] for r in m["history"]] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_long_run_hint_after_the_first_steps(synth, tmp_path, monkeypatch, capsys):
     ticks = iter(range(0, 10 ** 9, 5000))               # every step "takes" 5000 s: over 4 h, under 40 h
     monkeypatch.setattr(trainer_mod, "_clock", lambda: next(ticks))
@@ -239,6 +245,7 @@ def test_long_run_hint_after_the_first_steps(synth, tmp_path, monkeypatch, capsy
     assert "note:" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_vdl_and_csv_logs_hold_the_same_numbers(synth, tmp_path):
     m = train_fold(_cfg("train.epochs=3"), 1, load_training_data(synth), tmp_path / "r", progress=False,
                    use_vdl=True, val_every=2)

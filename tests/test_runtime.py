@@ -111,6 +111,7 @@ def test_parse_int_list_as_argparse_type_and_in_run_cli(capsys):
     assert issubclass(ArgumentValueError, ValueError) and issubclass(ArgumentValueError, argparse.ArgumentTypeError)
 
 
+@pytest.mark.slow
 def test_paddle_import_noise_is_dropped_and_other_output_kept():
     import subprocess
 

@@ -154,6 +154,7 @@ def test_prepare_paddleseg_registers_kit_models():
     assert "LiteUNet" in manager.MODELS.components_dict
 
 
+@pytest.mark.slow
 def test_probes_under_paddleseg_291(tmp_path):
     """A user with PaddleSeg 2.9.1's source tree: the probes run (its train loop ends a run without
     validation in UnboundLocalError, after the log step the probe watches) and only the patch 2.9.1

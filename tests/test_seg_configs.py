@@ -86,6 +86,7 @@ def test_mixed_and_cpu_variants():
     assert cpu["train_dataset"]["transforms"][0]["target_size"][0] <= 256
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_yaml_trains_and_evaluates_like_tools_train(name, tmp_path, monkeypatch):
     """tools/train.py --config configs/seg/<name>, run from a folder holding data/seg_prepared."""

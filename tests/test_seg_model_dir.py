@@ -158,6 +158,7 @@ def _copy_model(roi_model: Path, work: Path, roi_text: str | None) -> Path:
     (json.dumps({k: v for k, v in FULL_ROI.items() if k not in ("factor", "side")}),
      ["input/model/roi.json: missing key(s) ['factor', 'side']"]),
 ])
+@pytest.mark.slow
 def test_predict_refuses_a_model_folder_before_any_work(roi_model, tmp_path, roi_text, parts):
     _copy_model(roi_model, tmp_path, roi_text)
     before = checksum(tmp_path / "input")
@@ -167,6 +168,7 @@ def test_predict_refuses_a_model_folder_before_any_work(roi_model, tmp_path, roi
     assert checksum(tmp_path / "input") == before and not (tmp_path / "output").exists()
 
 
+@pytest.mark.slow
 def test_whole_image_forces_the_whole_image_path_only_without_roi_json(roi_model, tmp_path):
     _copy_model(roi_model, tmp_path, None)
     res = seg_cli(tmp_path, "predict", "--model", "input/model", "--images", str(roi_model / "photos"),
@@ -180,6 +182,7 @@ def test_whole_image_forces_the_whole_image_path_only_without_roi_json(roi_model
                           "is a two-stage model trained on disc-centred crops")
 
 
+@pytest.mark.slow
 def test_exported_two_stage_model_without_roi_json_is_refused(tmp_path):
     """``StaticPredictor`` checks the export's roi.json as a model folder's, before loading the graph
     (so this deploy.yaml needs no graph)."""
@@ -214,6 +217,7 @@ def test_exported_two_stage_model_without_roi_json_is_refused(tmp_path):
     (["--roi-size", "32"], ["0001.jpg: the disc (", "px) would be 16.0 px across in the 32-px crop of a ",
                             "under 24 px"]),
 ])
+@pytest.mark.slow
 def test_prepare_refuses_unusable_crop_settings(tmp_path, flags, parts):
     make_tiny_seg_data(tmp_path / "input" / "gamma", n_train=2, n_test=1, size=(160, 128), seed=0)
     before = checksum(tmp_path / "input")

@@ -64,6 +64,7 @@ def test_split_and_dataset(prepared):
         pdx.SegDataset(str(prepared / "prep"), str(prepared / "prep" / "none.txt"), transforms=T.Compose([]))
 
 
+@pytest.mark.slow
 def test_unet_train_imagenet_warning_load_predict(prepared):
     train, val = _datasets(prepared / "prep")
     model = pdx.UNet(num_classes=3, use_mixed_loss=[("DiceLoss", 1)])
@@ -154,6 +155,7 @@ FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_documented_options_in_a_fresh_process(prepared, tmp_path):
     """PaddleX 2's calls with every documented option, LiteUNet (base_channels) included, in a new
     interpreter that imports nothing but the API first (issue 16.9: it failed with 'LiteUNet was not found')."""

@@ -95,6 +95,7 @@ def test_prediction_shape_and_source_size(trained):
     assert np.array_equal(model.predict_labels(img), res["label_map"])
 
 
+@pytest.mark.slow
 def test_static_export_matches_dynamic(trained):
     from gamma_kit.seg.export import StaticPredictor
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow   # runs PaddleSeg's training scripts; the fast loop: python -m pytest -q -m "not slow"
+
 from seg_fixtures import make_prepared, small_transforms
 
 REPO = Path(__file__).resolve().parents[1]

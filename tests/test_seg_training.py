@@ -52,6 +52,7 @@ def test_roi_json_written_to_run_and_model_dirs(prepared, tmp_path, capsys):
     assert "[TRAIN]" not in out and "Total Flops" not in out and "type: LiteUNet" not in out
 
 
+@pytest.mark.slow
 def test_resume_model_continues_from_its_iteration(prepared, tmp_path):
     # as a user trains and resumes: each run a new process. (Within one process Paddle numbers the
     # parameters on from the models built before, and PaddleSeg's saved optimizer state names them.)
@@ -79,6 +80,7 @@ def _files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_second_run_refused_then_set_aside_whole(prepared, tmp_path, capsys):
     # issue 10: training into a folder that holds a run needs --resume-model or --set-aside-old-run
     root, cfg = prepared
