@@ -30,7 +30,7 @@ photo, only for bad argument shapes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,7 +52,9 @@ class DiscLocation:
     """Where the optic disc is: ``xy`` centre (image px, (x, y)), ``diameter`` (image px),
     ``confidence`` 0..1 (higher = surer), ``source`` (one of ``SOURCES``), ``unsure`` (the
     caller should report it: low confidence, or model and classical disagree) and ``note``
-    (one human line, e.g. why it is unsure)."""
+    (one human line, e.g. why it is unsure). ``alternatives``: other places the disc may be, most
+    likely first (the classical detector's next candidates; the other source's disc where the model
+    and the detector disagree), none within one disc radius of ``xy`` or of each other."""
 
     xy: tuple[float, float]
     diameter: float
@@ -60,6 +62,17 @@ class DiscLocation:
     source: str
     unsure: bool
     note: str = ""
+    alternatives: tuple[tuple[float, float], ...] = ()
+
+    def with_alternatives(self, *groups) -> "DiscLocation":
+        """This answer with ``alternatives`` from ``groups`` of places (in order; duplicates within one
+        disc radius dropped)."""
+        kept: list[tuple[float, float]] = []
+        radius = self.diameter / 2
+        for place in (p for g in groups for p in g if p is not None):
+            if all(math.hypot(place[0] - q[0], place[1] - q[1]) > radius for q in [self.xy, *kept]):
+                kept.append((float(place[0]), float(place[1])))
+        return replace(self, alternatives=tuple(kept))
 
 
 def classical_confidence(margin: float, edge_fraction: float) -> float:
@@ -95,7 +108,8 @@ def _fmt(xy: tuple[float, float]) -> str:
 
 
 def locate_disc(image: np.ndarray, fov: FieldOfView | None = None, model=None, name: str = "image") -> DiscLocation:
-    """Locate the optic disc in ``image`` (H, W, 3) RGB uint8: centre and diameter in image px.
+    """Locate the optic disc in ``image`` (H, W, 3) RGB uint8: centre and diameter in image px, and
+    ``alternatives``, the other places it may be (see ``DiscLocation``).
 
     ``fov``: the field of view if already known (else detected). ``model``: optional object
     with ``predict_labels(image) -> (H, W)`` labels (0 cup, 1 rim, 2 background); see the
@@ -103,11 +117,23 @@ def locate_disc(image: np.ndarray, fov: FieldOfView | None = None, model=None, n
     in notes. Never raises for a photo without a disc (it returns the image centre, unsure);
     raises ``ValueError`` for a wrong image shape or dtype, or a model output of the wrong shape.
     """
+    seen: dict = {}
+    loc = _locate(image, fov, model, name, seen)
+    if loc.source == "image-centre":
+        return loc
+    classical = seen.get("classical")
+    return loc.with_alternatives([seen.get("model_xy"), classical.xy if classical is not None else None],
+                                 classical.candidates if classical is not None else ())
+
+
+def _locate(image: np.ndarray, fov: FieldOfView | None, model, name: str, seen: dict) -> DiscLocation:
+    """The ``DiscLocation`` (without alternatives) by the rule of the module docstring; ``seen`` gets
+    the evidence: ``classical`` (the ``DiscEstimate``) and ``model_xy`` (the model's disc centre)."""
     _check_image(image)
     h, w = image.shape[:2]
     classical, why_not = None, ""
     try:
-        classical = find_disc(image, fov)
+        classical = seen["classical"] = find_disc(image, fov)
         fov = classical.fov
     except ValueError as e:                                 # a black photo: no field of view
         why_not = str(e)
@@ -132,6 +158,7 @@ def locate_disc(image: np.ndarray, fov: FieldOfView | None = None, model=None, n
                             "image-centre", True, f"{name}: no optic disc found ({reason}); using the image centre")
 
     m_xy, m_diam, dominance = found
+    seen["model_xy"] = m_xy
     lo = 2 * DISC_RADIUS_PRIOR[0] * fov_r * MODEL_SIZE_TOLERANCE[0]
     hi = 2 * DISC_RADIUS_PRIOR[1] * fov_r * MODEL_SIZE_TOLERANCE[1]
     plausible = lo <= m_diam <= hi and dominance >= MIN_MODEL_DOMINANCE

@@ -53,6 +53,7 @@ NOMINAL_DISC_RADIUS = 0.15             # disc radius / FOV radius assumed by the
 DISC_RADIUS_PRIOR = (0.12, 0.22)       # disc radius / FOV radius: the range the diameter estimate is held to
 SEARCH_RADIUS = 0.92                   # disc centres are searched within this many FOV radii of its centre
 MIN_DISC_COVER = 0.6                   # ... and where at least this share of a nominal disc lies in the field
+N_CANDIDATES = 3                       # places besides the winner that find_disc names (DiscEstimate.candidates)
 SPOT_SIZE = 0.05                       # bright spots up to this many FOV radii are removed before the vessel map
 N_EDGE_ANGLES = 72                     # rays for the disc outline
 EDGE_TOLERANCE = 0.3                   # an edge point this far (relative) from the median radius is an outlier
@@ -175,6 +176,9 @@ class DiscEstimate:
     steepest brightness drop agrees with the fitted disc outline (0..1).
     ``runner_up_xy``: that second candidate (None when there is none).
     ``fov``: the field of view used (the one given, or the one detected on the way).
+    ``candidates``: the next-best places, best first (``runner_up_xy`` among them, at most
+    ``N_CANDIDATES``), each at least one nominal disc diameter from the winner and from each other:
+    where to look when the winner turns out not to be the disc (stage 2's check).
     """
 
     xy: tuple[float, float]
@@ -183,6 +187,7 @@ class DiscEstimate:
     edge_fraction: float
     runner_up_xy: tuple[float, float] | None
     fov: FieldOfView
+    candidates: tuple[tuple[float, float], ...] = ()
 
 
 def _disc_mean(a: np.ndarray, weight: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
@@ -298,15 +303,30 @@ def find_disc(image: np.ndarray, fov: FieldOfView | None = None) -> DiscEstimate
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
     dist2_peak = (xx - x) ** 2 + (yy - y) ** 2
     rivals = np.where(dist2_peak > (2 * r0) ** 2, score, -np.inf)      # one nominal diameter away or more
-    if np.isfinite(rivals).any():
-        ry, rx = np.unravel_index(int(np.argmax(rivals)), rivals.shape)
+    candidates = _next_peaks(rivals, 2 * r0, N_CANDIDATES)
+    if candidates:
+        ry, rx = candidates[0]
         margin, runner_up = float(score[y, x] - rivals[ry, rx]), ((rx + 0.5) / f, (ry + 0.5) / f)
     else:
         margin, runner_up = float("inf"), None
     near = np.where((dist2_peak <= (0.5 * r0) ** 2) & inside, parts["bright"], -np.inf)
     y, x = np.unravel_index(int(np.argmax(near)), near.shape)
     (ux, uy), radius, edges = _disc_outline(clean, (x + 0.5, y + 0.5), r)
-    return DiscEstimate((ux / f, uy / f), 2 * radius / f, margin, edges, runner_up, fov)
+    return DiscEstimate((ux / f, uy / f), 2 * radius / f, margin, edges, runner_up, fov,
+                        tuple(((cx_ + 0.5) / f, (cy_ + 0.5) / f) for cy_, cx_ in candidates))
+
+
+def _next_peaks(score: np.ndarray, apart: float, n: int) -> list[tuple[int, int]]:
+    """(row, col) of up to ``n`` best finite values of ``score``, each more than ``apart`` px from the
+    ones taken before it (greedy non-maximum suppression)."""
+    score = score.copy()
+    yy, xx = np.ogrid[: score.shape[0], : score.shape[1]]
+    peaks = []
+    while len(peaks) < n and np.isfinite(score).any():
+        y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+        peaks.append((int(y), int(x)))
+        score[(xx - x) ** 2 + (yy - y) ** 2 <= apart ** 2] = -np.inf
+    return peaks
 
 
 def detect_disc_side(image: np.ndarray, fov: FieldOfView | None = None) -> DiscSide:

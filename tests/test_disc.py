@@ -157,6 +157,30 @@ def test_model_on_a_black_photo():
     assert loc.source == "model" and loc.unsure and loc.xy == pytest.approx((30.5, 40.5), abs=0.1)
 
 
+def test_the_lesion_and_other_places_are_named_as_candidates():
+    """Issue 19.1: find_disc names its next-best places, one nominal diameter apart; locate_disc hands
+    them on as alternatives, the exudate that did not win among them."""
+    img = drawn_fundus(disc_xy=(170, 200), lesion=(380, 230, 34))
+    est = find_disc(img)
+    r0 = 2 * 0.15 * est.fov.radius                                   # one nominal diameter
+    assert est.runner_up_xy == est.candidates[0] and 1 <= len(est.candidates) <= 3
+    places = [est.xy, *est.candidates]
+    assert all(np.hypot(a[0] - b[0], a[1] - b[1]) > 0.9 * r0 for k, a in enumerate(places) for b in places[k + 1:])
+    loc = locate_disc(img)
+    assert loc.alternatives and loc.alternatives[0] == pytest.approx(est.candidates[0])
+    assert min(np.hypot(x - 380, y - 230) for x, y in loc.alternatives) < 34       # the exudate is one of them
+
+
+def test_alternatives_drop_places_within_one_disc_radius():
+    loc = DiscLocation((100.0, 100.0), 40.0, 0.9, "classical", False)
+    kept = loc.with_alternatives([(110.0, 100.0), None, (200.0, 100.0)], [(205.0, 100.0), (100.0, 300.0)])
+    assert kept.alternatives == ((200.0, 100.0), (100.0, 300.0)) and loc.alternatives == ()
+
+
+def test_a_black_photo_has_no_alternatives():
+    assert locate_disc(np.zeros((300, 400, 3), np.uint8)).alternatives == ()
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match=r"shape \(H, W, 3\)"):
         locate_disc(np.zeros((50, 50), np.uint8))

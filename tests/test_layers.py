@@ -18,9 +18,9 @@ TASKS = ("fovea", "seg")
 #: fovea: 0 pieces with no fovea imports; 1 config and data; 2 a run folder on disk, the inference
 #: chain; 3 a model on disk (it reads run folders), figures; 4 what builds on them (trainer, export
 #: writer); 5 the entry points of training and prediction; 6-7 the faces (demo, CLI).
-#: seg: 0 the kit's model; 1 PaddleSeg's patches, a model folder on disk; 2 data preparation, a run folder;
-#: 3 training; 4 the predictor; 5 post-processing; 6 the submission run and the export; 7 the
-#: PaddleX-2-style API; 8-9 the faces.
+#: seg: 0 the kit's model; 1 PaddleSeg's patches, a model folder on disk; 2 data preparation, a run
+#: folder; 3 training, stage 2's check of a crop; 4 the predictor; 5 post-processing; 6 the submission
+#: run and the export; 7 the PaddleX-2-style API; 8-9 the faces.
 FLOORS = {
     "fovea": {
         "codec": 0, "model": 0, "loss": 0, "folds": 0, "roi": 0, "parallel": 0,
@@ -36,7 +36,7 @@ FLOORS = {
         "models": 0,
         "compat": 1, "model_dir": 1,
         "prepare": 2, "run_dir": 2,
-        "training": 3,
+        "training": 3, "disc_check": 3,
         "predictor": 4,
         "postprocess": 5,
         "submission": 6, "export": 6,

@@ -1,7 +1,9 @@
-"""Stage 2 reports the discs it does not see (issue 17.4): ``postprocess.disc_doubt`` on known label
-maps, and ``predict_folder`` with a photo whose disc is painted out and a photo with no disc at all:
-both are named in a line and listed with a reason in ``stage1_report.json``, every mask is still
-written, and the photos with a disc raise no doubt."""
+"""Stage 2 reports the discs it does not see (issue 17.4) and tries stage 1's other candidates (issue
+19.1): ``disc_check.disc_doubt`` on known label maps; ``predict_folder`` with a photo whose disc is
+painted out and a photo with no disc at all: both are named in a line and listed with a reason in
+``stage1_report.json``, every mask is still written, and the photos with a disc raise no doubt; a
+doubted first crop replaced by the candidate that holds the disc, a sure one left alone.
+"""
 from __future__ import annotations
 
 import json
@@ -10,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gamma_kit.seg.postprocess import MAX_CENTRE_OFFSET, disc_doubt
+from gamma_kit.seg.disc_check import MAX_CENTRE_OFFSET, disc_doubt
 from gamma_kit.seg.submission import predict_folder
 from seg_fixtures import brightness_predictor, draw_fundus
 
@@ -79,3 +81,76 @@ def test_painted_out_and_missing_discs_are_named_and_still_written(tmp_path):
     for i in ("0001", "0002", "0003"):                          # a disc where stage 1 put the crop: no doubt
         m = cv2.imread(str(run.pred_dir / f"{i}.bmp"), cv2.IMREAD_GRAYSCALE)
         assert (m < 255).sum() > 200
+
+
+# ---------------------------------------------------------------- issue 19.1: stage 1's other candidates
+def _photo_and_disc(seed: int = 2):
+    """A tiny drawn photo, its disc centre (x, y) and diameter in px."""
+    img, mask = draw_fundus(np.random.default_rng(seed), (240, 160))
+    ys, xs = np.nonzero(mask < 255)
+    return img, (xs.mean() + 0.5, ys.mean() + 0.5), float(xs.max() - xs.min() + 1)
+
+
+def _stage1_says(monkeypatch, xy, diameter, alternatives, unsure=False):
+    import gamma_kit.seg.predictor as predictor
+    from gamma_kit.disc import DiscLocation
+
+    loc = DiscLocation(xy, diameter, 0.9, "classical", unsure, "", tuple(alternatives))
+    monkeypatch.setattr(predictor, "locate_disc", lambda image, model=None, name="image": loc)
+
+
+def _counting(core):
+    calls = []
+    real = core._forward
+    core._forward = lambda x: calls.append(len(x)) or real(x)
+    return calls
+
+
+def _disc_centre(labels):
+    ys, xs = np.nonzero(labels <= 1)
+    return xs.mean() + 0.5, ys.mean() + 0.5
+
+
+def test_a_doubted_crop_is_replaced_by_the_candidate_that_holds_the_disc(monkeypatch):
+    img, disc, diameter = _photo_and_disc()
+    wrong = (disc[0] + 70 if disc[0] < 120 else disc[0] - 70, disc[1])          # plain retina, no disc
+    _stage1_says(monkeypatch, wrong, diameter, [(30.0, 30.0), disc])
+    photo = brightness_predictor().predict_photo(img, name="p.jpg")
+    assert photo.doubt == "" and photo.rescue.startswith(
+        f"stage 1's disc at ({wrong[0]:.0f}, {wrong[1]:.0f}) gave no disc segmented in the crop; kept its candidate "
+        f"at ({disc[0]:.0f}, {disc[1]:.0f}) (disc ")
+    assert np.hypot(*np.subtract(_disc_centre(photo.labels), disc)) < 0.25 * diameter
+    kept = brightness_predictor()
+    kept.rescue = False                                                          # seg predict --no-rescue
+    first = kept.predict_photo(img, name="p.jpg")
+    assert first.rescue == "" and first.doubt == "no disc segmented in the crop" and (first.labels == 2).all()
+
+
+def test_a_sure_plausible_crop_tries_nothing_and_an_unsure_one_keeps_the_best(monkeypatch):
+    img, disc, diameter = _photo_and_disc()
+    elsewhere = [(disc[0] + 70 if disc[0] < 120 else disc[0] - 70, disc[1]), (30.0, 30.0)]
+    _stage1_says(monkeypatch, disc, diameter, elsewhere)
+    core = brightness_predictor()
+    calls = _counting(core)
+    sure = core.predict_photo(img)
+    assert calls == [1] and sure.rescue == "" and sure.doubt == ""              # one crop, nothing else tried
+    _stage1_says(monkeypatch, disc, diameter, elsewhere, unsure=True)
+    calls.clear()
+    unsure = core.predict_photo(img)
+    assert calls == [1, 1, 1] and unsure.rescue == ""                           # tried, and the first stays
+    assert np.array_equal(unsure.labels, sure.labels)
+
+
+def test_predict_folder_lists_the_rescued_photos(monkeypatch, tmp_path):
+    img, disc, diameter = _photo_and_disc()
+    (tmp_path / "images").mkdir()
+    _write(tmp_path / "images" / "0001.jpg", img)
+    wrong = (disc[0] + 70 if disc[0] < 120 else disc[0] - 70, disc[1])
+    _stage1_says(monkeypatch, wrong, diameter, [disc])
+    lines = []
+    run = predict_folder(brightness_predictor(), tmp_path / "images", tmp_path / "out", progress=False,
+                         log=lines.append)
+    report = json.loads(run.stage1_report.read_text())
+    assert [r["id"] for r in report["rescued"]] == ["0001"] and report["stage2"] == []
+    assert any(ln.startswith("stage 2 on 0001.jpg: stage 1's disc at ") for ln in lines)
+    assert lines[-1].startswith("stage 2 kept another of stage 1's candidates on 1 of 1 photo(s)")

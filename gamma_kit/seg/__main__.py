@@ -83,9 +83,10 @@ def cmd_predict(a) -> None:
                          "whole-image model")
     if a.exported is not None:
         from gamma_kit.seg.export import StaticPredictor
-        model = StaticPredictor(a.exported, stage1=stage1, device=a.device, whole_image=a.whole_image)
+        model = StaticPredictor(a.exported, stage1=stage1, device=a.device, whole_image=a.whole_image,
+                                rescue=not a.no_rescue)
     else:
-        model = load_model(a.model, device=a.device, stage1=stage1, whole_image=a.whole_image)
+        model = load_model(a.model, device=a.device, stage1=stage1, whole_image=a.whole_image, rescue=not a.no_rescue)
     if a.images is not None:
         images = list_images(a.images)
     else:
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--whole-image", action="store_true",
                    help="run the network on whole photos although the model folder says it was trained on "
                         "disc-centred crops and has lost its roi.json (refused without this flag)")
+    p.add_argument("--no-rescue", action="store_true",
+                   help="keep stage 1's first crop even where stage 2 doubts its disc (by default stage 1's other "
+                        "candidate places are segmented too and the crop that looks most like a disc is kept)")
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
     p.add_argument("--upsample", default="nearest", choices=UPSAMPLE_MODES,
                    help="label map to the source size: nearest arg-max (original) or bilinear logits")

@@ -190,7 +190,7 @@ class StaticPredictor(PredictorCore):
     """
 
     def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None,
-                 device: str = "auto", whole_image: bool = False):
+                 device: str = "auto", whole_image: bool = False, rescue: bool = True):
         import gamma_kit.seg.models  # noqa: F401
 
         d = Path(export_dir)
@@ -205,7 +205,7 @@ class StaticPredictor(PredictorCore):
         params = d / deploy["params"] if "params" in deploy else None
         self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), device=device, cpu_threads=cpu_threads,
                                     params=params)
-        super().__init__(build_transforms(deploy["transforms"]), num_classes, roi, stage1)
+        super().__init__(build_transforms(deploy["transforms"]), num_classes, roi, stage1, rescue)
         self.export_dir = d
         self.device = self.model.device
 

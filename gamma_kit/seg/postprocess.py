@@ -2,9 +2,7 @@
 
 Label maps are (H, W) ``uint8`` with 0 = cup, 1 = disc rim, 2 = background (``predictor``'s
 ``CUP``/``RIM``/``BACKGROUND``); masks for overlays are GAMMA's 0 / 128 / 255, read through
-``metrics.disc_of`` / ``metrics.cup_of``. ``disc_doubt`` says why the disc that stage 2 segmented
-in a crop does not look like the disc the crop was centred on (none, tiny, filling the crop, far
-from the centre), for the submission's report.
+``metrics.disc_of`` / ``metrics.cup_of``.
 """
 from __future__ import annotations
 
@@ -13,10 +11,10 @@ import numpy as np
 
 from gamma_kit.geometry import largest_component
 from gamma_kit.metrics import cup_of, disc_of
-from gamma_kit.seg.predictor import BACKGROUND, CUP, RIM
+from gamma_kit.seg.prepare import BACKGROUND, CUP, RIM
 
 __all__ = ["POSTPROCESS_STEPS", "DEFAULT_POSTPROCESS", "postprocess_labels", "parse_postprocess", "overlay",
-           "PRED_COLOUR", "GT_COLOUR", "disc_doubt", "MIN_DISC_OF_EXPECTED", "MAX_DISC_SHARE", "MAX_CENTRE_OFFSET"]
+           "PRED_COLOUR", "GT_COLOUR"]
 
 
 def _largest_component(binary: np.ndarray) -> np.ndarray:
@@ -115,33 +113,3 @@ def overlay(image: np.ndarray, pred_mask: np.ndarray, gt_mask: np.ndarray | None
             contours, _ = cv2.findContours(structure.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
             cv2.drawContours(out, contours, -1, colour, t)
     return out
-
-
-#: ``disc_doubt``'s limits. Crops are centred on stage 1's disc (training jitter: up to 1/8 of the
-#: side per axis), its diameter 1/factor of the side: a factor-2 crop is about a fifth disc (pi/16).
-MIN_DISC_OF_EXPECTED = 0.35   # a disc narrower than this share of the expected diameter is tiny
-MAX_DISC_SHARE = 0.6          # a disc over this share of the crop's area fills it
-MAX_CENTRE_OFFSET = 0.3       # a disc centre farther than this share of the side from the crop's centre
-
-
-def disc_doubt(crop_labels: np.ndarray, expected_diameter: float | None = None) -> str:
-    """Why the disc segmented in a square crop (labels 0/1/2) is implausible, or "" when it looks
-    like a disc: no disc pixel; a largest disc narrower (area-equivalent diameter) than
-    ``MIN_DISC_OF_EXPECTED`` x ``expected_diameter`` (crop px, when known); a disc over
-    ``MAX_DISC_SHARE`` of the crop; a centre farther than ``MAX_CENTRE_OFFSET`` x the side from the
-    crop's centre."""
-    labels = np.asarray(crop_labels)
-    h, w = labels.shape
-    part = largest_component(labels <= RIM)
-    if part is None:
-        return "no disc segmented in the crop"
-    diameter = 2.0 * np.sqrt(part.area / np.pi)
-    if expected_diameter and diameter < MIN_DISC_OF_EXPECTED * expected_diameter:
-        return f"tiny disc segmented ({diameter:.0f} px across, about {expected_diameter:.0f} px expected)"
-    share = part.area / float(h * w)
-    if share > MAX_DISC_SHARE:
-        return f"the segmented disc fills {share:.0%} of the crop"
-    off = float(np.hypot(part.centre[0] - w / 2, part.centre[1] - h / 2)) / max(h, w)
-    if off > MAX_CENTRE_OFFSET:
-        return f"the segmented disc lies {off:.2f} x the crop side from its centre"
-    return ""

@@ -33,12 +33,13 @@ from scipy.special import softmax
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.data import read_image
 from gamma_kit.disc import locate_disc
+from gamma_kit.seg.disc_check import disc_likeness
 from gamma_kit.seg.model_dir import WEIGHTS_NAME, config_path, load_checked_weights, model_roi, resolve_model_dir
+from gamma_kit.seg.prepare import BACKGROUND, CUP, RIM
 
 __all__ = ["CUP", "RIM", "BACKGROUND", "UPSAMPLE_MODES", "labels_at_size", "PhotoPrediction", "PredictorCore",
            "SegPredictor", "eval_transform_specs", "build_transforms", "eval_transforms", "load_model"]
 
-CUP, RIM, BACKGROUND = 0, 1, 2     # label indices (GAMMA mask value = 128 x label)
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
@@ -70,7 +71,9 @@ class PhotoPrediction:
     ``crop_labels`` the label map that was pasted through ``paste`` (so post-processing can run
     on the crop), ``location`` stage 1's answer, ``fallback`` what was done when stage 1 found no
     disc ("" / "whole-image model" / "image centre"), ``crop_note`` why the window breaks
-    ``crop.window_problem``'s rule ("" when it does not).
+    ``crop.window_problem``'s rule ("" when it does not), ``doubt`` what ``disc_check`` finds wrong
+    with the disc segmented in the crop kept ("" when nothing), ``rescue`` why another of stage 1's
+    candidates was kept instead of its first answer ("" when it was not).
     """
 
     labels: np.ndarray
@@ -81,6 +84,8 @@ class PhotoPrediction:
     fallback: str = ""
     prob: np.ndarray | None = None
     crop_note: str = ""
+    doubt: str = ""
+    rescue: str = ""
 
     def finished(self, postprocess=None) -> np.ndarray:
         """Labels at the source size after ``postprocess`` (a labels -> labels function), which runs
@@ -90,6 +95,21 @@ class PhotoPrediction:
         if self.crop_labels is not None:
             return self.paste(postprocess(self.crop_labels))
         return postprocess(self.labels)
+
+
+#: Stage 1's other candidate places tried when its first crop is doubted (``PredictorCore.rescue``).
+MAX_RESCUE_TRIES = 3
+
+
+@dataclass
+class _CropTry:
+    """One crop segmented at ``centre``: its window, soft-max, ``disc_check.disc_likeness`` score and doubt."""
+
+    centre: tuple[float, float]
+    crop: object
+    prob: np.ndarray
+    score: float
+    doubt: str
 
 
 class PredictorCore:
@@ -102,11 +122,12 @@ class PredictorCore:
     ``predict_labels`` then locates the disc, crops, segments and pastes back.
     """
 
-    def __init__(self, transforms: list, num_classes: int, roi=None, stage1=None):
+    def __init__(self, transforms: list, num_classes: int, roi=None, stage1=None, rescue: bool = True):
         self.transforms = transforms
         self.num_classes = num_classes
         self.roi = roi
         self.stage1 = stage1   # optional whole-image predictor: stage 1's learned model and the fallback
+        self.rescue = rescue   # try stage 1's other candidates when its first crop is doubted
 
     # ---- network ----------------------------------------------------------------------
     def _forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
@@ -140,12 +161,13 @@ class PredictorCore:
     def predict_photo(self, image: np.ndarray, name: str = "image", upsample: str = "nearest",
                       tta: bool = False) -> PhotoPrediction:
         """Whole-image model: the network on the photo, labels at the source size. ROI model:
-        stage 1 -> ``DiscCrop`` -> network -> labels pasted back (background outside the window)."""
+        stage 1 -> ``DiscCrop`` -> network -> labels pasted back (background outside the window).
+        Where stage 1 is unsure, or the disc segmented in its crop is doubted (``disc_check``), the
+        crops at its other candidate places are segmented too (``rescue``) and the one that looks
+        most like a disc is kept (``disc_check.disc_likeness``; the first wins ties)."""
         h, w = image.shape[:2]
         if self.roi is None:
             return PhotoPrediction(labels_at_size(self.probabilities(image, tta), (w, h), upsample))
-        from gamma_kit.crop import DiscCrop
-
         loc = locate_disc(image, model=self.stage1, name=name)
         fallback, centre, diameter = "", loc.xy, loc.diameter
         if loc.source == "image-centre":
@@ -153,22 +175,46 @@ class PredictorCore:
                 return PhotoPrediction(self.stage1.predict_labels(image, upsample=upsample), location=loc,
                                        fallback="whole-image model")
             fallback, centre = "image centre", (w / 2, h / 2)
-        side = self.roi.window_side(diameter)
-        note = self.roi.window_problem(diameter, (w, h)) or ""
-        crop = DiscCrop.around(centre, (w, h), self.roi.size, side=round(side))
-        prob = self.probabilities(crop.crop_image(image), tta)
-        ph, pw = prob.shape[1:]
-        if upsample == "nearest" and ph == pw:
-            grid = DiscCrop(crop.image_size, crop.x0, crop.y0, crop.side, ph)
-            crop_labels = prob.argmax(axis=0).astype(np.uint8)
-        else:
-            grid = DiscCrop(crop.image_size, crop.x0, crop.y0, crop.side, crop.side)
-            crop_labels = labels_at_size(prob, (crop.side, crop.side), upsample)
+        best = first = self._crop_at(image, centre, diameter, tta)
+        if self.rescue and (loc.unsure or first.doubt):
+            for place in loc.alternatives[:MAX_RESCUE_TRIES]:
+                tried = self._crop_at(image, place, diameter, tta)
+                if tried.score > best.score:
+                    best = tried
+        rescue = "" if best is first else (
+            f"stage 1's disc at ({first.centre[0]:.0f}, {first.centre[1]:.0f}) gave "
+            f"{first.doubt or f'a weaker disc ({first.score:.2f})'}; kept its candidate at "
+            f"({best.centre[0]:.0f}, {best.centre[1]:.0f}) (disc {best.score:.2f})")
+        grid, crop_labels = self._labels_in_crop(best, upsample)
 
         def paste(lab: np.ndarray) -> np.ndarray:
             return grid.paste_labels(lab, background=BACKGROUND)
 
-        return PhotoPrediction(paste(crop_labels), grid, crop_labels, paste, loc, fallback, prob, note)
+        return PhotoPrediction(paste(crop_labels), grid, crop_labels, paste, loc, fallback, best.prob,
+                               self.roi.window_problem(diameter, (w, h)) or "", best.doubt, rescue)
+
+    def _crop_at(self, image: np.ndarray, centre, diameter: float, tta: bool) -> "_CropTry":
+        """The window the model's ``roi`` sets around ``centre``, segmented, with ``disc_check``'s verdict."""
+        from gamma_kit.crop import DiscCrop
+
+        h, w = image.shape[:2]
+        crop = DiscCrop.around(centre, (w, h), self.roi.size, side=round(self.roi.window_side(diameter)))
+        prob = self.probabilities(crop.crop_image(image), tta)
+        score, doubt = disc_likeness(prob, diameter * prob.shape[1] / crop.side)
+        return _CropTry((float(centre[0]), float(centre[1])), crop, prob, score, doubt)
+
+    @staticmethod
+    def _labels_in_crop(tried: "_CropTry", upsample: str):
+        """(the grid that pastes the crop's labels back, those labels): at the network's size when it
+        is square and ``nearest`` is asked for, else at the window's source size."""
+        from gamma_kit.crop import DiscCrop
+
+        crop, prob = tried.crop, tried.prob
+        ph, pw = prob.shape[1:]
+        if upsample == "nearest" and ph == pw:
+            return DiscCrop(crop.image_size, crop.x0, crop.y0, crop.side, ph), prob.argmax(axis=0).astype(np.uint8)
+        return (DiscCrop(crop.image_size, crop.x0, crop.y0, crop.side, crop.side),
+                labels_at_size(prob, (crop.side, crop.side), upsample))
 
     def predict_labels(self, image: np.ndarray, upsample: str = "nearest", tta: bool = False) -> np.ndarray:
         """(H, W) uint8 labels at the source size (see ``labels_at_size`` for ``upsample``)."""
@@ -216,17 +262,18 @@ class SegPredictor(PredictorCore):
     """
 
     def __init__(self, model, transforms: list, num_classes: int, model_dir: Path | None = None, roi=None,
-                 stage1=None):
-        super().__init__(transforms, num_classes, roi, stage1)
+                 stage1=None, rescue: bool = True):
+        super().__init__(transforms, num_classes, roi, stage1, rescue)
         self.model = model
         self.model_dir = model_dir
         self.model.eval()
 
     @classmethod
     def from_dir(cls, model_dir: str | os.PathLike, device: str = "auto", stage1=None,
-                 whole_image: bool = False) -> "SegPredictor":
+                 whole_image: bool = False, rescue: bool = True) -> "SegPredictor":
         """The model folder ``model_dir`` (``model_dir.resolve_model_dir``), two-stage or whole-image
-        by ``model_dir.model_roi`` (checked before the model is built; ``whole_image`` forces it)."""
+        by ``model_dir.model_roi`` (checked before the model is built; ``whole_image`` forces it);
+        ``rescue``: see ``PredictorCore.predict_photo``."""
         from paddleseg.cvlibs import SegBuilder
 
         from gamma_kit.runtime import select_device
@@ -241,7 +288,7 @@ class SegPredictor(PredictorCore):
         model = builder.model
         load_checked_weights(model, d / WEIGHTS_NAME, cfg_path)
         num_classes = int(cfg.model_cfg.get("num_classes", 3))
-        return cls(model, eval_transforms(cfg), num_classes, d, roi, stage1)
+        return cls(model, eval_transforms(cfg), num_classes, d, roi, stage1, rescue)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         import paddle
@@ -257,7 +304,8 @@ def eval_transform_specs(cfg) -> list[dict]:
     dic = getattr(cfg, "dic", cfg)
     specs = (dic.get("val_dataset") or {}).get("transforms")
     if specs is None:
-        specs = [t for t in (dic.get("train_dataset") or {}).get("transforms", []) if not t["type"].startswith("Random")]
+        specs = [t for t in (dic.get("train_dataset") or {}).get("transforms", [])
+                 if not t["type"].startswith("Random")]
     return [dict(t) for t in specs]
 
 
@@ -274,13 +322,14 @@ def eval_transforms(cfg) -> list:
 
 
 def load_model(model_dir: str | os.PathLike, device: str = "auto", stage1=None,
-               whole_image: bool = False) -> SegPredictor:
+               whole_image: bool = False, rescue: bool = True) -> SegPredictor:
     """Load a trained model directory (see ``model_dir.resolve_model_dir``). A model trained on
     ``prepare --roi`` crops (``roi.json`` beside it) is two-stage; ``stage1`` (a whole-image
     predictor or model directory) is then stage 1's learned model and the fallback. A crop-trained
-    folder without ``roi.json`` is refused unless ``whole_image`` (``model_dir.model_roi``)."""
+    folder without ``roi.json`` is refused unless ``whole_image`` (``model_dir.model_roi``). ``rescue``
+    (default on): try stage 1's other candidates where its first crop is doubted."""
     if stage1 is not None and not hasattr(stage1, "predict_labels"):
         stage1 = SegPredictor.from_dir(stage1, device=device)
-    return SegPredictor.from_dir(model_dir, device=device, stage1=stage1, whole_image=whole_image)
+    return SegPredictor.from_dir(model_dir, device=device, stage1=stage1, whole_image=whole_image, rescue=rescue)
 
 

@@ -36,13 +36,15 @@ from gamma_kit.data import (IMAGE_DIR, check_fundus_image, check_mask_fits, find
 from gamma_kit.safety import atomic_copy, atomic_write_bytes, atomic_write_text
 from gamma_kit.seg.model_dir import CROPS_NAME, RoiSettings  # noqa: F401  (RoiSettings: importable from here too)
 
-__all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "DEFAULT_PREPARED_DIR",
+__all__ = ["extract_zip", "IMAGE_SUBDIR", "LABEL_SUBDIR", "LABEL_NAMES", "CUP", "RIM", "BACKGROUND",
+           "DEFAULT_PREPARED_DIR",
            "mask_to_labels", "labels_to_mask", "PrepareReport", "RoiSettings", "prepare_dataset", "split_dataset",
            "read_list_file", "read_crops", "roi_crops_for", "check_roi_windows", "CROPS_NAME"]
 
 IMAGE_SUBDIR = "JPEGImages"
 LABEL_SUBDIR = "Annotations"
 LABEL_NAMES = ("cup", "disc", "background")  # label index -> meaning; GAMMA value = 128 * index
+CUP, RIM, BACKGROUND = 0, 1, 2               # the label indices by name
 DEFAULT_PREPARED_DIR = Path("data") / "seg_prepared"  # the configs' dataset_root, relative to the repo root
 REPORT_NAME = "prepare_report.json"
 

@@ -5,8 +5,9 @@ Submission layout (SPEC 3): ``OUT/Disc_Cup_Segmentations/<id>.bmp`` and
 ``predict_manifest.json`` (the files this run wrote); a rerun removes those first and refuses
 other ``.bmp`` files there, so the zip holds exactly this run's masks. A two-stage run also writes
 ``stage1_report.json``: the photos where stage 1 was unsure or found no disc, (under ``"crops"``)
-those whose crop window breaks ``crop.window_problem``'s rule, and (under ``"stage2"``) those whose
-segmented disc does not look like the disc the crop was centred on (``postprocess.disc_doubt``).
+those whose crop window breaks ``crop.window_problem``'s rule, (under ``"stage2"``) those whose
+segmented disc does not look like the disc the crop was centred on (``disc_check.disc_doubt``), and (under
+``"rescued"``) those where another of stage 1's candidates gave the crop kept.
 Every photo still gets its mask, so the submission stays complete.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, check_fundus
                             write_image)
 from gamma_kit.metrics import seg_image_metrics, summarise_seg
 from gamma_kit.safety import atomic_write_bytes, atomic_write_text
-from gamma_kit.seg.postprocess import disc_doubt, overlay, parse_postprocess, postprocess_labels
+from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
 from gamma_kit.seg.predictor import PhotoPrediction, load_model
 from gamma_kit.seg.prepare import labels_to_mask
 
@@ -129,7 +130,7 @@ class PredictionRun:
     (dicts: id, file, source, confidence, note, fallback); ``not_fundus`` the photos that
     ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway; ``crops`` the photos
     whose crop window breaks ``crop.window_problem``'s rule (dicts: id, file, note); ``stage2`` the
-    photos whose segmented disc ``postprocess.disc_doubt`` doubts (dicts: id, file, note)."""
+    photos whose segmented disc ``disc_check.disc_doubt`` doubts (dicts: id, file, note)."""
 
     pred_dir: Path
     zip_path: Path
@@ -150,18 +151,6 @@ _FALLBACK_ACTION = {"whole-image model": "used the whole-image model's segmentat
                     "image centre": "cropped at the image centre"}
 
 
-def _stage2_note(photo: PhotoPrediction) -> str:
-    """``postprocess.disc_doubt`` of a two-stage prediction's crop ("" for a whole-image one), with
-    the disc stage 1 estimated as the expected size."""
-    if photo.crop_labels is None:
-        return ""
-    loc = photo.location
-    expected = None
-    if loc is not None and loc.diameter:
-        expected = float(loc.diameter) * photo.crop_labels.shape[0] / photo.crop.side
-    return disc_doubt(photo.crop_labels, expected)
-
-
 class _Reports:
     """What the two stages did not see, photo by photo: stage 1 unsure or without a disc, crop windows
     that break ``crop.window_problem``'s rule, discs that stage 2 doubts. Each is named in one line
@@ -172,6 +161,7 @@ class _Reports:
         self.stage1: list[dict] = []
         self.crops: list[dict] = []
         self.stage2: list[dict] = []
+        self.rescued: list[dict] = []
 
     def add(self, image_id: str, path: Path, photo: PhotoPrediction) -> None:
         loc = photo.location
@@ -185,19 +175,25 @@ class _Reports:
         if photo.crop_note:
             self.log(f"crop of {path.name}: {photo.crop_note}; segmented anyway")
             self.crops.append({"id": image_id, "file": str(path), "note": photo.crop_note})
-        doubt = _stage2_note(photo)
-        if doubt:
-            self.log(f"stage 2 doubts the disc of {path.name}: {doubt}; its mask is written anyway")
-            self.stage2.append({"id": image_id, "file": str(path), "note": doubt})
+        if photo.rescue:
+            self.log(f"stage 2 on {path.name}: {photo.rescue}")
+            self.rescued.append({"id": image_id, "file": str(path), "note": photo.rescue})
+        if photo.doubt:
+            self.log(f"stage 2 doubts the disc of {path.name}: {photo.doubt}; its mask is written anyway")
+            self.stage2.append({"id": image_id, "file": str(path), "note": photo.doubt})
 
     def write(self, out_dir: Path, n: int) -> Path:
         path = atomic_write_text(out_dir / STAGE1_REPORT, json.dumps(
-            {"count": len(self.stage1), "photos": self.stage1, "crops": self.crops, "stage2": self.stage2}, indent=1))
+            {"count": len(self.stage1), "photos": self.stage1, "crops": self.crops, "stage2": self.stage2,
+             "rescued": self.rescued}, indent=1))
         if self.stage1:
             self.log(f"stage 1 unsure or without a disc on {len(self.stage1)} of {n} photo(s); listed in {path}")
         if self.stage2:
             self.log(f"stage 2 doubts the disc of {len(self.stage2)} of {n} photo(s); listed under \"stage2\" "
                      f"in {path}")
+        if self.rescued:
+            self.log(f"stage 2 kept another of stage 1's candidates on {len(self.rescued)} of {n} photo(s); listed "
+                     f"under \"rescued\" in {path}")
         return path
 
 
@@ -258,7 +254,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
     a count) and listed in ``out_dir/stage1_report.json``, as (under ``"crops"``) are the photos whose
     crop window breaks ``crop.window_problem``'s rule and (under ``"stage2"``) those whose segmented
-    disc is implausible (``postprocess.disc_doubt``); all are segmented and written anyway. Photos
+    disc is implausible (``disc_check.disc_doubt``); all are segmented and written anyway. Photos
     below ``data.MIN_FUNDUS_SIDE`` px on the short side are refused before any work
     (``data.check_photo_sizes``). Photos that ``data.check_fundus_image`` doubts (no circular field
     of view: a black frame, a scan of something else) are predicted anyway (a dark one goes to stage

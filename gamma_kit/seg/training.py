@@ -42,7 +42,8 @@ import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.safety import Interrupted, RunLock, atomic_write_text, set_aside
-from gamma_kit.seg.model_dir import MODEL_CONFIG_NAME, WEIGHTS_NAME, load_checked_weights, read_crop_roi, write_model_dirs
+from gamma_kit.seg.model_dir import (MODEL_CONFIG_NAME, WEIGHTS_NAME, load_checked_weights, read_crop_roi,
+                                     write_model_dirs)
 from gamma_kit.seg.prepare import read_list_file
 from gamma_kit.seg.run_dir import (check_resume_model, check_resumed_config, check_save_dir, clean_leftovers,
                                    interrupted_line, resume_iter)
