@@ -7,6 +7,7 @@ doubted first crop replaced by the candidate that holds the disc, a sure one lef
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,3 +155,50 @@ def test_predict_folder_lists_the_rescued_photos(monkeypatch, tmp_path):
     assert [r["id"] for r in report["rescued"]] == ["0001"] and report["stage2"] == []
     assert any(ln.startswith("stage 2 on 0001.jpg: stage 1's disc at ") for ln in lines)
     assert lines[-1].startswith("stage 2 kept another of stage 1's candidates on 1 of 1 photo(s)")
+
+
+# ---------------------------------------------------------------- issue 19.4-19.5: seg_report.csv
+def test_seg_report_flags_fire_on_the_photos_built_for_them_and_stay_quiet_on_clean_ones(monkeypatch, tmp_path):
+    import pandas as pd
+
+    import gamma_kit.seg.predictor as predictor
+    from gamma_kit.disc import DiscLocation
+    from gamma_kit.metrics import vcdr
+
+    rng = np.random.default_rng(8)
+    photos, says = {}, {}
+    clean, mask = draw_fundus(rng, (240, 160))
+    ys, xs = np.nonzero(mask < 255)
+    disc, d = (xs.mean() + 0.5, ys.mean() + 0.5), float(xs.max() - xs.min() + 1)
+    away = (disc[0] + 70 if disc[0] < 120 else disc[0] - 70, disc[1])
+    photos.update(clean=clean, unsure=clean, rescued=clean, window=clean, doubted=clean, nodiscfound=clean)
+    says.update(clean=DiscLocation(disc, d, 0.9, "classical", False),
+                unsure=DiscLocation(disc, d, 0.1, "classical", True, "no clear optic disc"),
+                rescued=DiscLocation(away, d, 0.9, "classical", False, "", (disc,)),
+                window=DiscLocation(disc, 4 * d, 0.9, "classical", False),            # window over 1.5x the photo
+                doubted=DiscLocation(away, d, 0.9, "classical", False),
+                nodiscfound=DiscLocation((120.0, 80.0), d, 0.0, "image-centre", True, "no optic disc found"))
+    nocup = clean.copy()
+    nocup[mask == 0] = (235, 160, 90)                                             # the cup painted as rim
+    photos["nocup"], says["nocup"] = nocup, says["clean"]
+    noise = np.random.default_rng(0).integers(0, 256, (160, 240, 3), dtype=np.uint8)
+    photos["noise"], says["noise"] = noise, says["clean"]
+    (tmp_path / "images").mkdir()
+    for name, img in photos.items():
+        _write(tmp_path / "images" / f"{name}.png", img)                          # PNG: no JPEG ringing
+    monkeypatch.setattr(predictor, "locate_disc", lambda image, model=None, name="image": says[Path(name).stem])
+    run = predict_folder(brightness_predictor(), tmp_path / "images", tmp_path / "out", progress=False,
+                         log=lambda *_: None)
+    table = pd.read_csv(tmp_path / "out" / "seg_report.csv", dtype={"id": str}, keep_default_na=False).set_index("id")
+    assert list(table.columns) == ["disc_area_px", "cup_area_px", "vcdr", "stage1_source", "stage1_confidence",
+                                   "stage2", "flags"] and sorted(table.index) == sorted(run.ids)
+    flags = table["flags"].to_dict()
+    # a window 4x too wide also shrinks the disc below what stage 1 said; the image centre is no disc centre
+    assert flags == {"clean": "", "unsure": "stage1_unsure", "rescued": "rescued", "window": "window stage2_doubt",
+                     "doubted": "stage2_doubt no_disc", "nodiscfound": "no_disc_found stage2_doubt", "nocup": "no_cup",
+                     "noise": "not_fundus" + flags["noise"][len("not_fundus"):]}
+    written = cv2.imread(str(run.pred_dir / "clean.bmp"), cv2.IMREAD_GRAYSCALE)
+    assert table.loc["clean", "vcdr"] == pytest.approx(vcdr(written), abs=1e-4)
+    assert 0.3 < table.loc["clean", "vcdr"] < 0.8
+    assert table.loc["clean", "disc_area_px"] == (written < 255).sum() and table.loc["clean", "stage2"] == "ok"
+    assert table.loc["doubted", "stage2"] == "no disc segmented in the crop"

@@ -7,7 +7,9 @@ other ``.bmp`` files there, so the zip holds exactly this run's masks. A two-sta
 ``stage1_report.json``: the photos where stage 1 was unsure or found no disc, (under ``"crops"``)
 those whose crop window breaks ``crop.window_problem``'s rule, (under ``"stage2"``) those whose
 segmented disc does not look like the disc the crop was centred on (``disc_check.disc_doubt``), and (under
-``"rescued"``) those where another of stage 1's candidates gave the crop kept.
+``"rescued"``) those where another of stage 1's candidates gave the crop kept. Every run writes
+``seg_report.csv``: a row per photo with its disc and cup areas, vCDR, what the two stages did and the
+flags a reviewer should look at (``report_row``).
 Every photo still gets its mask, so the submission stays complete.
 """
 from __future__ import annotations
@@ -23,22 +25,30 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, check_fundus_image, check_photo_sizes,
                             find_mask_dir, find_task_dir, image_size, list_images, list_masks, read_image, read_mask,
                             write_image)
-from gamma_kit.metrics import seg_image_metrics, summarise_seg
+from gamma_kit.metrics import cup_of, disc_of, seg_image_metrics, summarise_seg, vcdr
 from gamma_kit.safety import atomic_write_bytes, atomic_write_text
 from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
 from gamma_kit.seg.predictor import PhotoPrediction, load_model
 from gamma_kit.seg.prepare import labels_to_mask
 
-__all__ = ["SUBMISSION_DIR", "MANIFEST_NAME", "STAGE1_REPORT", "PredictionRun", "predict_folder",
+__all__ = ["SUBMISSION_DIR", "MANIFEST_NAME", "STAGE1_REPORT", "SEG_REPORT", "REPORT_COLUMNS", "REPORT_FLAGS",
+           "report_row", "PredictionRun", "predict_folder",
            "write_submission_zip", "find_gt_mask_dir", "test_images"]
 
 MANIFEST_NAME = "predict_manifest.json"
 STAGE1_REPORT = "stage1_report.json"
+SEG_REPORT = "seg_report.csv"
+#: seg_report.csv's columns; ``flags`` holds any of ``REPORT_FLAGS``, separated by spaces
+REPORT_COLUMNS = ("id", "disc_area_px", "cup_area_px", "vcdr", "stage1_source", "stage1_confidence", "stage2",
+                  "flags")
+REPORT_FLAGS = ("not_fundus", "no_disc_found", "stage1_unsure", "window", "rescued", "stage2_doubt", "no_disc",
+                "no_cup")
 _MANIFEST_EVERY = 20          # photos between two manifest saves
 
 
@@ -149,6 +159,24 @@ class PredictionRun:
 
 _FALLBACK_ACTION = {"whole-image model": "used the whole-image model's segmentation",
                     "image centre": "cropped at the image centre"}
+
+
+def report_row(image_id: str, photo: PhotoPrediction, mask: np.ndarray, not_fundus: bool = False) -> dict:
+    """One row of ``seg_report.csv`` for the mask written for a photo: disc and cup areas (px), the
+    vertical cup-to-disc ratio (``metrics.vcdr``, the challenge metric's definition: a measurement
+    of the mask, not a diagnosis), stage 1's source and confidence, stage 2's verdict ("ok" or its
+    doubt) and the flags (``REPORT_FLAGS``) a reviewer should look at."""
+    loc = photo.location
+    disc, cup = int(disc_of(mask).sum()), int(cup_of(mask).sum())
+    flags = [name for name, on in (
+        ("not_fundus", not_fundus), ("no_disc_found", loc is not None and loc.source == "image-centre"),
+        ("stage1_unsure", loc is not None and loc.unsure and loc.source != "image-centre"),
+        ("window", bool(photo.crop_note)), ("rescued", bool(photo.rescue)), ("stage2_doubt", bool(photo.doubt)),
+        ("no_disc", disc == 0), ("no_cup", disc > 0 and cup == 0)) if on]
+    return {"id": image_id, "disc_area_px": disc, "cup_area_px": cup, "vcdr": round(vcdr(mask), 4),
+            "stage1_source": "" if loc is None else loc.source,
+            "stage1_confidence": "" if loc is None else round(float(loc.confidence), 3),
+            "stage2": "" if photo.crop_labels is None else (photo.doubt or "ok"), "flags": " ".join(flags)}
 
 
 class _Reports:
@@ -268,20 +296,23 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     folder.open()
     pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
     reports = _Reports(log)
-    rows, rows_raw, overlays = {}, {}, []
+    rows, rows_raw, overlays, table = {}, {}, [], []
     t_total = t_model = 0.0
     for i, path in tqdm(files.items(), desc="predict", disable=not progress):
         t0 = time.perf_counter()
         image = read_image(path)
+        not_fundus = False
         try:
             check_fundus_image(image, path.name)
         except ValueError as exc:
             folder.not_fundus.append({"id": i, "file": str(path), "reason": str(exc)})
+            not_fundus = True
         t1 = time.perf_counter()
         photo = _predict_photo(predictor, image, path.name, upsample, tta)
         mask = labels_to_mask(photo.finished(pp))
         t_model += time.perf_counter() - t1
         reports.add(i, path, photo)
+        table.append(report_row(i, photo, mask, not_fundus))
         folder.write_mask(i, mask)
         t_total += time.perf_counter() - t0
         gt = read_mask(gt_files[i], expected_size=mask.shape[::-1]) if i in gt_files else None
@@ -291,6 +322,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
         if overlay_dir is not None:
             overlays.append(write_image(Path(overlay_dir) / f"{i}.png", overlay(image, mask, gt)))
     zip_path = folder.close()
+    atomic_write_text(out_dir / SEG_REPORT, pd.DataFrame(table, columns=list(REPORT_COLUMNS)).to_csv(index=False))
     run = PredictionRun(folder.pred_dir, zip_path, [Path(w).stem for w in folder.written], t_total / len(files),
                         t_model / len(files), overlays=overlays, stage1=reports.stage1,
                         not_fundus=folder.not_fundus, crops=reports.crops, stage2=reports.stage2)
