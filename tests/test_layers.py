@@ -16,8 +16,8 @@ FACES = {"demo", "evaluate", "doctor", "fovea.__main__", "fovea.demo", "seg.__ma
 TASKS = ("fovea", "seg")
 
 #: fovea: 0 pieces with no fovea imports; 1 config and data; 2 a run folder on disk, the inference
-#: chain; 3 a model on disk (it reads run folders), figures; 4 what builds on them (trainer, export
-#: writer); 5 the entry points of training and prediction; 6-7 the faces (demo, CLI).
+#: chain; 3 a model on disk (it reads run folders), figures, the per-photo report; 4 what builds on
+#: them (trainer, export writer); 5 the entry points of training and prediction; 6-7 the faces.
 #: seg: 0 the kit's model; 1 PaddleSeg's patches, a model folder on disk; 2 data preparation, a run
 #: folder; 3 training, stage 2's check of a crop; 4 the predictor; 5 post-processing; 6 the submission
 #: run and the export; 7 the PaddleX-2-style API; 8-9 the faces.
@@ -26,7 +26,7 @@ FLOORS = {
         "codec": 0, "model": 0, "loss": 0, "folds": 0, "roi": 0, "parallel": 0,
         "config": 1, "dataset": 1,
         "run_dir": 2, "inference": 2,
-        "checkpoints": 3, "figures": 3,
+        "checkpoints": 3, "figures": 3, "report": 3,
         "trainer": 4, "export": 4,
         "train": 5, "predict": 5,
         "demo": 6, "__init__": 6,

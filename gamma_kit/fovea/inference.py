@@ -169,7 +169,8 @@ class Located:
     image_xy: (N, 2) source-image pixels; empty: (N,) bool; origins: (N, 2) crop corners
     (pixels of the scaled canonical image); anchored: (N,) bool, the ROI was placed by the
     policy's anchor (False: the fixed window); guarded: (N,) bool, the outlier guard replaced
-    the decoded position by the window centre (gamma_kit.fovea.roi).
+    the decoded position by the window centre (gamma_kit.fovea.roi); prior: (N, 2) full-scale
+    canonical window centres (on anchored images the disc-based estimate of the fovea).
     """
 
     ids: list[str]
@@ -182,6 +183,7 @@ class Located:
     origins: np.ndarray | None = None
     anchored: np.ndarray | None = None
     guarded: np.ndarray | None = None
+    prior: np.ndarray | None = None
 
     def without_examples_beyond(self, n: int) -> "Located":
         """This result with ``crops`` and ``maps`` cut to the first ``n`` photos (copies, so the rest
@@ -201,7 +203,7 @@ class Located:
         maps = [np.concatenate([p.maps[m] for p in parts]) for m in range(len(parts[0].maps))]
         return cls([i for p in parts for i in p.ids], joined("crops"), maps, joined("heatmap_xy"),
                    joined("canonical_xy"), joined("image_xy"), joined("empty"), joined("origins"),
-                   joined("anchored"), joined("guarded"))
+                   joined("anchored"), joined("guarded"), joined("prior"))
 
     def frame(self) -> pd.DataFrame:
         """Image positions as a ``data, Fovea_X, Fovea_Y`` table indexed by id."""
@@ -225,7 +227,7 @@ def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], e
     if not len(canons):
         empty = np.zeros((0, 2))
         return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool), origins, anchored,
-                       np.zeros(0, bool))
+                       np.zeros(0, bool), centres)
     xy, is_empty = combine(maps, codecs, ensemble, fill_empty=False)
     canon_xy, guarded = roi.guard(ref.heatmap_to_canonical(xy, origins), centres, anchored, is_empty)
     xy = ref.canonical_to_heatmap(canon_xy, origins)
@@ -234,7 +236,7 @@ def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], e
         canon_xy = ref.heatmap_to_canonical(xy, origins)
     image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons], origins)
     return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty, origins, anchored,
-                   guarded)
+                   guarded, centres)
 
 
 def evaluate_items(model, items: Sequence, codec: HeatmapCodec, amp: bool, batch_size: int,

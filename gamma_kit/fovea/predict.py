@@ -26,6 +26,7 @@ from gamma_kit.fovea.config import build_codec
 from gamma_kit.fovea.dataset import SIDE_OVERRIDE_HINT, CanonicalCache
 from gamma_kit.fovea.figures import EXAMPLES
 from gamma_kit.fovea.inference import ENSEMBLES, Located, check_same_geometry, locate
+from gamma_kit.fovea.report import REPORT_COLUMNS, report_rows
 from gamma_kit.fovea.roi import policy_of_models
 from gamma_kit.geometry import EyeSideError, read_side_overrides
 from gamma_kit.metrics import evaluate_fovea
@@ -53,12 +54,18 @@ def _check_outputs(out_csv: Path, figures_dir: str | Path | None, inputs: list) 
         raise ValueError(f"--out {out_csv}: the submission is a .csv file (columns data,Fovea_X,Fovea_Y); "
                          "were --out and --gt swapped?")
     check_output_path(_scores_path(out_csv), inputs, "scores file")
+    check_output_path(_report_path(out_csv), inputs, "report file")
     if figures_dir is not None:
         check_output_path(figures_dir, inputs, "--figures")
 
 
 def _scores_path(out_csv: Path) -> Path:
     return out_csv.with_name(out_csv.stem + "_scores.json")
+
+
+def _report_path(out_csv: Path) -> Path:
+    """The fovea report beside the submission CSV (``report.REPORT_COLUMNS``)."""
+    return out_csv.with_name(out_csv.stem + "_report.csv")
 
 
 def _load_models(files: list[Path], exported: str | Path | None, device: str) -> tuple[list, list[dict], list]:
@@ -76,14 +83,15 @@ CHUNK_BATCHES = 4
 
 
 def _located_in_chunks(models, codecs, paths: dict[str, Path], cache: CanonicalCache, roi, chunk: int,
-                       progress: bool, **chain) -> tuple[Located, list]:
+                       progress: bool, **chain) -> tuple[Located, list, list]:
     """``inference.locate`` over ``paths`` ``chunk`` photos at a time (decode, canonical frame, ROI,
     heatmaps): (the positions of every photo, with the crops and heatmaps of the first
-    ``figures.EXAMPLES`` only, for the figures; the CanonicalFrame of every photo). The photos whose eye side is undecidable
-    are named in one error at the end, before anything is written."""
+    ``figures.EXAMPLES`` only, for the figures; the CanonicalFrame of every photo; the
+    ``report.report_rows`` of every photo). The photos whose eye side is undecidable are named in
+    one error at the end, before anything is written."""
     from tqdm import tqdm
 
-    parts, frames, failed = [], [], []
+    parts, frames, failed, rows = [], [], [], []
     ids = list(paths)
     with tqdm(total=len(ids), desc="predict", unit="img", disable=not progress, leave=False) as bar:
         for start in range(0, len(ids), chunk):
@@ -97,12 +105,13 @@ def _located_in_chunks(models, codecs, paths: dict[str, Path], cache: CanonicalC
                 bar.update()
             if canon and not failed:
                 found = locate(models, canon, codecs, roi=roi, **chain)
+                rows += report_rows(found, [c.frame for c in canon], codecs, roi.anchor)
                 parts.append(found.without_examples_beyond(max(0, EXAMPLES - len(frames))))
                 frames += [c.frame for c in canon]
     if failed:
         raise ValueError(f"cannot decide the eye side of {len(failed)} image(s): {failed[:10]}; for each, "
                          f"{SIDE_OVERRIDE_HINT}")
-    return Located.concat(parts), frames
+    return Located.concat(parts), frames, rows
 
 
 def _flags(found, anchor: str) -> dict:
@@ -143,7 +152,9 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     guard replaced by the disc prior).
     Photos are read, located and let go ``CHUNK_BATCHES`` batches at a time (the positions are those
     of a single pass). Returns ``{"predictions": DataFrame, "n_models", "device", "empty": [ids], "roi_anchor", "roi_fallback":
-    [ids], "guarded": [ids], "scores": dict | None}``; scores also go to ``<out_csv stem>_scores.json``.
+    [ids], "guarded": [ids], "scores": dict | None, "report": path}``; scores also go to
+    ``<out_csv stem>_scores.json``, and a row per photo with what a reviewer needs to doubt it to
+    ``<out_csv stem>_report.csv`` (``gamma_kit.fovea.report``).
     """
     from gamma_kit.runtime import select_device
 
@@ -170,11 +181,12 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     elif cache.scale != ref.scale:
         raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")
     roi = policy_of_models(cfgs)
-    found, frames = _located_in_chunks(list(models), codecs, paths, cache, roi, CHUNK_BATCHES * batch_size,
-                                       progress, ensemble=ensemble, flip=flip, amp=amp, batch_size=batch_size,
-                                       fill_empty=True)
+    found, frames, rows = _located_in_chunks(list(models), codecs, paths, cache, roi, CHUNK_BATCHES * batch_size,
+                                             progress, ensemble=ensemble, flip=flip, amp=amp, batch_size=batch_size,
+                                             fill_empty=True)
     pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
+    atomic_write_text(_report_path(out_csv), pd.DataFrame(rows, columns=list(REPORT_COLUMNS)).to_csv(index=False))
     scores = None if gt_df is None else _score(pred_df, gt_df, {i: f.image_size for i, f in zip(found.ids, frames)},
                                                str(gt), _scores_path(out_csv))
     if figures_dir is not None:
@@ -182,4 +194,4 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
 
         plot_prediction_figures(figures_dir, found, frames, ref, gt_df)
     return {"predictions": pred_df, "n_models": len(models), "device": dev, **_flags(found, roi.anchor),
-            "scores": scores}
+            "scores": scores, "report": _report_path(out_csv)}
