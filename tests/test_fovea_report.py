@@ -94,9 +94,14 @@ def test_predict_writes_the_report_beside_the_submission(canons, tmp_path):
 
     run, _ = random_run(tmp_path / "run", seeds=(3,))
     images = {c.id: c.path for c in canons}
-    out = predict([run], images, tmp_path / "sub.csv", device="cpu", progress=False)
+    out = predict([run], images, tmp_path / "sub.csv", device="cpu", progress=False, review=True)
     report = pd.read_csv(out["report"], dtype={"id": str}, keep_default_na=False)
     assert out["report"] == tmp_path / "sub_report.csv" and list(report.columns) == list(REPORT_COLUMNS)
     sub = pd.read_csv(tmp_path / "sub.csv", dtype={"data": str})
     assert list(sub.columns) == ["data", "Fovea_X", "Fovea_Y"] and list(report["id"]) == list(sub["data"])
     np.testing.assert_allclose(report[["x", "y"]].to_numpy(), sub[["Fovea_X", "Fovea_Y"]].to_numpy(), atol=0.01)
+    assert out["review"] == [tmp_path / "sub_review" / "review_001.png"] and out["flagged"] == (report["flags"] != "").sum()
+    import cv2
+
+    sheet = cv2.imread(str(out["review"][0]))
+    assert sheet.shape[1] == 5 * 300 and sheet.shape[0] > 200                # one row of thumbnails

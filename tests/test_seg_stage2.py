@@ -188,7 +188,7 @@ def test_seg_report_flags_fire_on_the_photos_built_for_them_and_stay_quiet_on_cl
         _write(tmp_path / "images" / f"{name}.png", img)                          # PNG: no JPEG ringing
     monkeypatch.setattr(predictor, "locate_disc", lambda image, model=None, name="image": says[Path(name).stem])
     run = predict_folder(brightness_predictor(), tmp_path / "images", tmp_path / "out", progress=False,
-                         log=lambda *_: None)
+                         log=lambda *_: None, review_dir=tmp_path / "out" / "review")
     table = pd.read_csv(tmp_path / "out" / "seg_report.csv", dtype={"id": str}, keep_default_na=False).set_index("id")
     assert list(table.columns) == ["disc_area_px", "cup_area_px", "vcdr", "stage1_source", "stage1_confidence",
                                    "stage2", "flags"] and sorted(table.index) == sorted(run.ids)
@@ -202,3 +202,5 @@ def test_seg_report_flags_fire_on_the_photos_built_for_them_and_stay_quiet_on_cl
     assert 0.3 < table.loc["clean", "vcdr"] < 0.8
     assert table.loc["clean", "disc_area_px"] == (written < 255).sum() and table.loc["clean", "stage2"] == "ok"
     assert table.loc["doubted", "stage2"] == "no disc segmented in the crop"
+    assert run.report == tmp_path / "out" / "seg_report.csv" and run.flagged == 7
+    assert run.review == [tmp_path / "out" / "review" / "review_001.png"]

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "train.average_last), best on validation, last epoch; auto (default): averaged where "
                         "training wrote it, else best")
     p.add_argument("--figures", help="folder for heatmap / distribution figures")
+    p.add_argument("--review", action="store_true",
+                   help="write <out stem>_review/review_001.png ...: thumbnails with the point, most flags first")
     p.add_argument("--amp", action="store_true", help="float16 autocast (GPU only)")
     from gamma_kit.fovea.export import add_export_cli
 
@@ -174,6 +176,34 @@ def resume_command(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in ["python", "-m", "gamma_kit.fovea", *out])
 
 
+def _predict(args) -> None:
+    """fovea predict: the submission CSV, its report and, on request, figures and review sheets."""
+    from gamma_kit.fovea.predict import predict
+
+    images = args.images
+    if images is None:
+        from gamma_kit.data import load_fovea_split
+
+        images = load_fovea_split(args.data_root, "testing").images
+    out = predict(args.checkpoints, images, args.out, ensemble=args.ensemble, flip=args.flip,
+                  side_overrides=args.side_overrides, gt=args.gt, device=args.device or "auto",
+                  figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress,
+                  exported=args.exported, which=args.which, review=args.review)
+    print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
+    print(f"per-photo report: {out['report']} ({out['flagged']} photo(s) flagged)"
+          + (f"; review sheets: {out['review'][0].parent}" if out["review"] else ""))
+    if out["empty"]:
+        print(f"warning: empty heatmaps (fallback position used) for {out['empty']}")
+    if out["roi_fallback"]:
+        print(f"note: no usable optic disc to anchor the ROI, fixed window used for {len(out['roi_fallback'])} "
+              f"image(s): {out['roi_fallback'][:10]}")
+    if out["guarded"]:
+        print(f"note: the network's fovea lay far from the disc-based estimate (or its heatmap was empty) for "
+              f"{len(out['guarded'])} image(s), the estimate was used: {out['guarded'][:10]}")
+    if out["scores"]:
+        print(json.dumps({k: out["scores"][k] for k in ("aed", "score", "n")}))
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if getattr(args, "run", None) is not None:      # commands that bring their own runner (export)
         return args.run(args)
@@ -204,30 +234,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         if os.environ.get("PADDLE_TRAINER_ID", "0") == "0":      # under paddle.distributed.launch: rank 0 reports
             print(json.dumps(out, indent=1))
     elif args.command == "predict":
-        from gamma_kit.fovea.predict import predict
-
-        images = args.images
-        gt = args.gt
-        if images is None:
-            from gamma_kit.data import load_fovea_split
-
-            split = load_fovea_split(args.data_root, "testing")
-            images = split.images
-        out = predict(args.checkpoints, images, args.out, ensemble=args.ensemble, flip=args.flip,
-                      side_overrides=args.side_overrides, gt=gt, device=args.device or "auto",
-                      figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress,
-                      exported=args.exported, which=args.which)
-        print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
-        if out["empty"]:
-            print(f"warning: empty heatmaps (fallback position used) for {out['empty']}")
-        if out["roi_fallback"]:
-            print(f"note: no usable optic disc to anchor the ROI, fixed window used for {len(out['roi_fallback'])} "
-                  f"image(s): {out['roi_fallback'][:10]}")
-        if out["guarded"]:
-            print(f"note: the network's fovea lay far from the disc-based estimate (or its heatmap was empty) for "
-                  f"{len(out['guarded'])} image(s), the estimate was used: {out['guarded'][:10]}")
-        if out["scores"]:
-            print(json.dumps({k: out["scores"][k] for k in ("aed", "score", "n")}))
+        _predict(args)
     else:
         from gamma_kit.fovea.demo import run_demo
 

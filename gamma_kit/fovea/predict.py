@@ -55,12 +55,35 @@ def _check_outputs(out_csv: Path, figures_dir: str | Path | None, inputs: list) 
                          "were --out and --gt swapped?")
     check_output_path(_scores_path(out_csv), inputs, "scores file")
     check_output_path(_report_path(out_csv), inputs, "report file")
+    check_output_path(_review_dir(out_csv), inputs, "review folder")
     if figures_dir is not None:
         check_output_path(figures_dir, inputs, "--figures")
 
 
 def _scores_path(out_csv: Path) -> Path:
     return out_csv.with_name(out_csv.stem + "_scores.json")
+
+
+def _review_dir(out_csv: Path) -> Path:
+    return out_csv.with_name(out_csv.stem + "_review")
+
+
+def _review(rows: list[dict], paths: dict[str, Path], folder: Path) -> list[Path]:
+    """Review sheets (``gamma_kit.review``): each photo with a cross at its predicted fovea."""
+    import cv2
+
+    from gamma_kit.review import ReviewEntry, review_sheets
+
+    def cross(x: float, y: float):
+        def draw(image):
+            size = max(6, round(image.shape[1] / 60))
+            cv2.drawMarker(image, (round(x), round(y)), (255, 255, 0), cv2.MARKER_CROSS, 2 * size,
+                           max(2, size // 3))
+            return image
+        return draw
+
+    return review_sheets([ReviewEntry(r["id"], paths[r["id"]], r["flags"], cross(r["x"], r["y"])) for r in rows],
+                         folder)
 
 
 def _report_path(out_csv: Path) -> Path:
@@ -135,7 +158,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
             cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True,
             cache: CanonicalCache | None = None, exported: str | Path | None = None,
-            batch_size: int = 8, which: str = "auto") -> dict:
+            batch_size: int = 8, which: str = "auto", review: bool = False) -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
     Models: ``checkpoints`` (dynamic, ``checkpoints.find_checkpoints``; ``which`` of each fold folder:
@@ -151,10 +174,12 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     not anchor it and got the fixed window; ``guarded`` those whose decoded position the outlier
     guard replaced by the disc prior).
     Photos are read, located and let go ``CHUNK_BATCHES`` batches at a time (the positions are those
-    of a single pass). Returns ``{"predictions": DataFrame, "n_models", "device", "empty": [ids], "roi_anchor", "roi_fallback":
-    [ids], "guarded": [ids], "scores": dict | None, "report": path}``; scores also go to
-    ``<out_csv stem>_scores.json``, and a row per photo with what a reviewer needs to doubt it to
-    ``<out_csv stem>_report.csv`` (``gamma_kit.fovea.report``).
+    of a single pass). Returns ``{"predictions": DataFrame, "n_models", "device", "empty": [ids],
+    "roi_anchor", "roi_fallback": [ids], "guarded": [ids], "scores": dict | None, "report": path,
+    "flagged": int, "review": [paths]}``; scores also go to ``<out_csv stem>_scores.json``, and a row
+    per photo with what a reviewer needs to doubt it to ``<out_csv stem>_report.csv``
+    (``gamma_kit.fovea.report``); ``review``: review sheets in ``<out_csv stem>_review/``
+    (``gamma_kit.review``), the photos with the most flags first.
     """
     from gamma_kit.runtime import select_device
 
@@ -187,6 +212,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     pred_df = found.frame()
     write_fovea_csv(out_csv, pred_df)
     atomic_write_text(_report_path(out_csv), pd.DataFrame(rows, columns=list(REPORT_COLUMNS)).to_csv(index=False))
+    sheets = _review(rows, paths, _review_dir(out_csv)) if review else []
     scores = None if gt_df is None else _score(pred_df, gt_df, {i: f.image_size for i, f in zip(found.ids, frames)},
                                                str(gt), _scores_path(out_csv))
     if figures_dir is not None:
@@ -194,4 +220,5 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
 
         plot_prediction_figures(figures_dir, found, frames, ref, gt_df)
     return {"predictions": pred_df, "n_models": len(models), "device": dev, **_flags(found, roi.anchor),
-            "scores": scores, "report": _report_path(out_csv)}
+            "scores": scores, "report": _report_path(out_csv), "flagged": sum(1 for r in rows if r["flags"]),
+            "review": sheets}

@@ -96,11 +96,14 @@ def cmd_predict(a) -> None:
         gt = find_gt_mask_dir(a.data_root, a.split)
     inputs = [a.images, a.data_root, a.model, a.exported, a.stage1_model]
     run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt, tta=a.tta, inputs=inputs,
-                         overlay_dir=Path(a.out) / "overlays" if a.overlays else None, upsample=a.upsample)
+                         overlay_dir=Path(a.out) / "overlays" if a.overlays else None, upsample=a.upsample,
+                         review_dir=Path(a.out) / "review" if a.review else None)
     kind = "two-stage" if getattr(model, "roi", None) is not None else "whole-image"
     print(f"wrote {len(run.ids)} masks ({kind}{', flip TTA' if a.tta else ''}) to {run.pred_dir} "
           f"and {run.zip_path}")
     print(f"time per image: {run.seconds_per_image:.3f} s (network {run.model_seconds_per_image:.3f} s)")
+    print(f"per-photo report: {run.report} ({run.flagged} of {len(run.ids)} photo(s) flagged)"
+          + (f"; review sheets: {run.review[0].parent}" if run.review else ""))
     if run.metrics is not None:
         print(f"scored against {gt}: {_summary(run.metrics)}")
         if a.postprocess:
@@ -218,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep stage 1's first crop even where stage 2 doubts its disc (by default stage 1's other "
                         "candidate places are segmented too and the crop that looks most like a disc is kept)")
     p.add_argument("--overlays", action="store_true", help="write OUT/overlays/<id>.png")
+    p.add_argument("--review", action="store_true",
+                   help="write OUT/review/review_001.png ...: thumbnails with the outlines, most flags first")
     p.add_argument("--upsample", default="nearest", choices=UPSAMPLE_MODES,
                    help="label map to the source size: nearest arg-max (original) or bilinear logits")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,

@@ -140,7 +140,8 @@ class PredictionRun:
     (dicts: id, file, source, confidence, note, fallback); ``not_fundus`` the photos that
     ``data.check_fundus_image`` doubts (dicts: id, file, reason), predicted anyway; ``crops`` the photos
     whose crop window breaks ``crop.window_problem``'s rule (dicts: id, file, note); ``stage2`` the
-    photos whose segmented disc ``disc_check.disc_doubt`` doubts (dicts: id, file, note)."""
+    photos whose segmented disc ``disc_check.disc_doubt`` doubts (dicts: id, file, note); ``report``
+    ``seg_report.csv`` (``flagged``: its rows with a flag), ``review`` the review sheets written."""
 
     pred_dir: Path
     zip_path: Path
@@ -155,6 +156,9 @@ class PredictionRun:
     not_fundus: list[dict] = field(default_factory=list)
     crops: list[dict] = field(default_factory=list)
     stage2: list[dict] = field(default_factory=list)
+    report: Path | None = None
+    flagged: int = 0
+    review: list[Path] = field(default_factory=list)
 
 
 _FALLBACK_ACTION = {"whole-image model": "used the whole-image model's segmentation",
@@ -225,15 +229,28 @@ class _Reports:
         return path
 
 
-def _check_inputs(model, images, out_dir: Path, gt_dir, overlay_dir, inputs: tuple):
+def _review(table: list[dict], files: dict[str, Path], pred_dir: Path, review_dir) -> list[Path]:
+    """Review sheets of a run: each photo with the outlines of the mask written for it."""
+    from gamma_kit.review import ReviewEntry, review_sheets
+
+    def outlines(image_id: str):
+        return lambda image: overlay(image, read_mask(pred_dir / f"{image_id}.bmp"),
+                                     thickness=max(2, round(image.shape[1] / 150)))   # seen on a thumbnail
+
+    return review_sheets([ReviewEntry(r["id"], files[r["id"]], r["flags"], outlines(r["id"])) for r in table],
+                         review_dir)
+
+
+def _check_inputs(model, images, out_dir: Path, gt_dir, overlay_dir, inputs: tuple, review_dir=None):
     """(photos {id: path}, GT masks {id: path}, predictor) after the checks made before any work:
     outputs not onto inputs, photo sizes, GT ids that have a photo and its size."""
     from gamma_kit.safety import check_output_path
 
     check_output_path(out_dir, [*inputs, *(() if isinstance(images, dict) else (images,)), gt_dir],
                       "output folder")
-    if overlay_dir is not None:
-        check_output_path(overlay_dir, [*inputs, gt_dir], "overlay folder")
+    for folder, what in ((overlay_dir, "overlay folder"), (review_dir, "review folder")):
+        if folder is not None:
+            check_output_path(folder, [*inputs, gt_dir], what)
     files = images if isinstance(images, dict) else list_images(images)
     check_photo_sizes(files)
     predictor = model if hasattr(model, "predict_labels") else load_model(model)
@@ -267,7 +284,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
                    out_dir: str | os.PathLike, postprocess=False,
                    gt_dir: str | os.PathLike | None = None, overlay_dir: str | os.PathLike | None = None,
                    upsample: str = "nearest", progress: bool = True, tta: bool = False,
-                   inputs: tuple = (), log=print) -> PredictionRun:
+                   inputs: tuple = (), log=print, review_dir: str | os.PathLike | None = None) -> PredictionRun:
     """Predict every image, write ``out_dir/Disc_Cup_Segmentations/<id>.bmp`` and the zip.
 
     ``model`` is a model directory or anything with ``predict_photo``/``predict_labels``
@@ -278,6 +295,8 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     ``metrics_raw`` the score without it. ``tta``: flip test-time augmentation. ``overlay_dir``
     gets one PNG per image (prediction yellow, truth green). ``inputs``: folders/files the output
     must not be or lie inside. Photos are streamed: memory holds one photo and its masks at a time.
+    ``review_dir`` gets review sheets (``gamma_kit.review``: thumbnails with the outlines, the photos
+    with the most ``seg_report.csv`` flags first).
 
     Photos where stage 1 was unsure or found no disc are printed through ``log`` (one line each and
     a count) and listed in ``out_dir/stage1_report.json``, as (under ``"crops"``) are the photos whose
@@ -291,7 +310,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     """
     steps = parse_postprocess(postprocess)
     out_dir = Path(out_dir)
-    files, gt_files, predictor = _check_inputs(model, images, out_dir, gt_dir, overlay_dir, inputs)
+    files, gt_files, predictor = _check_inputs(model, images, out_dir, gt_dir, overlay_dir, inputs, review_dir)
     folder = _SubmissionFolder(out_dir)
     folder.open()
     pp = (lambda lab: postprocess_labels(lab, steps)) if steps else None
@@ -322,10 +341,13 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
         if overlay_dir is not None:
             overlays.append(write_image(Path(overlay_dir) / f"{i}.png", overlay(image, mask, gt)))
     zip_path = folder.close()
-    atomic_write_text(out_dir / SEG_REPORT, pd.DataFrame(table, columns=list(REPORT_COLUMNS)).to_csv(index=False))
+    report = atomic_write_text(out_dir / SEG_REPORT,
+                               pd.DataFrame(table, columns=list(REPORT_COLUMNS)).to_csv(index=False))
+    review = _review(table, files, folder.pred_dir, review_dir) if review_dir is not None else []
     run = PredictionRun(folder.pred_dir, zip_path, [Path(w).stem for w in folder.written], t_total / len(files),
                         t_model / len(files), overlays=overlays, stage1=reports.stage1,
-                        not_fundus=folder.not_fundus, crops=reports.crops, stage2=reports.stage2)
+                        not_fundus=folder.not_fundus, crops=reports.crops, stage2=reports.stage2, report=report,
+                        flagged=sum(1 for r in table if r["flags"]), review=review)
     _warn_not_fundus(folder.not_fundus, len(files), folder.manifest)
     if getattr(predictor, "roi", None) is not None:
         run.stage1_report = reports.write(out_dir, len(files))
