@@ -103,8 +103,13 @@ setup(
             "ipykernel==7.4.0",
             "psutil==7.2.2",
             "wheel==0.45.1",       # .ci/run's offline wheel build (see above)
+            "paddle2onnx==2.1.0",  # the onnx extra, so that CI runs tests/test_onnx.py
+            "onnxruntime==1.32.0",
         ],
         "bench": ["psutil==7.2.2"],   # peak RSS sampling in bench/ (python bench/run_all.py)
+        # export --format onnx / predict --onnx; with the NumPy-1 pin (see above) these resolve to onnx 1.17.0,
+        # onnxoptimizer 0.3.13 and polygraphy 0.53.6, pinned in constraints.txt
+        "onnx": ["paddle2onnx==2.1.0", "onnxruntime==1.32.0"],
     },
     # the same entry points as python -m gamma_kit.<module>
     entry_points={"console_scripts": [

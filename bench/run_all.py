@@ -8,8 +8,8 @@
     python bench/run_all.py --list     # the parts and the estimated wall time of each; runs nothing
 
 Parts (``--only`` / ``--skip`` names; see ``PARTS``): heatmap, dataset, models, fovea_epoch,
-disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, synth_realism, accuracy
-(synthetic fovea and segmentation arms). Before running, the plan is printed with an estimate of each part's
+disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, synth_realism,
+accuracy (synthetic fovea and segmentation arms). Before running, the plan is printed with an estimate of each part's
 wall time: the part's last measured duration in ``--raw-dir`` (same ``--quick`` mode; the
 accuracy part scaled to ``--budget``), else a default for 2 idle cores.
 
@@ -267,6 +267,11 @@ def _predict_memory_jobs(ctx: Context) -> list[Job]:
                 ["--counts", counts, "--md", str(ctx.raw / "predict_memory.md")], 3600)]
 
 
+def _backends_jobs(ctx: Context) -> list[Job]:
+    return [Job("backends", "bench_backends.py", ["--photos", "4" if ctx.args.quick else "20",
+                                                  "--md", str(ctx.raw / "backends.md")], 3600)]
+
+
 def _synth_realism_jobs(ctx: Context) -> list[Job]:
     quick = ctx.args.quick
     return [Job("synth_realism", "bench_synth_realism.py",
@@ -305,13 +310,15 @@ PARTS: dict[str, Part] = {
                           _seg_two_stage_jobs),
     "predict_memory": Part(("predict_memory",), "predict peak RSS, 20 vs 500 full-size photos, vs before streaming",
                            (820, 120), _predict_memory_jobs),
+    "backends": Part(("backends",), "predict per photo and peak RSS: dynamic, Paddle Inference, onnxruntime",
+                     (180, 60), _backends_jobs),
     "synth_realism": Part(("synth_realism",), "synthetic disc region vs real photos, both renderers", (80, 10),
                           _synth_realism_jobs),
     "accuracy": Part(("accuracy_synth", "accuracy_seg"), "equal-budget accuracy arms (fovea, seg), synthetic",
                      (510, 70), _accuracy_jobs, budget_scaled=True),
 }
 ORDER = ["heatmap", "dataset", "models", "fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory",
-         "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
+         "backends", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
 DEMO_ESTIMATE_S = 240.0
 DURATIONS = "_durations.json"       # in --raw-dir: the last measured wall time of each part, per mode
 

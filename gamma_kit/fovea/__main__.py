@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = p.add_mutually_exclusive_group(required=True)
     models.add_argument("--checkpoints", nargs="+", help="run folder(s), fold folder(s) or .pdparams")
     models.add_argument("--exported", help="folder written by the export command (runs Paddle Inference)")
+    models.add_argument("--onnx", help="folder written by export --format onnx (runs onnxruntime; the onnx extra)")
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.add_argument("--ensemble", choices=ENSEMBLES, default="coords")
     p.add_argument("--flip", action="store_true", help="horizontal-flip test-time augmentation")
@@ -188,7 +189,8 @@ def _predict(args) -> None:
     out = predict(args.checkpoints, images, args.out, ensemble=args.ensemble, flip=args.flip,
                   side_overrides=args.side_overrides, gt=args.gt, device=args.device or "auto",
                   figures_dir=args.figures, cache_dir=args.cache_dir, amp=args.amp, progress=not args.no_progress,
-                  exported=args.exported, which=args.which, review=args.review)
+                  exported=args.exported or args.onnx, which=args.which, review=args.review,
+                  backend="onnx" if args.onnx else "paddle")
     print(f"wrote {args.out} ({len(out['predictions'])} images, {out['n_models']} model(s))")
     print(f"per-photo report: {out['report']} ({out['flagged']} photo(s) flagged)"
           + (f"; review sheets: {out['review'][0].parent}" if out["review"] else ""))

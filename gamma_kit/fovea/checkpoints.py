@@ -33,7 +33,8 @@ from gamma_kit.fovea.config import build_model, model_signature
 from gamma_kit.fovea.run_dir import fold_of, last_weights
 
 __all__ = ["CHECKPOINT_CHOICES", "find_checkpoints", "read_state", "load_checkpoint", "average_weights",
-           "MANIFEST_NAME", "MODEL_PREFIX", "CONFIG_NAME", "EXPORT_FORMAT", "ExportedModel", "load_exported"]
+           "MANIFEST_NAME", "MODEL_PREFIX", "CONFIG_NAME", "EXPORT_FORMAT", "BACKENDS", "ExportedModel",
+           "load_exported"]
 
 #: which checkpoint of a fold folder: auto (averaged where training wrote it, else best), best, last, averaged
 CHECKPOINT_CHOICES = ("auto", "best", "last", "averaged")
@@ -42,6 +43,8 @@ MANIFEST_NAME = "export.json"
 MODEL_PREFIX = "model"
 CONFIG_NAME = "config.yml"
 EXPORT_FORMAT = 1
+#: what runs an export: Paddle Inference, or onnxruntime on model.onnx (export --format onnx)
+BACKENDS = ("paddle", "onnx")
 _FOLD = re.compile(r"fold\d+")
 
 
@@ -158,17 +161,22 @@ def average_weights(paths: Sequence[str | Path]) -> dict:
 
 
 class ExportedModel:
-    """One exported fold model run by ``paddle.inference``.
+    """One exported fold model run by ``paddle.inference`` (``backend="paddle"``) or by onnxruntime on
+    its ``model.onnx`` (``backend="onnx"``, exported with ``--format onnx``).
 
     ``predict_heatmaps(crops (N, 3, h, w) float32, batch_size, flip)`` -> (N, h, w) float32,
     as gamma_kit.fovea.inference.predict_heatmaps does for a dynamic model.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", cpu_threads: int | None = None) -> None:
-        from gamma_kit.engine import InferenceModel
+    def __init__(self, model_dir: str | os.PathLike, device: str = "auto", cpu_threads: int | None = None,
+                 backend: str = "paddle") -> None:
+        from gamma_kit.engine import ONNX_NAME, InferenceModel, OnnxModel
 
         d = Path(model_dir)
-        self.model = InferenceModel(d / MODEL_PREFIX, device, cpu_threads)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.model = (OnnxModel(d / ONNX_NAME, device, cpu_threads) if backend == "onnx"
+                      else InferenceModel(d / MODEL_PREFIX, device, cpu_threads))
         self.path = d
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -204,10 +212,12 @@ def _read_manifest(d: Path) -> list[dict]:
     return entries
 
 
-def load_exported(export_dir: str | os.PathLike, device: str = "auto") -> tuple[list[ExportedModel], list[dict],
-                                                                                 list[Path]]:
+def load_exported(export_dir: str | os.PathLike, device: str = "auto", backend: str = "paddle"
+                  ) -> tuple[list[ExportedModel], list[dict], list[Path]]:
     """Models, configs and model folders of an export folder, after checking the manifest
-    and that every file it lists is there with the size the export wrote."""
+    and that every file it lists is there with the size the export wrote; ``backend``: see
+    ``ExportedModel`` (an export without ``model.onnx`` is refused for ``onnx`` in one line)."""
+    from gamma_kit.engine import ONNX_NAME
     from gamma_kit.fovea.config import load_config
 
     d = Path(export_dir)
@@ -225,6 +235,8 @@ def load_exported(export_dir: str | os.PathLike, device: str = "auto") -> tuple[
         if not (md / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{md / CONFIG_NAME}: missing from the export; export again")
         cfgs.append(load_config(md / CONFIG_NAME))
-        models.append(ExportedModel(md, device=device))
+        if backend == "onnx" and ONNX_NAME not in (e.get("files") or {}):
+            raise FileNotFoundError(f"{md / ONNX_NAME}: this export has no ONNX model; export with --format onnx")
+        models.append(ExportedModel(md, device=device, backend=backend))
         dirs.append(md)
     return models, cfgs, dirs

@@ -46,16 +46,18 @@ def _model_name(path: Path, k: int, taken: set[str]) -> str:
 
 
 def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                  which: str = "auto") -> Path:
+                  which: str = "auto", onnx: bool = False) -> Path:
     """Export every fold model of ``checkpoints`` (run folder(s), fold folder(s) or
     ``.pdparams`` files; ``which`` = auto / best / last / averaged for folders, as
     ``checkpoints.find_checkpoints``) to ``out_dir``; returns it.
 
     ``out_dir`` must not be, or lie inside, an input, and must be new or empty
-    (FileExistsError otherwise: an earlier export is never overwritten).
+    (FileExistsError otherwise: an earlier export is never overwritten). ``onnx``: each fold also gets
+    ``model.onnx`` (``engine.to_onnx``, the ``onnx`` extra), listed in the manifest like its other files.
     """
     import paddle
 
+    from gamma_kit.engine import ONNX_NAME, to_onnx
     from gamma_kit.fovea.config import build_codec, dump_config
     from gamma_kit.safety import check_output_path, deferred_interrupts, fsync_replace
 
@@ -81,6 +83,10 @@ def export_static(checkpoints: str | os.PathLike | Sequence[str | os.PathLike], 
         try:
             with deferred_interrupts():
                 paddle.jit.save(static, str(tmp / MODEL_PREFIX))
+                if onnx:
+                    graph = next(p for p in (tmp / f"{MODEL_PREFIX}.json", tmp / f"{MODEL_PREFIX}.pdmodel")
+                                 if p.is_file())
+                    to_onnx(graph, tmp / f"{MODEL_PREFIX}.pdiparams", tmp / ONNX_NAME)
                 (tmp / CONFIG_NAME).write_text(dump_config(cfg))
                 sizes = {}
                 for p in sorted(tmp.iterdir()):
@@ -102,11 +108,14 @@ def add_export_cli(subparsers) -> None:
     p.add_argument("--out", required=True, help="new (or empty) folder for the exported models")
     p.add_argument("--which", choices=CHECKPOINT_CHOICES, default="auto",
                    help="checkpoint of each fold folder (auto: averaged where training wrote it, else best)")
+    p.add_argument("--format", choices=("paddle", "onnx"), default="paddle",
+                   help="onnx: also model.onnx per fold, for predict --onnx (onnxruntime; the onnx extra)")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args) -> int:
-    out = export_static(args.checkpoints, args.out, which=args.which)
+    out = export_static(args.checkpoints, args.out, which=args.which, onnx=args.format == "onnx")
     n = len(json.loads((out / MANIFEST_NAME).read_text())["models"])
-    print(f"exported {n} model(s) to {out} (predict with: python -m gamma_kit.fovea predict --exported {out} ...)")
+    flag = "--onnx" if args.format == "onnx" else "--exported"
+    print(f"exported {n} model(s) to {out} (predict with: python -m gamma_kit.fovea predict {flag} {out} ...)")
     return 0

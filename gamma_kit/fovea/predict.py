@@ -91,11 +91,13 @@ def _report_path(out_csv: Path) -> Path:
     return out_csv.with_name(out_csv.stem + "_report.csv")
 
 
-def _load_models(files: list[Path], exported: str | Path | None, device: str) -> tuple[list, list[dict], list]:
+def _load_models(files: list[Path], exported: str | Path | None, device: str, backend: str = "paddle"
+                 ) -> tuple[list, list[dict], list]:
     """(models, their configs, their files or export folders): the exported models of ``exported``
-    (Paddle Inference on ``device``'s kind) or the dynamic models of checkpoint ``files``."""
+    (Paddle Inference or onnxruntime, ``backend``, on ``device``'s kind) or the dynamic models of
+    checkpoint ``files``."""
     if exported is not None:
-        return load_exported(exported, device="gpu" if device.startswith("gpu") else "cpu")
+        return load_exported(exported, device="gpu" if device.startswith("gpu") else "cpu", backend=backend)
     models, cfgs = zip(*(load_checkpoint(f) for f in files))
     return list(models), list(cfgs), files
 
@@ -158,12 +160,13 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
             gt: str | Path | None = None, device: str = "auto", figures_dir: str | Path | None = None,
             cache_dir: str | Path | None = None, amp: bool = False, progress: bool = True,
             cache: CanonicalCache | None = None, exported: str | Path | None = None,
-            batch_size: int = 8, which: str = "auto", review: bool = False) -> dict:
+            batch_size: int = 8, which: str = "auto", review: bool = False, backend: str = "paddle") -> dict:
     """Predict every image of ``images`` (a folder, or id -> path) and write ``out_csv``.
 
     Models: ``checkpoints`` (dynamic, ``checkpoints.find_checkpoints``; ``which`` of each fold folder:
     auto (averaged where training wrote it, else best), best, last, averaged) or ``exported`` (a folder
-    of gamma_kit.fovea.export, read by ``checkpoints.load_exported``, run by Paddle Inference); not both.
+    of gamma_kit.fovea.export, read by ``checkpoints.load_exported``, run by Paddle Inference, or with
+    ``backend="onnx"`` by onnxruntime on the export's ``model.onnx`` files); not both.
     ``amp``: float16 autocast on a GPU (ignored on the CPU and for exported models).
     ``cache``: a :class:`CanonicalCache` at the models' scale to share decoded images with
     the caller (otherwise one is made here, with ``cache_dir`` and ``side_overrides``).
@@ -197,7 +200,7 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     dev = select_device(device)
     # float16 autocast only helps (and works) on a GPU; exported models run as they were exported
     amp = bool(amp) and dev.startswith("gpu") and exported is None
-    models, cfgs, files = _load_models(files, exported, dev)
+    models, cfgs, files = _load_models(files, exported, dev, backend)
     codecs = [build_codec(c) for c in cfgs]
     ref = check_same_geometry(files, codecs)
     if cache is None:

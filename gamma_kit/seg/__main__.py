@@ -73,18 +73,19 @@ def cmd_predict(a) -> None:
     from gamma_kit.seg.predictor import load_model
     from gamma_kit.seg.submission import find_gt_mask_dir, predict_folder, test_images
 
-    if (a.model is None) == (a.exported is None):
-        raise ValueError("give exactly one of --model (a trained model directory) or --exported (an export folder)")
+    if sum(x is not None for x in (a.model, a.exported, a.onnx)) != 1:
+        raise ValueError("give exactly one of --model (a trained model directory), --exported (an export folder) or "
+                         "--onnx (an export folder written with --format onnx)")
     if a.whole_image and a.stage1_model is not None:
         raise ValueError("--stage1-model is stage 1 of a two-stage model; --whole-image runs the model on whole photos")
     stage1 = load_model(a.stage1_model, device=a.device) if a.stage1_model is not None else None
     if stage1 is not None and stage1.roi is not None:
         raise ValueError(f"--stage1-model {a.stage1_model} is a two-stage (ROI) model; stage 1 needs a "
                          "whole-image model")
-    if a.exported is not None:
+    if a.exported is not None or a.onnx is not None:
         from gamma_kit.seg.export import StaticPredictor
-        model = StaticPredictor(a.exported, stage1=stage1, device=a.device, whole_image=a.whole_image,
-                                rescue=not a.no_rescue)
+        model = StaticPredictor(a.exported or a.onnx, stage1=stage1, device=a.device, whole_image=a.whole_image,
+                                rescue=not a.no_rescue, backend="onnx" if a.onnx else "paddle")
     else:
         model = load_model(a.model, device=a.device, stage1=stage1, whole_image=a.whole_image, rescue=not a.no_rescue)
     if a.images is not None:
@@ -94,7 +95,7 @@ def cmd_predict(a) -> None:
     gt = a.gt
     if gt is None and a.data_root is not None and a.images is None:
         gt = find_gt_mask_dir(a.data_root, a.split)
-    inputs = [a.images, a.data_root, a.model, a.exported, a.stage1_model]
+    inputs = [a.images, a.data_root, a.model, a.exported, a.onnx, a.stage1_model]
     run = predict_folder(model, images, a.out, postprocess=a.postprocess, gt_dir=gt, tta=a.tta, inputs=inputs,
                          overlay_dir=Path(a.out) / "overlays" if a.overlays else None, upsample=a.upsample,
                          review_dir=Path(a.out) / "review" if a.review else None)
@@ -127,7 +128,9 @@ def cmd_evaluate(a) -> None:
 
 def cmd_export(a) -> None:
     from gamma_kit.seg.export import export_static
-    print(f"exported to {export_static(a.model, a.out, whole_image=a.whole_image)}")
+    out = export_static(a.model, a.out, whole_image=a.whole_image, onnx=a.format == "onnx")
+    print(f"exported to {out} (predict with: python -m gamma_kit.seg predict "
+          f"{'--onnx' if a.format == 'onnx' else '--exported'} {out} ...)")
 
 
 def cmd_configs(a) -> None:
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="Disc_Cup_Segmentations/<id>.bmp + zip (scored if masks exist)")
     p.add_argument("--model", default=None, help="trained model directory (run folder or best_model/)")
     p.add_argument("--exported", default=None, help="static export folder (CPU paddle.inference)")
+    p.add_argument("--onnx", default=None, help="export folder written with --format onnx (onnxruntime)")
     p.add_argument("--data-root", default=None, help="GAMMA task 3 folder or parent (default $GAMMA_DATA)")
     p.add_argument("--split", default="testing")
     p.add_argument("--images", default=None, help="a folder of images instead of --data-root/--split")
@@ -246,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--whole-image", action="store_true",
                    help="export a model folder that says it was trained on crops but has lost its roi.json as a "
                         "whole-image model")
+    p.add_argument("--format", choices=("paddle", "onnx"), default="paddle",
+                   help="onnx: also model.onnx, for predict --onnx (onnxruntime; the onnx extra)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="prepare, train briefly, predict, zip and score on a synthetic/small set")

@@ -41,7 +41,7 @@ import yaml
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 import paddle
 from gamma_kit.safety import atomic_write_text
-from gamma_kit.engine import InferenceModel
+from gamma_kit.engine import ONNX_NAME, InferenceModel, OnnxModel, to_onnx
 from gamma_kit.seg.model_dir import config_path, folder_roi, write_roi
 from gamma_kit.seg.predictor import PredictorCore, build_transforms, eval_transform_specs
 
@@ -137,9 +137,11 @@ def _eval_size(transforms) -> tuple[int, int]:
     raise ValueError("the eval transforms have no Resize, so the exported input size is unknown")
 
 
-def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike, whole_image: bool = False) -> Path:
+def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike, whole_image: bool = False,
+                  onnx: bool = False) -> Path:
     """Export the model of ``model_dir`` to ``out_dir`` (see the module docstring); returns ``out_dir``.
-    ``whole_image``: as for ``predictor.load_model`` (a crop-trained folder without ``roi.json``)."""
+    ``whole_image``: as for ``predictor.load_model`` (a crop-trained folder without ``roi.json``).
+    ``onnx``: also ``model.onnx`` (``engine.to_onnx``; the ``onnx`` extra), named in ``deploy.yaml``."""
     from gamma_kit.safety import check_output_path
     from gamma_kit.seg.predictor import load_model
 
@@ -149,8 +151,15 @@ def export_static(model_dir: str | os.PathLike, out_dir: str | os.PathLike, whol
     out = Path(out_dir)
     graph = save_inference_model(OutputHead(predictor.model, ("argmax", "none")), [None, 3, h, w], out)
     transforms = eval_transform_specs(yaml.safe_load(config_path(predictor.model_dir).read_text()))
+    extra = {}
+    if onnx:
+        to_onnx(graph, graph.with_suffix(".pdiparams"), out / ONNX_NAME)
+        extra["onnx"] = ONNX_NAME
+    else:
+        (out / ONNX_NAME).unlink(missing_ok=True)       # an earlier export's; it holds the replaced graph
     deploy = deploy_info(graph, transforms, [None, 3, h, w], "argmax", logits_output=1, input_size=[w, h],
-                         num_classes=predictor.num_classes, labels=LABELS, two_stage=predictor.roi is not None)
+                         num_classes=predictor.num_classes, labels=LABELS, two_stage=predictor.roi is not None,
+                         **extra)
     atomic_write_text(out / DEPLOY_NAME, yaml.safe_dump(deploy, sort_keys=False))
     (out / OLD_DEPLOY_NAME).unlink(missing_ok=True)   # an earlier export's; it names the replaced graph
     write_roi(out, predictor.roi)   # a two-stage model: the export carries its crop geometry
@@ -190,7 +199,7 @@ class StaticPredictor(PredictorCore):
     """
 
     def __init__(self, export_dir: str | os.PathLike, cpu_threads: int | None = None, stage1=None,
-                 device: str = "auto", whole_image: bool = False, rescue: bool = True):
+                 device: str = "auto", whole_image: bool = False, rescue: bool = True, backend: str = "paddle"):
         import gamma_kit.seg.models  # noqa: F401
 
         d = Path(export_dir)
@@ -203,8 +212,15 @@ class StaticPredictor(PredictorCore):
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: not a deploy file written by export ({exc})") from exc
         params = d / deploy["params"] if "params" in deploy else None
-        self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), device=device, cpu_threads=cpu_threads,
-                                    params=params)
+        if backend == "onnx":
+            if "onnx" not in deploy:
+                raise FileNotFoundError(f"{path}: this export has no ONNX model; export with --format onnx")
+            self.model = OnnxModel(d / deploy["onnx"], device=device, cpu_threads=cpu_threads)
+        elif backend == "paddle":
+            self.model = InferenceModel(d / deploy.get("model", MODEL_PREFIX), device=device,
+                                        cpu_threads=cpu_threads, params=params)
+        else:
+            raise ValueError(f"backend must be paddle or onnx, got {backend!r}")
         super().__init__(build_transforms(deploy["transforms"]), num_classes, roi, stage1, rescue)
         self.export_dir = d
         self.device = self.model.device
