@@ -32,16 +32,16 @@ _PREDICT = """
 import json, resource, sys, time
 from pathlib import Path
 task, backend, model, images, out = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
-t0 = time.perf_counter()
+from gamma_kit.fovea.predict import predict
+from gamma_kit.seg.export import StaticPredictor
+from gamma_kit.seg.predictor import load_model
+from gamma_kit.seg.submission import predict_folder
+t0 = time.perf_counter()                      # imports done: the model's loading and the photos from here
 if task == "fovea":
-    from gamma_kit.fovea.predict import predict
     kw = {"checkpoints": [model]} if backend == "dynamic" else {"checkpoints": None, "exported": model,
                                                                 "backend": backend}
     n = len(predict(images=images, out_csv=out / "sub.csv", device="cpu", progress=False, **kw)["predictions"])
 else:
-    from gamma_kit.seg.export import StaticPredictor
-    from gamma_kit.seg.predictor import load_model
-    from gamma_kit.seg.submission import predict_folder
     core = load_model(model, device="cpu") if backend == "dynamic" else StaticPredictor(model, device="cpu",
                                                                                            backend=backend)
     n = len(predict_folder(core, images, out, postprocess=True, progress=False, log=lambda *_: None).ids)
@@ -107,7 +107,8 @@ def main(argv=None) -> int:
         f"`python bench/bench_backends.py --photos {args.photos}` "
         f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{m['cpu']}, {m['cores']} cores, no GPU; {time.time() - t0:.0f} s in all). Seconds per full-size photo "
-        "(2992x2000 and 1956x1934) as `predict` spends them, decode to submission, and the process's peak RSS; "
+        "(2992x2000 and 1956x1934) as `predict` spends them, model loading to submission (imports not counted), and "
+        "the process's peak RSS; "
         "random weights (fovea: the CPU config, one fold; seg: two-stage `roi_liteunet_cpu.yml`, post-processed).", "",
         "| task | dynamic (`--checkpoints` / `--model`) | Paddle Inference (`--exported`) | onnxruntime (`--onnx`) |",
         "|---|---|---|---|", *lines, ""])

@@ -5,10 +5,10 @@ its first crop, on synthetic photos full of decoys and on the 103 real IDRiD pho
         [--md bench/results/disc_rescue.md] [--json FILE]
 
 One two-stage model (``--model``, else ``roi_liteunet_cpu.yml`` trained ``--train-iters`` iterations on
-60 synthetic photos, ``prepare --roi --roi-copies 2``) predicts every photo twice through
-``PredictorCore.predict_photo``: rescue off (stage 1's first crop, the kit before issue 19.1) and on
-(where stage 1 is unsure or ``disc_check`` doubts the crop, its other candidate places are segmented
-too and the crop that looks most like a disc is kept).
+60 synthetic photos, ``prepare --roi --roi-copies 2``, kept in ``--work`` when given) predicts every photo
+twice through ``PredictorCore.predict_photo``: rescue off (stage 1's first crop, the kit before issue
+19.1) and on (where ``disc_check`` doubts the first crop, its other candidate places are segmented
+too and the crop that looks most like a disc is kept). Every photo whose crop changed is listed.
 
 - Synthetic decoys: ``gamma_kit.synth`` photos at GAMMA's sizes with every decoy switched on (bright
   lesions: exudates, drusen, cotton-wool spots; peripapillary atrophy; vessel sheen and the macular
@@ -83,6 +83,41 @@ def train_model(work: Path, iters: int) -> Path:
                              do_eval=False, seed=0, fit_schedule=True, progress=True, log_file=work / "train.log")
 
 
+def runner_up_check(core, image, truth_xy, radius: float) -> dict:
+    """The rule not shipped: compare stage 1's first crop with its runner-up's by ``disc_likeness``
+    whatever the verdict. Whether each crop holds the disc (its segmented centre within ``radius`` of
+    the truth) and both scores."""
+    from gamma_kit.disc import locate_disc
+
+    loc = locate_disc(image)
+    first = core._crop_at(image, loc.xy, loc.diameter, False)
+    if not loc.alternatives:
+        return {}
+    alt = core._crop_at(image, loc.alternatives[0], loc.diameter, False)
+
+    def holds(t):
+        c = t.verdict.centre
+        if c is None:
+            return False
+        f = t.crop.side / t.prob.shape[1]
+        return bool(np.hypot(t.crop.x0 + c[0] * f - truth_xy[0], t.crop.y0 + c[1] * f - truth_xy[1]) <= radius)
+
+    return {"first_ok": holds(first), "alt_ok": holds(alt), "s_first": first.score, "s_alt": alt.score}
+
+
+def ablation_lines(df: pd.DataFrame, label: str) -> list[str]:
+    """What always comparing with the runner-up (switch when its score beats the first's by a margin)
+    would have gained (the runner-up held the disc, the first did not) and lost."""
+    d = df.dropna(subset=["s_alt"])
+    lines = []
+    for margin in (0.0, 0.05, 0.1):
+        switch = d["s_alt"] > d["s_first"] + margin
+        gained = int((switch & ~d["first_ok"] & d["alt_ok"]).sum())
+        lost = int((switch & d["first_ok"] & ~d["alt_ok"]).sum())
+        lines.append(f"| {label} | {margin:g} | {int(switch.sum())} | {gained} | {lost} |")
+    return lines
+
+
 def both_ways(core, image, name):
     """(labels without rescue, seconds, labels with rescue, seconds, the rescue note)."""
     core.rescue = False
@@ -108,17 +143,20 @@ def decoy_rows(core, work: Path, n: int) -> pd.DataFrame:
     from gamma_kit.seg.prepare import labels_to_mask
     from gamma_kit.synth import generate
 
-    with every_decoy():
-        generate(work / "decoys", 0, n, seed=23, sizes=SIZES, progress=False)
+    if not (work / "decoys").is_dir():                    # --work: the set of an earlier run is reused
+        with every_decoy():
+            generate(work / "decoys", 0, n, seed=23, sizes=SIZES, progress=False)
     split = load_seg_split(work / "decoys", "testing", mask_dir=work / "decoys" / "task3_disc_cup_segmentation"
                            / "testing_GT" / "Disc_Cup_Mask")
     rows = []
     for i, path in tqdm(split.images.items(), desc="decoys"):
         image, truth = read_image(path), read_mask(split.masks[i])
         off, t_off, on, t_on, note = both_ways(core, image, path.name)
+        ys, xs = np.nonzero(disc_of(truth))
         rows.append({"id": i, "off": dice(disc_of(labels_to_mask(off)), disc_of(truth)),
                      "on": dice(disc_of(labels_to_mask(on)), disc_of(truth)), "t_off": t_off, "t_on": t_on,
-                     "note": note})
+                     "note": note, **runner_up_check(core, image, (xs.mean() + 0.5, ys.mean() + 0.5),
+                                                     (xs.max() - xs.min() + 1) / 2)})
     return pd.DataFrame(rows)
 
 
@@ -133,8 +171,19 @@ def idrid_rows(core, data: Path) -> pd.DataFrame:
         truth = (float(gt.loc[i, "OD_X"]), float(gt.loc[i, "OD_Y"]))
         err = [np.inf if c is None else float(np.hypot(c[0] - truth[0], c[1] - truth[1]))
                for c in (disc_centre(off), disc_centre(on))]
-        rows.append({"id": i, "err_off": err[0], "err_on": err[1], "t_off": t_off, "t_on": t_on, "note": note})
+        rows.append({"id": i, "err_off": err[0], "err_on": err[1], "t_off": t_off, "t_on": t_on, "note": note,
+                     **runner_up_check(core, image, truth, NOMINAL_RADIUS_PX)})
     return pd.DataFrame(rows)
+
+
+def _changed(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Markdown lines listing the photos whose crop the rescue changed (id, the two figures, its note)."""
+    moved = df[df["note"] != ""]
+    if moved.empty:
+        return []
+    return [f"| photo | {cols[0]} | {cols[1]} | why |", "|---|---|---|---|",
+            *(f"| {r.id} | {getattr(r, cols[0]):.3g} | {getattr(r, cols[1]):.3g} | {r.note} |"
+              for r in moved.itertuples()), ""]
 
 
 def main(argv=None) -> int:
@@ -144,7 +193,9 @@ def main(argv=None) -> int:
     t_start = time.time()
     with tempfile.TemporaryDirectory(prefix="bench_rescue_") as tmp:
         work = Path(args.work or tmp)
-        model = Path(args.model) if args.model else train_model(work, args.train_iters)
+        trained = work / "model"
+        trained_before = (trained / "last_model").is_dir()                   # --work: reused
+        model = Path(args.model) if args.model else (trained if trained_before else train_model(work, args.train_iters))
         core = load_model(model, device="cpu")
         dec = decoy_rows(core, work, args.decoys) if args.decoys else None
         idrid = Path(args.idrid)
@@ -167,7 +218,7 @@ def main(argv=None) -> int:
                   f"{dec['t_off'].mean():.2f} |",
                   f"| rescue | {dec['on'].mean():.3f} | {dec['on'].min():.3f} | {low_on} | {dec['t_on'].mean():.2f} |",
                   "", f"Rescued (Dice up > 0.1): {up}; worse (down > 0.02): {down}; rescue kept another crop on "
-                  f"{(dec['note'] != '').sum()} photo(s).", ""]
+                  f"{(dec['note'] != '').sum()} photo(s).", "", *_changed(dec, ["off", "on"])]
     if idr is not None:
         found_off, found_on = (idr["err_off"] <= NOMINAL_RADIUS_PX), (idr["err_on"] <= NOMINAL_RADIUS_PX)
         worse = int((found_off & ~found_on).sum())
@@ -182,13 +233,22 @@ def main(argv=None) -> int:
                   f"| rescue | {found_on.sum()} / {len(idr)} | {idr['err_on'].median():.0f} | "
                   f"{idr['t_on'].mean():.2f} |",
                   "", f"Found without rescue and lost with it: {worse}; rescue kept another crop on "
-                  f"{(idr['note'] != '').sum()} photo(s).", ""]
+                  f"{(idr['note'] != '').sum()} photo(s).", "", *_changed(idr, ["err_off", "err_on"])]
+    ablation = [*(ablation_lines(dec, "synthetic decoys") if dec is not None else []),
+                *(ablation_lines(idr, "IDRiD") if idr is not None else [])]
+    if ablation:
+        lines += ["## The rule not shipped: always compare with the runner-up", "",
+                  "Stage 1's first crop against its runner-up's by `disc_likeness` on every photo, switching when "
+                  "the runner-up scores higher by the margin (a crop holds the disc when its segmented centre lies "
+                  "within one disc radius of the truth):", "",
+                  "| photos | margin | switched | gained | lost |", "|---|---|---|---|---|", *ablation, ""]
     m = machine_info()
+    reused = "" if args.model or not args.work or not trained_before else " (the model of an earlier run, reused)"
     md = "\n".join(["# Stage 1's other candidates when stage 2 doubts its crop (issue 19.1)", "",
                     f"`python bench/bench_disc_rescue.py{' --model ' + args.model if args.model else ''} "
-                    f"--train-iters {args.train_iters} --decoys {args.decoys}` "
+                    f"--train-iters {args.train_iters} --decoys {args.decoys}{' --work W' if args.work else ''}` "
                     f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {m['cpu']}, {m['cores']} cores, no GPU; "
-                    f"{time.time() - t_start:.0f} s). Model: {model_text}.", "", *lines])
+                    f"{time.time() - t_start:.0f} s). Model: {model_text}{reused}.", "", *lines])
     atomic_write_text(args.md, md + "\n")
     emit({"rows": rows, "notes": [md], "machine": m}, args.json)
     return 0

@@ -118,8 +118,8 @@ def test_a_doubted_crop_is_replaced_by_the_candidate_that_holds_the_disc(monkeyp
     _stage1_says(monkeypatch, wrong, diameter, [(30.0, 30.0), disc])
     photo = brightness_predictor().predict_photo(img, name="p.jpg")
     assert photo.doubt == "" and photo.rescue.startswith(
-        f"stage 1's disc at ({wrong[0]:.0f}, {wrong[1]:.0f}) gave no disc segmented in the crop; kept its candidate "
-        f"at ({disc[0]:.0f}, {disc[1]:.0f}) (disc ")
+        f"stage 1's disc at ({wrong[0]:.0f}, {wrong[1]:.0f}) gave no disc segmented in the crop; kept the crop at "
+        f"({disc[0]:.0f}, {disc[1]:.0f}) (disc ")
     assert np.hypot(*np.subtract(_disc_centre(photo.labels), disc)) < 0.25 * diameter
     kept = brightness_predictor()
     kept.rescue = False                                                          # seg predict --no-rescue
@@ -127,19 +127,41 @@ def test_a_doubted_crop_is_replaced_by_the_candidate_that_holds_the_disc(monkeyp
     assert first.rescue == "" and first.doubt == "no disc segmented in the crop" and (first.labels == 2).all()
 
 
-def test_a_sure_plausible_crop_tries_nothing_and_an_unsure_one_keeps_the_best(monkeypatch):
+def test_a_crop_that_looks_like_a_disc_is_kept_even_where_stage_1_was_unsure(monkeypatch):
     img, disc, diameter = _photo_and_disc()
     elsewhere = [(disc[0] + 70 if disc[0] < 120 else disc[0] - 70, disc[1]), (30.0, 30.0)]
-    _stage1_says(monkeypatch, disc, diameter, elsewhere)
     core = brightness_predictor()
     calls = _counting(core)
-    sure = core.predict_photo(img)
-    assert calls == [1] and sure.rescue == "" and sure.doubt == ""              # one crop, nothing else tried
-    _stage1_says(monkeypatch, disc, diameter, elsewhere, unsure=True)
+    for unsure in (False, True):
+        _stage1_says(monkeypatch, disc, diameter, elsewhere, unsure=unsure)
+        calls.clear()
+        photo = core.predict_photo(img)
+        assert calls == [1] and photo.rescue == "" and photo.doubt == ""        # one crop, nothing else tried
+
+
+def test_a_doubted_crop_stays_when_no_candidate_looks_like_a_disc(monkeypatch):
+    img, disc, diameter = _photo_and_disc()
+    wrong = (disc[0] + 70 if disc[0] < 120 else disc[0] - 70, disc[1])
+    _stage1_says(monkeypatch, wrong, diameter, [(30.0, 30.0), (200.0, 130.0)])
+    core = brightness_predictor()
+    calls = _counting(core)
+    photo = core.predict_photo(img)
+    assert calls == [1, 1, 1] and photo.rescue == "" and photo.doubt == "no disc segmented in the crop"
+
+
+def test_a_disc_off_the_crop_centre_is_recentred_and_one_filling_it_stays(monkeypatch):
+    img, disc, diameter = _photo_and_disc()
+    off = (disc[0] + 0.75 * diameter, disc[1])                  # the disc still in the window, near its edge
+    _stage1_says(monkeypatch, off, diameter, [])
+    core = brightness_predictor()
+    calls = _counting(core)
+    photo = core.predict_photo(img)
+    assert calls == [1, 1] and "the crop side from its centre; kept the crop at" in photo.rescue
+    assert photo.doubt == "" and np.hypot(*np.subtract(_disc_centre(photo.labels), disc)) < 0.25 * diameter
+    _stage1_says(monkeypatch, disc, diameter / 3, [(30.0, 30.0)])   # a window a third too small: the disc fills it
     calls.clear()
-    unsure = core.predict_photo(img)
-    assert calls == [1, 1, 1] and unsure.rescue == ""                           # tried, and the first stays
-    assert np.array_equal(unsure.labels, sure.labels)
+    photo = core.predict_photo(img)
+    assert calls == [1] and photo.rescue == "" and photo.doubt.startswith("the segmented disc fills")
 
 
 def test_predict_folder_lists_the_rescued_photos(monkeypatch, tmp_path):
@@ -193,9 +215,10 @@ def test_seg_report_flags_fire_on_the_photos_built_for_them_and_stay_quiet_on_cl
     assert list(table.columns) == ["disc_area_px", "cup_area_px", "vcdr", "stage1_source", "stage1_confidence",
                                    "stage2", "flags"] and sorted(table.index) == sorted(run.ids)
     flags = table["flags"].to_dict()
-    # a window 4x too wide also shrinks the disc below what stage 1 said; the image centre is no disc centre
+    # a window 4x too wide also shrinks the disc below what stage 1 said; at the image centre the disc lies
+    # off the crop's centre, and the crop re-centred on it is kept
     assert flags == {"clean": "", "unsure": "stage1_unsure", "rescued": "rescued", "window": "window stage2_doubt",
-                     "doubted": "stage2_doubt no_disc", "nodiscfound": "no_disc_found stage2_doubt", "nocup": "no_cup",
+                     "doubted": "stage2_doubt no_disc", "nodiscfound": "no_disc_found rescued", "nocup": "no_cup",
                      "noise": "not_fundus" + flags["noise"][len("not_fundus"):]}
     written = cv2.imread(str(run.pred_dir / "clean.bmp"), cv2.IMREAD_GRAYSCALE)
     assert table.loc["clean", "vcdr"] == pytest.approx(vcdr(written), abs=1e-4)

@@ -73,7 +73,7 @@ class PhotoPrediction:
     disc ("" / "whole-image model" / "image centre"), ``crop_note`` why the window breaks
     ``crop.window_problem``'s rule ("" when it does not), ``doubt`` what ``disc_check`` finds wrong
     with the disc segmented in the crop kept ("" when nothing), ``rescue`` why another of stage 1's
-    candidates was kept instead of its first answer ("" when it was not).
+    candidates was kept instead of its doubted first answer ("" when it was not).
     """
 
     labels: np.ndarray
@@ -97,19 +97,41 @@ class PhotoPrediction:
         return postprocess(self.labels)
 
 
-#: Stage 1's other candidate places tried when its first crop is doubted (``PredictorCore.rescue``).
+#: Stage 1's other candidate places tried when the first crop's disc may be elsewhere
+#: (``disc_check.Verdict.elsewhere``; ``PredictorCore.rescue``), and the ``disc_likeness`` a crop must
+#: beat to replace it. A first crop that looks like a disc is kept, even where stage 1 was unsure: a
+#: model trained on synthetic photos segments real decoys as confidently as real discs, so comparing
+#: likeness with the runner-up would have lost 6-30 of the 103 IDRiD discs and found none
+#: (bench/results/disc_rescue.md); so is a crop whose disc fills it (the disc is there, segmented too
+#: large): looking elsewhere then lost 4 IDRiD discs in this rule's first version.
 MAX_RESCUE_TRIES = 3
+MIN_RESCUE_LIKENESS = 0.5
 
 
 @dataclass
 class _CropTry:
-    """One crop segmented at ``centre``: its window, soft-max, ``disc_check.disc_likeness`` score and doubt."""
+    """One crop segmented at ``centre``: its window, soft-max and ``disc_check.disc_likeness`` verdict."""
 
     centre: tuple[float, float]
     crop: object
     prob: np.ndarray
-    score: float
-    doubt: str
+    verdict: object
+
+    @property
+    def score(self) -> float:
+        return self.verdict.score
+
+    @property
+    def doubt(self) -> str:
+        return self.verdict.note
+
+    def recentred(self) -> list[tuple[float, float]]:
+        """The centre of the disc segmented off the crop's centre, in source px ([] for other verdicts):
+        the crop to try first, before stage 1's other candidates."""
+        if self.verdict.kind != "off_centre":
+            return []
+        f = self.crop.side / self.prob.shape[1]
+        return [(self.crop.x0 + self.verdict.centre[0] * f, self.crop.y0 + self.verdict.centre[1] * f)]
 
 
 class PredictorCore:
@@ -162,9 +184,10 @@ class PredictorCore:
                       tta: bool = False) -> PhotoPrediction:
         """Whole-image model: the network on the photo, labels at the source size. ROI model:
         stage 1 -> ``DiscCrop`` -> network -> labels pasted back (background outside the window).
-        Where stage 1 is unsure, or the disc segmented in its crop is doubted (``disc_check``), the
-        crops at its other candidate places are segmented too (``rescue``) and the one that looks
-        most like a disc is kept (``disc_check.disc_likeness``; the first wins ties)."""
+        Where the disc segmented in stage 1's crop may be elsewhere (``disc_check.Verdict.elsewhere``: none,
+        tiny, off the crop's centre), the crop re-centred on that disc and the crops at stage 1's other
+        candidate places are segmented too (``rescue``); the one that looks most like a disc is kept
+        (``disc_check.disc_likeness`` above ``MIN_RESCUE_LIKENESS``; else the first stays)."""
         h, w = image.shape[:2]
         if self.roi is None:
             return PhotoPrediction(labels_at_size(self.probabilities(image, tta), (w, h), upsample))
@@ -176,15 +199,14 @@ class PredictorCore:
                                        fallback="whole-image model")
             fallback, centre = "image centre", (w / 2, h / 2)
         best = first = self._crop_at(image, centre, diameter, tta)
-        if self.rescue and (loc.unsure or first.doubt):
-            for place in loc.alternatives[:MAX_RESCUE_TRIES]:
+        if self.rescue and first.verdict.elsewhere:
+            for place in [*first.recentred(), *loc.alternatives[:MAX_RESCUE_TRIES]]:
                 tried = self._crop_at(image, place, diameter, tta)
-                if tried.score > best.score:
+                if tried.score > max(best.score, MIN_RESCUE_LIKENESS):
                     best = tried
         rescue = "" if best is first else (
-            f"stage 1's disc at ({first.centre[0]:.0f}, {first.centre[1]:.0f}) gave "
-            f"{first.doubt or f'a weaker disc ({first.score:.2f})'}; kept its candidate at "
-            f"({best.centre[0]:.0f}, {best.centre[1]:.0f}) (disc {best.score:.2f})")
+            f"stage 1's disc at ({first.centre[0]:.0f}, {first.centre[1]:.0f}) gave {first.doubt}; kept the crop "
+            f"at ({best.centre[0]:.0f}, {best.centre[1]:.0f}) (disc {best.score:.2f})")
         grid, crop_labels = self._labels_in_crop(best, upsample)
 
         def paste(lab: np.ndarray) -> np.ndarray:
@@ -200,8 +222,8 @@ class PredictorCore:
         h, w = image.shape[:2]
         crop = DiscCrop.around(centre, (w, h), self.roi.size, side=round(self.roi.window_side(diameter)))
         prob = self.probabilities(crop.crop_image(image), tta)
-        score, doubt = disc_likeness(prob, diameter * prob.shape[1] / crop.side)
-        return _CropTry((float(centre[0]), float(centre[1])), crop, prob, score, doubt)
+        return _CropTry((float(centre[0]), float(centre[1])), crop, prob,
+                        disc_likeness(prob, diameter * prob.shape[1] / crop.side))
 
     @staticmethod
     def _labels_in_crop(tried: "_CropTry", upsample: str):
