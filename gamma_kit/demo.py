@@ -37,7 +37,7 @@ TASKS = ("fovea", "seg")
 
 
 def ensure_synthetic(data_dir: Path, n_train: int, n_test: int, seed: int,
-                     sizes: tuple[tuple[int, int], ...] | None = None) -> Path:
+                     sizes: tuple[tuple[int, int], ...] | None = None, progress: bool = True) -> Path:
     """Generate the synthetic data set into ``data_dir`` unless it already holds one.
 
     ``sizes``: camera sizes (w, h) used in turn; default the two GAMMA cameras.
@@ -48,7 +48,7 @@ def ensure_synthetic(data_dir: Path, n_train: int, n_test: int, seed: int,
         print(f"using the synthetic data already in {data_dir}")
         return data_dir
     t = time.perf_counter()
-    generate(data_dir, n_train, n_test, seed, sizes=tuple(sizes or DEFAULT_SIZES))
+    generate(data_dir, n_train, n_test, seed, sizes=tuple(sizes or DEFAULT_SIZES), progress=progress)
     print(f"synthetic data: {n_train} training + {n_test} test images in {time.perf_counter() - t:.0f} s -> {data_dir}")
     return data_dir
 
@@ -80,7 +80,7 @@ def run_demo(out_dir: str | Path = "demo_out", n_train: int = 60, n_test: int = 
         return capture_console(None if logs is None else logs / name)
 
     t0 = time.perf_counter()
-    data_dir = ensure_synthetic(out / "data", n_train, n_test, seed, sizes)
+    data_dir = ensure_synthetic(out / "data", n_train, n_test, seed, sizes, progress)
     results: dict = {"baselines": {}, "seconds": {}}
     if "fovea" in tasks:
         from gamma_kit.fovea.demo import run_demo as fovea_demo

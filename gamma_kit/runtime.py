@@ -41,6 +41,9 @@ def configure_threads(num_threads: int | None = None) -> int:
 #: Paddle prints these two lines on stderr at import whenever OMP_NUM_THREADS > 1, which the kit
 #: sets on purpose (configure_threads): noise before every message of every command.
 PADDLE_IMPORT_NOISE = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY.")
+#: Paddle 3 warns on every BatchNorm forward in train mode; the behaviour is the intended one, so the
+#: kit's training loops (fovea and seg) filter it
+PADDLE_BATCHNORM_NOTICE = "When training, we now always track global mean"
 
 
 class _LineFilter:

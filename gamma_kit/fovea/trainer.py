@@ -44,6 +44,7 @@ from gamma_kit.fovea.parallel import barrier, init_parallel, mean_over_ranks, wo
 from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
 from gamma_kit.fovea.run_dir import FoldFolder, LastCheckpoint, resume_config, splits_for
 from gamma_kit.geometry import read_side_overrides
+from gamma_kit.runtime import PADDLE_BATCHNORM_NOTICE
 from gamma_kit.metrics import fovea_score
 from gamma_kit.safety import Interrupted, RunLock, deferred_interrupts, make_parent
 
@@ -55,8 +56,6 @@ _clock = time.perf_counter
 #: a run whose estimate exceeds this many hours gets a one-line hint after its first steps
 LONG_RUN_HOURS = 4.0
 CPU_CONFIG_HINT = "configs/fovea/unet_heatmap_cpu.yml"
-#: Paddle 3 warns on every BatchNorm forward in train mode; the behaviour is the intended one
-_BATCHNORM_NOTICE = "When training, we now always track global mean"
 
 
 @dataclass(frozen=True)
@@ -309,7 +308,7 @@ class Trainer:
     def run(self) -> dict:
         """prepare, load, build, restore, fit, finish; returns the metrics dict (metrics.json)."""
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_BATCHNORM_NOTICE)
+            warnings.filterwarnings("ignore", message=PADDLE_BATCHNORM_NOTICE)
             try:
                 last = self.prepare()
                 self.load()

@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
+from gamma_kit.runtime import PADDLE_BATCHNORM_NOTICE
 from gamma_kit.safety import Interrupted, RunLock, atomic_write_text, set_aside
 from gamma_kit.seg.model_dir import (MODEL_CONFIG_NAME, WEIGHTS_NAME, load_checked_weights, read_crop_roi,
                                      write_model_dirs)
@@ -371,6 +372,7 @@ def _train_loop(cfg, save_dir: Path, built: tuple, resume_model, save_interval, 
         # log step; NumPy >= 1.25 deprecates that conversion (harmless under the numpy<2 pin)
         warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0 to a scalar",
                                 DeprecationWarning)
+        warnings.filterwarnings("ignore", message=PADDLE_BATCHNORM_NOTICE)
         try:
             seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
                       iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
