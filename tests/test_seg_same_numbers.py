@@ -7,7 +7,8 @@ same relative paths: ``prepare --roi`` (every file written, byte for byte), ``sp
 iterations (the weights and optimizer state of ``last_model``/``iter_3``, byte for byte), ``predict
 --postprocess --gt`` (every mask, the manifest, ``stage1_report.json`` but for the ``"stage2"`` and
 ``"rescued"`` lists that issues 17.4 and 19.1 add, the zip's members and the printed scores; the masks
-are streamed now; ``--no-rescue`` keeps stage 1's first crop as the reference did), ``export`` +
+are streamed now; ``--no-rescue`` keeps stage 1's first crop as the reference did; ``seg_report.csv`` is
+new), ``export`` +
 ``predict --exported`` (the masks) and ``evaluate seg`` on the zip.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def _run(code_root: Path, data: Path, work: Path, new: bool) -> dict:
     files = {}
     for folder in ("prep", "pred", "pred_exported"):
         for p in sorted((work / folder).rglob("*")):
-            if p.is_file() and p.suffix != ".zip" and p.name != "stage1_report.json":
+            if p.is_file() and p.suffix != ".zip" and p.name not in ("stage1_report.json", "seg_report.csv"):
                 files[str(p.relative_to(work))] = _digest(p)
     reports = {}
     for folder in ("pred", "pred_exported"):       # issue 17.4 adds what stage 2 doubts; the rest stays
@@ -89,6 +90,7 @@ def test_seg_numbers_equal_the_reference_commit(tmp_path_factory, tmp_path):
     for rel, digest in before["files"].items():
         assert after["files"][rel] == digest, rel
     assert after["reports"] == before["reports"]
+    assert (tmp_path / "after" / "pred" / "seg_report.csv").is_file()        # new with issue 19.4
     assert after["zip"] == before["zip"]
     assert after["scores"] == before["scores"]
     assert after["evaluate"] == before["evaluate"]
