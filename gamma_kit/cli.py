@@ -17,7 +17,7 @@ import threading
 import warnings
 from typing import Callable, Iterator
 
-__all__ = ["run_cli", "USER_ERRORS", "positive_int", "positive_float", "parse_int_list", "ArgumentValueError",
+__all__ = ["run_cli", "USER_ERRORS", "positive_int", "positive_float", "procs_count", "parse_int_list", "ArgumentValueError",
            "describe_error"]
 
 #: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
@@ -39,6 +39,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def procs_count(text: str) -> str | int:
+    """argparse type of ``--procs``: ``auto`` or a whole number >= 1."""
+    return "auto" if str(text).strip().lower() == "auto" else positive_int(text)
 
 
 def positive_float(text: str) -> float:

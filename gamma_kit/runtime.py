@@ -13,11 +13,14 @@ Inference engine for exported models is ``gamma_kit.engine``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from typing import Iterator
 
 __all__ = ["configure_threads", "quiet_paddle_import", "select_device", "resolve_device", "launcher_gpu_id",
-           "launcher_rank", "DEVICE_CHOICES"]
+           "launcher_rank", "DEVICE_CHOICES", "filtered_stderr",
+           "PADDLE_FLAGS_BANNER"]
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
@@ -41,6 +44,9 @@ def configure_threads(num_threads: int | None = None) -> int:
 #: Paddle prints these two lines on stderr at import whenever OMP_NUM_THREADS > 1, which the kit
 #: sets on purpose (configure_threads): noise before every message of every command.
 PADDLE_IMPORT_NOISE = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY.")
+#: Paddle's collective set-up (init_parallel_env, fleet.init) prints its non-default flags on stderr as a
+#: banner of these lines: not for the user
+PADDLE_FLAGS_BANNER = ("=======================", "FLAGS(name=")
 #: Paddle 3 warns on every BatchNorm forward in train mode; the behaviour is the intended one, so the
 #: kit's training loops (fovea and seg) filter it
 PADDLE_BATCHNORM_NOTICE = "When training, we now always track global mean"
@@ -70,6 +76,19 @@ class _LineFilter:
         self._buf = ""
 
 
+@contextlib.contextmanager
+def filtered_stderr(prefixes: tuple[str, ...]) -> Iterator[None]:
+    """Within the block, Python-level stderr lines starting with one of ``prefixes`` are dropped."""
+    saved, filt = sys.stderr, _LineFilter(sys.stderr, prefixes)
+    sys.stderr = filt
+    try:
+        yield
+    finally:
+        filt.close()
+        if sys.stderr is filt:
+            sys.stderr = saved
+
+
 class _QuietPaddleImport:
     """Meta-path finder: the first ``import paddle`` runs with ``PADDLE_IMPORT_NOISE`` filtered
     out of (Python-level) stderr; then it removes itself. Everything else Paddle prints passes."""
@@ -93,14 +112,8 @@ class _QuietPaddleImport:
                 return loader.create_module(spec)
 
             def exec_module(self, module):
-                saved, filt = sys.stderr, _LineFilter(sys.stderr, PADDLE_IMPORT_NOISE)
-                sys.stderr = filt
-                try:
+                with filtered_stderr(PADDLE_IMPORT_NOISE):
                     exec_module(module)
-                finally:
-                    filt.close()
-                    if sys.stderr is filt:
-                        sys.stderr = saved
 
         spec.loader = _Loader()
         return spec

@@ -6,6 +6,7 @@ holds one is refused unless it resumes or sets the old run aside (renamed, never
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -167,3 +168,27 @@ def test_each_launcher_rank_trains_on_its_own_gpu_and_rank_0_alone_locks(prepare
                       do_eval=False)
     assert seen == {"device": "gpu:1", "lock": locked}
     assert not (tmp_path / "run.lock").exists()                 # released at the end
+
+
+@pytest.mark.slow
+def test_seg_train_procs_2_splits_each_batch_and_says_things_once(prepared, tmp_path):
+    """seg train --procs 2 (issue 20.1): two processes of this machine (gloo), each on half of every batch
+    of the config (batch_size stays the recipe's global batch: model.yml keeps it), the run's files as one
+    process writes them, the progress bar and the closing line once, and nothing else on stderr. A batch
+    that 3 processes cannot share is refused in one line."""
+    root, cfg = prepared
+    env = {**os.environ, "GAMMA_KIT_PROCS": "auto"}
+    base = [sys.executable, "-m", "gamma_kit.seg", "train", "--config", str(cfg), "--iters", "4", "--batch-size",
+            "2", "--no-eval", "--log-iters", "1", "--opts", *small_transforms(32)]
+    proc = subprocess.run(base + ["--save-dir", str(tmp_path / "two"), "--procs", "2"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained model in") == 1
+    assert "batch_size: 2" in (tmp_path / "two" / "model.yml").read_text()      # one sample per process
+    assert (tmp_path / "two" / "last_model" / "model.pdparams").is_file() and (tmp_path / "two" / "iter_4").is_dir()
+    for noise in ("Traceback", "FatalError", "leaked", "topology.py", "Modified FLAGS", "Warning"):
+        assert noise not in proc.stderr, proc.stderr[-3000:]
+    bad = subprocess.run(base + ["--save-dir", str(tmp_path / "three"), "--procs", "3"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr[-2000:]
+    assert "--procs 3 does not divide the batch size 2" in bad.stderr and not (tmp_path / "three").exists()

@@ -23,8 +23,9 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES
 from gamma_kit.fovea.inference import ENSEMBLES
 from gamma_kit.resources import config_path
-from gamma_kit.cli import positive_float, positive_int
-from gamma_kit.runtime import DEVICE_CHOICES
+from gamma_kit.cli import positive_float, positive_int, procs_count
+from gamma_kit.procs import MIN_RANK_BATCH, PROCS_ENV, local_processes
+from gamma_kit.runtime import DEVICE_CHOICES, resolve_device
 
 COMMANDS = ("train", "cv", "predict", "export", "demo", "configs")
 DEFAULT_CONFIG = config_path("fovea/unet_heatmap.yml")
@@ -85,6 +86,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="write a checkpoint set (weights, optimizer, state) every N epochs (default 1; always the "
                         "last)")
     p.add_argument("--use-vdl", action="store_true", help="VisualDL logs (loss, validation AED, lr) in the fold folder")
+    p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, "auto"),
+                   help="training processes on this machine (auto, default: on a CPU one per core while each "
+                        f"keeps {MIN_RANK_BATCH} samples of a batch, so 2 on 2 cores with batch 8: Paddle's CPU "
+                        "convolutions keep one process on about one core; on a GPU 1). Each takes an equal share "
+                        f"of every batch (BatchNorm statistics per process); 1: one process. ${PROCS_ENV} sets "
+                        "the default")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
 
 
@@ -223,7 +230,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         cfg = _config(args)
         data = load_training_data(args.data_root, args.images, args.gt)
         run_dir = Path(args.run_dir or Path("runs") / cfg["name"])
-        kw = {"set_aside_old_run": args.set_aside_old_run, "val_every": args.val_every,
+        procs = local_processes(args.procs, resolve_device(cfg["train"]["device"]), int(cfg["train"]["batch_size"]),
+                                getattr(args, "parallel_folds", False))
+        kw = {"processes": procs, "set_aside_old_run": args.set_aside_old_run, "val_every": args.val_every,
               "checkpoint_every": args.checkpoint_every, "use_vdl": True if args.use_vdl else None,
               "resume_command": resume_command(list(argv or []))}
         if args.command == "train":

@@ -1,4 +1,5 @@
-"""Several processes of one fovea training under ``paddle.distributed.launch``: the world size,
+"""Several processes of one fovea training, under ``paddle.distributed.launch`` (GPUs, machines) or
+started by the kit on one machine (``gamma_kit.procs.spawn_local``, ``--procs``): the world size,
 Paddle's collective set-up, and the few reductions the trainer and cross-validation need.
 
 Outside the launcher every function is a no-op on one process (rank 0 of a world of 1), so the
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["world_size", "init_parallel", "rank_and_world", "mean_over_ranks", "barrier"]
+__all__ = ["world_size", "init_parallel", "rank_and_world", "mean_over_ranks", "any_over_ranks", "barrier"]
+
 
 
 def world_size() -> int:
@@ -27,7 +29,10 @@ def init_parallel() -> tuple[int, int]:
     import paddle.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_parallel_env()
+        from gamma_kit.runtime import PADDLE_FLAGS_BANNER, filtered_stderr
+
+        with filtered_stderr(PADDLE_FLAGS_BANNER):
+            dist.init_parallel_env()
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -50,6 +55,18 @@ def mean_over_ranks(value: float, world: int) -> float:
     t = paddle.to_tensor([value], dtype="float64")
     dist.all_reduce(t)
     return float(t.numpy()[0]) / world
+
+
+def any_over_ranks(flag: bool, world: int) -> bool:
+    """True when ``flag`` is true on any of the ``world`` ranks (``flag`` itself on one rank)."""
+    if world == 1:
+        return bool(flag)
+    import paddle
+    import paddle.distributed as dist
+
+    t = paddle.to_tensor([1 if flag else 0], dtype="int32")
+    dist.all_reduce(t)
+    return int(t.numpy()[0]) > 0
 
 
 def barrier(world: int) -> None:

@@ -18,6 +18,7 @@ import gamma_kit  # noqa: F401  (threads before paddle)
 from gamma_kit.data import list_images, load_fovea_split, match_gt_to_images, read_fovea_gt
 from gamma_kit.fovea.dataset import CanonicalCache
 from gamma_kit.fovea.parallel import barrier, init_parallel, rank_and_world, world_size
+from gamma_kit.procs import spawn_local
 from gamma_kit.fovea.run_dir import POINTER_NAME, RUN_FILES, FoldFolder
 from gamma_kit.fovea.trainer import LONG_RUN_HOURS, Trainer
 from gamma_kit.geometry import read_side_overrides
@@ -58,7 +59,7 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
                cache: CanonicalCache | None = None, set_aside_old_run: bool = False,
                resume_command: str | None = None, val_every: int | None = None,
                checkpoint_every: int | None = None, use_vdl: bool | None = None,
-               data_parallel: bool | None = None) -> dict:
+               data_parallel: bool | None = None, processes: int = 1) -> dict:
     """Train fold ``fold`` (1-based) of ``data`` with ``cfg``; returns the metrics dict
     (also written to ``run_dir/fold<k>/metrics.json``, per epoch to ``metrics.csv``).
 
@@ -94,14 +95,24 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     checkpoints and logs; every rank reads the same checkpoint set on resume. BatchNorm statistics
     are per rank (not synchronised), so the losses differ slightly from one process.
     Tested with 2 CPU processes (gloo); untested on GPUs.
+
+    ``processes`` > 1 (``--procs``; ``parallel.local_processes`` picks it): that many processes of
+    this machine train the fold that way (``parallel.spawn_local``), without a launcher; the
+    result is rank 0's.
     """
+    if processes > 1:
+        return spawn_local(train_fold, dict(
+            cfg=cfg, fold=fold, data=data, run_dir=run_dir, resume=resume, init_from=init_from, progress=progress,
+            cache=cache, set_aside_old_run=set_aside_old_run, resume_command=resume_command, val_every=val_every,
+            checkpoint_every=checkpoint_every, use_vdl=use_vdl, data_parallel=data_parallel), processes)
     return Trainer(cfg, fold, data, run_dir, resume=resume, init_from=init_from, progress=progress, cache=cache,
                    set_aside_old_run=set_aside_old_run, resume_command=resume_command, val_every=val_every,
                    checkpoint_every=checkpoint_every, use_vdl=use_vdl, data_parallel=data_parallel).run()
 
 
 def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[int] | None = None,
-                   resume: bool = False, progress: bool = True, parallel_folds: bool = False, **fold_kw) -> dict:
+                   resume: bool = False, progress: bool = True, parallel_folds: bool = False, processes: int = 1,
+                   **fold_kw) -> dict:
     """Train every fold (sharing one image cache); writes ``run_dir/cv_metrics.json`` and
     ``run_dir/training_curves.png``. ``resume`` continues the folds that have a checkpoint
     set and starts the others; ``fold_kw`` go to :func:`train_fold`
@@ -111,8 +122,13 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
     process r trains folds r+1, r+1+N, ... on its own device, each fold single-device; after
     a barrier process 0 pools every fold's metrics.json. Tested with 2 CPU processes.
     A second cross-validation into ``run_dir`` while one runs is refused in one line naming it
-    (``safety.RunLock``).
+    (``safety.RunLock``). ``processes`` > 1: that many processes of this machine, started here
+    (``parallel.spawn_local``), as the launcher's would be: data-parallel folds, or with
+    ``parallel_folds`` one fold per process.
     """
+    if processes > 1:
+        return spawn_local(cross_validate, dict(cfg=cfg, data=data, run_dir=run_dir, folds=folds, resume=resume,
+                                                progress=progress, parallel_folds=parallel_folds, **fold_kw), processes)
     run_dir = Path(run_dir)
     # one cross-validation per run folder: the launcher's process 0 holds <run_dir>.lock (each fold
     # is locked as well, by the trainer)

@@ -40,7 +40,7 @@ from gamma_kit.fovea.checkpoints import average_weights, load_checkpoint, read_s
 from gamma_kit.fovea.config import build_codec, build_model, dump_config
 from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_batches, make_items
 from gamma_kit.fovea.folds import get_fold
-from gamma_kit.fovea.parallel import barrier, init_parallel, mean_over_ranks, world_size
+from gamma_kit.fovea.parallel import any_over_ranks, barrier, init_parallel, mean_over_ranks, world_size
 from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
 from gamma_kit.fovea.run_dir import FoldFolder, LastCheckpoint, resume_config, splits_for
 from gamma_kit.geometry import read_side_overrides
@@ -213,11 +213,17 @@ class VdlLog(Callback):
 # ---------------------------------------------------------------------------------------------- plumbing
 
 class _SignalGuard:
-    """SIGINT / SIGTERM while training raise ``KeyboardInterrupt`` at once (inside
-    ``safety.deferred_interrupts`` they wait for the block). Outside the main thread it does nothing."""
+    """SIGINT / SIGTERM while training stop it at the next step boundary: the handler only records
+    the signal in ``pending``, and ``Trainer._stop_if_asked`` (between steps and epochs) raises
+    ``KeyboardInterrupt``. Raised
+    inside the handler, it could land in Python code that Paddle runs in the backward pass (the
+    reflect padding's PyLayer), which Paddle turns into an unreadable C++ error. A second signal
+    raises at once (a run that hangs still stops). Inside ``safety.deferred_interrupts`` both wait
+    for the block. Outside the main thread it does nothing."""
 
     def __init__(self) -> None:
         self._old: dict = {}
+        self.pending: int | None = None
 
     def __enter__(self) -> "_SignalGuard":
         if threading.current_thread() is threading.main_thread():
@@ -229,9 +235,11 @@ class _SignalGuard:
             signal.signal(s, h)
         return False
 
-    @staticmethod
-    def _on_signal(signum, _frame) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def _on_signal(self, signum, _frame) -> None:
+        if self.pending is not None:
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.pending = signum
+
 
 
 def _set_seed(seed: int) -> None:
@@ -300,6 +308,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best_aed, self.best_epoch, self.start, self.epoch = math.inf, -1, 0, 0
         self.callbacks: list[Callback] = []
+        self.guard = _SignalGuard()      # entered by fit; outside it, never stops
         self.lock: RunLock | None = None
         self.write_config = not resume         # a resume keeps the run's config.yml unless it changes a key
         self._best: dict | None = None          # best weights not yet in a checkpoint set (checkpoint_every > 1)
@@ -442,12 +451,13 @@ class Trainer:
                 self.callbacks.append(VdlLog(self.folder.path))
         self.epoch = self.start
         try:
-            with _SignalGuard():
+            with _SignalGuard() as self.guard:
                 for cb in self.callbacks:
                     cb.on_train_start(self)
                 for epoch in range(self.start, self.settings.epochs):
                     self.epoch = epoch
                     self.run_epoch(epoch)
+                    self._stop_if_asked()
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted in epoch {self.epoch + 1} of {self.settings.epochs} ({self._saved()}); "
                               f"resume with {self.resume_command} --resume") from None
@@ -467,6 +477,12 @@ class Trainer:
         if self.main:
             self.save(epoch, aed, rec)
 
+    def _stop_if_asked(self) -> None:
+        """``KeyboardInterrupt`` when a signal reached this process, or any rank (all stop at the same
+        step: one that stopped alone would leave the others waiting on its gradients)."""
+        if any_over_ranks(self.guard.pending is not None, self.world):
+            raise KeyboardInterrupt("signal")
+
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training crops of ``epoch``; returns this rank's mean loss."""
         import paddle
@@ -478,6 +494,7 @@ class Trainer:
         batches = iterate_batches(self.ds, self.settings.batch_size, shuffle=True,
                                   rng=np.random.default_rng([self.seed, epoch]))
         for x, y, _ in batches:
+            self._stop_if_asked()
             ts = _clock()
             losses.append(self.train_step(x, y))
             seconds = _clock() - ts

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
-from gamma_kit.cli import positive_float, positive_int
+from gamma_kit.cli import positive_float, positive_int, procs_count
+from gamma_kit.procs import PROCS_ENV, SEG_MIN_RANK_BATCH
 from gamma_kit.runtime import DEVICE_CHOICES
 from gamma_kit.seg.postprocess import POSTPROCESS_STEPS
 from gamma_kit.seg.predictor import UPSAMPLE_MODES
@@ -58,8 +60,13 @@ def cmd_split(a) -> None:
 
 
 def cmd_train(a) -> None:
-    from gamma_kit.seg.training import train_from_config
-    out = train_from_config(a.config, a.save_dir, iters=a.iters, batch_size=a.batch_size,
+    from gamma_kit.procs import local_processes
+    from gamma_kit.runtime import resolve_device
+    from gamma_kit.seg.training import load_config, train_from_config
+
+    batch = a.batch_size or load_config(a.config, opts=a.opts).batch_size
+    procs = local_processes(a.procs, resolve_device(a.device), int(batch), min_rank_batch=SEG_MIN_RANK_BATCH)
+    out = train_from_config(a.config, a.save_dir, iters=a.iters, batch_size=a.batch_size, processes=procs,
                             learning_rate=a.learning_rate, opts=a.opts, fit_schedule=a.fit_schedule,
                             device=a.device, do_eval=not a.no_eval,
                             save_interval=a.save_interval, log_iters=a.log_iters, use_vdl=a.use_vdl,
@@ -200,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-aside-old-run", action="store_true",
                    help="a save dir that already holds a run is renamed to <save-dir>.old-<time> (never deleted)")
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, "auto"),
+                   help="training processes on this machine (auto, default: on a CPU one per core while each "
+                        f"keeps {SEG_MIN_RANK_BATCH} samples of a batch, so 2 on 2 cores for batch 4; on a GPU 1: "
+                        "paddle.distributed.launch). batch_size stays the global batch, split between them; "
+                        f"1: one process. ${PROCS_ENV} sets the default")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="Disc_Cup_Segmentations/<id>.bmp + zip (scored if masks exist)")

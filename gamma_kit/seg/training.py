@@ -268,7 +268,7 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
                  use_vdl: bool = False, seed: int | None = None, resume_model: str | None = None,
                  num_workers: int = 0, check_labels: bool = True, optimizer=None, model=None,
                  log_file: str | os.PathLike | None = None, progress: bool | None = None,
-                 set_aside_old_run: bool = False) -> Path:
+                 set_aside_old_run: bool = False, rank_batch: int | None = None) -> Path:
     """Train a loaded ``Config`` with ``SegBuilder`` + ``paddleseg.core.train`` (tools/train.py's calls).
 
     ``save_dir`` is locked while the run writes there (``safety.RunLock``: ``<save_dir>.lock``, taken
@@ -282,15 +282,20 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
     Writes ``model.yml`` and ``last_model/`` (see the module docstring); returns ``save_dir``.
     ``log_file``: PaddleSeg's console output goes there (appended) instead of stdout;
     ``progress``: a tqdm bar over the iterations (on stderr). Unset, both come from an enclosing
-    ``console_defaults`` block (default: PaddleSeg's output on stdout, no bar).
+    ``console_defaults`` block (default: PaddleSeg's output on stdout, no bar); rank 0 alone shows it.
+    ``rank_batch``: the samples each process takes per iteration when the kit started the processes
+    (``train_from_config(processes=N)``: the config's batch_size / N, so the recipe's batch is the
+    global one); unset, PaddleSeg's own rule: batch_size per process (``tools/train.py``).
     """
     from gamma_kit.runtime import launcher_rank
 
+    progress = progress if launcher_rank() == 0 else False
     save_dir = Path(save_dir)
     _check_run_settings(cfg, save_interval, log_iters)
-    with RunLock(save_dir, "training") if launcher_rank() == 0 else contextlib.nullcontext():
-        move_aside = check_save_dir(save_dir, resume_model, set_aside_old_run)
-        if resume_model is not None and (note := clean_leftovers(save_dir)):
+    main = launcher_rank() == 0                 # process 0 alone checks, writes and locks the save dir
+    with RunLock(save_dir, "training") if main else contextlib.nullcontext():
+        move_aside = check_save_dir(save_dir, resume_model, set_aside_old_run) if main else False
+        if main and resume_model is not None and (note := clean_leftovers(save_dir)):
             print(note, file=sys.stderr)
         log_file, progress = _console_settings(log_file, progress)
         sections = ("train_dataset", "val_dataset") if do_eval else ("train_dataset",)
@@ -306,11 +311,13 @@ def run_training(cfg, save_dir: str | os.PathLike, device: str = "auto", do_eval
         if move_aside:
             aside = set_aside(save_dir)
             print(f"set the earlier run aside: {save_dir} -> {aside}", file=sys.stderr)
-        save_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
+        if main:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(save_dir / MODEL_CONFIG_NAME, str(cfg))
         _train_loop(cfg, save_dir, built, resume_model, save_interval, log_iters, keep_checkpoint_max, use_vdl,
-                    num_workers, log_file, progress)
-        write_model_dirs(cfg, save_dir, cfg.iters, roi)
+                    num_workers, log_file, progress, rank_batch or cfg.batch_size)
+        if main:
+            write_model_dirs(cfg, save_dir, cfg.iters, roi)
     return save_dir
 
 
@@ -356,7 +363,7 @@ def _build(cfg, device: str, seed: int | None, do_eval: bool, model, optimizer) 
 
 
 def _train_loop(cfg, save_dir: Path, built: tuple, resume_model, save_interval, log_iters, keep_checkpoint_max,
-                use_vdl: bool, num_workers: int, log_file, progress: bool) -> None:
+                use_vdl: bool, num_workers: int, log_file, progress: bool, batch_size: int) -> None:
     """``paddleseg.core.train`` with the kit's hooks (atomic saves, one progress bar); Ctrl-C ends in
     ``Interrupted`` naming the checkpoint to resume from."""
     from paddleseg.core import train as seg_train
@@ -375,7 +382,7 @@ def _train_loop(cfg, save_dir: Path, built: tuple, resume_model, save_interval, 
         warnings.filterwarnings("ignore", message=PADDLE_BATCHNORM_NOTICE)
         try:
             seg_train(model, train_ds, val_dataset=val_ds, optimizer=optimizer, save_dir=str(save_dir),
-                      iters=cfg.iters, batch_size=cfg.batch_size, resume_model=resume_model,
+                      iters=cfg.iters, batch_size=batch_size, resume_model=resume_model,
                       save_interval=save_interval or cfg.iters, log_iters=log_iters, num_workers=num_workers,
                       use_vdl=use_vdl, losses=loss, keep_checkpoint_max=keep_checkpoint_max,
                       test_config=cfg.test_config, to_static_training=cfg.to_static_training)
@@ -386,7 +393,7 @@ def _train_loop(cfg, save_dir: Path, built: tuple, resume_model, save_interval, 
 def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "output/seg",
                       iters: int | None = None, batch_size: int | None = None,
                       learning_rate: float | None = None, opts: list[str] | None = None,
-                      fit_schedule: bool = False, log=None, **kwargs) -> Path:
+                      fit_schedule: bool = False, log=None, processes: int = 1, **kwargs) -> Path:
     """Train ``config`` (PaddleSeg YAML) into ``save_dir``; returns ``save_dir``.
 
     ``iters``/``batch_size``/``learning_rate``/``opts`` override the YAML exactly as
@@ -397,7 +404,26 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
     ``run_training`` (device, do_eval, save_interval,
     log_iters, seed, resume_model, set_aside_old_run, ...);
     ``save_interval`` defaults to the iterations (one evaluation and checkpoint at the end).
+
+    ``processes`` > 1 (``seg train --procs``; ``procs.local_processes`` picks it): that many processes of
+    this machine train together (``procs.spawn_local``, gloo; PaddleSeg's data-parallel loop), each on
+    ``batch_size / processes`` samples of every iteration, so the config's batch, iterations and
+    schedule stay the recipe's (the data order differs from one process). Returns ``save_dir``.
     """
+    if processes > 1:
+        batch = int(batch_size or load_config(config, opts=opts).batch_size)
+        if batch % processes:
+            raise ValueError(f"--procs {processes} does not divide the batch size {batch}: each process takes an "
+                             f"equal share of every batch (use a divisor of {batch}, or --batch-size)")
+        from gamma_kit.procs import spawn_local
+
+        return spawn_local(train_from_config, dict(
+            config=config, save_dir=save_dir, iters=iters, batch_size=batch_size, learning_rate=learning_rate,
+            opts=opts, fit_schedule=fit_schedule, log=log, rank_batch=batch // processes, **kwargs), processes)
+    from gamma_kit.runtime import launcher_rank
+
+    if launcher_rank() != 0:
+        log = log or (lambda _line: None)       # rank 0 says it once
     for name, value in (("iters", iters), ("batch_size", batch_size)):
         if value is not None and int(value) <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
