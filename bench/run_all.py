@@ -8,7 +8,7 @@
     python bench/run_all.py --list     # the parts and the estimated wall time of each; runs nothing
 
 Parts (``--only`` / ``--skip`` names; see ``PARTS``): heatmap, dataset, models, fovea_epoch,
-disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, synth_realism,
+disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, cores, synth_realism,
 accuracy (synthetic fovea and segmentation arms). Before running, the plan is printed with an estimate of each part's
 wall time: the part's last measured duration in ``--raw-dir`` (same ``--quick`` mode; the
 accuracy part scaled to ``--budget``), else a default for 2 idle cores.
@@ -272,6 +272,12 @@ def _backends_jobs(ctx: Context) -> list[Job]:
                                                   "--md", str(ctx.raw / "backends.md")], 3600)]
 
 
+def _cores_jobs(ctx: Context) -> list[Job]:
+    quick = ctx.args.quick
+    return [Job("cores", "bench_cores.py", ["--epochs", "2" if quick else "4", "--iters", "20" if quick else "80",
+                                            "--md", str(ctx.raw / "cores.md")], 3600)]
+
+
 def _synth_realism_jobs(ctx: Context) -> list[Job]:
     quick = ctx.args.quick
     return [Job("synth_realism", "bench_synth_realism.py",
@@ -312,13 +318,15 @@ PARTS: dict[str, Part] = {
                            (820, 120), _predict_memory_jobs),
     "backends": Part(("backends",), "predict per photo and peak RSS: dynamic, Paddle Inference, onnxruntime",
                      (180, 60), _backends_jobs),
+    "cores": Part(("cores",), "training with --procs 1 vs 2: time and cores busy, fovea and seg", (420, 150),
+                  _cores_jobs),
     "synth_realism": Part(("synth_realism",), "synthetic disc region vs real photos, both renderers", (80, 10),
                           _synth_realism_jobs),
     "accuracy": Part(("accuracy_synth", "accuracy_seg"), "equal-budget accuracy arms (fovea, seg), synthetic",
                      (510, 70), _accuracy_jobs, budget_scaled=True),
 }
 ORDER = ["heatmap", "dataset", "models", "fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory",
-         "backends", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
+         "backends", "cores", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
 DEMO_ESTIMATE_S = 240.0
 DURATIONS = "_durations.json"       # in --raw-dir: the last measured wall time of each part, per mode
 

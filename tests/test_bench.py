@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_backends  # noqa: E402
+import bench_cores  # noqa: E402
 import bench_disc_locate  # noqa: E402
 import bench_fovea_epoch  # noqa: E402
 import bench_predict_memory  # noqa: E402
@@ -82,7 +83,8 @@ def test_time_call_and_memory_helpers():
 
 NEW_BENCHES = {"bench_fovea_epoch.py": bench_fovea_epoch, "bench_disc_locate.py": bench_disc_locate,
                "bench_seg_two_stage.py": bench_seg_two_stage, "bench_synth_realism.py": bench_synth_realism,
-               "bench_predict_memory.py": bench_predict_memory, "bench_backends.py": bench_backends}
+               "bench_predict_memory.py": bench_predict_memory, "bench_backends.py": bench_backends,
+               "bench_cores.py": bench_cores}
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -116,7 +118,8 @@ def test_new_parts_build_jobs_that_their_bench_parses(tmp_path, quick):
     (idrid / "optic_disc_center_GT.csv").write_text("data,OD_X,OD_Y\n")
     ctx = run_all.Context(_args(quick=quick, idrid=str(idrid)), tmp_path / "work", tmp_path / "raw")
     seen = set()
-    for name in ("fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory", "backends", "synth_realism"):
+    for name in ("fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory", "backends", "cores",
+                 "synth_realism"):
         for job in run_all.PARTS[name].jobs(ctx):          # building jobs generates nothing
             assert job.key == name and job.key in run_all.PARTS[name].keys
             ns = NEW_BENCHES[job.script].build_parser().parse_args(job.args + ["--json", "x.json"])
@@ -284,3 +287,15 @@ def test_disc_locate_cli_on_two_idrid_photos(idrid, tmp_path):
     (row,) = json.loads(js.read_text())["rows"]
     assert "(2 photos, 4288 px wide)" in row["measure"] and isinstance(row["met"], bool)
     assert md.read_text().startswith("# Stage 1: optic-disc localisation")
+
+
+def test_bench_cores_rows_are_the_measured_rates_and_their_projections():
+    arm = lambda s, c: {"per_unit_s": s, "cores": c, "last_aed": 0.03}     # noqa: E731
+    res = {"fovea": {"1": arm(15.0, 1.3), "2": arm(9.0, 1.9)}, "seg": {"1": arm(0.8, 1.3), "2": arm(0.64, 1.7)}}
+    rows = {r["measure"].split(": ", 1)[1]: r for r in bench_cores.rows(res) if r["measure"].startswith("Fovea")}
+    assert rows["seconds per epoch"]["ratio"] == pytest.approx(15 / 9)
+    assert rows["cores busy (of 2)"]["met"] is True and rows["cores busy (of 2)"]["kit"] == "1.90"
+    proj = rows["the recipe's 130 epochs (projected)"]
+    assert (proj["original"], proj["kit"], proj["met"]) == ("32.5 min", "19.5 min", True)   # 130 x 15 s, 130 x 9 s
+    seg = [r for r in bench_cores.rows(res) if r["measure"].startswith("Seg")]
+    assert seg[1]["met"] is False and seg[2]["kit"] == "16.0 min" and seg[2]["met"] is False   # 1500 x 0.64 s > 15 min

@@ -1,0 +1,194 @@
+"""Both cores at work (issue 20.1-20.3): training time and the cores it keeps busy, one process
+against ``--procs 2``, for fovea and seg, through the kit's own commands, in one run.
+
+    python bench/bench_cores.py [--data DIR] [--epochs 4] [--iters 80] [--md FILE] [--json FILE]
+
+Data: a synthetic GAMMA set at the challenge's sizes (2992x2000 and 1956x1934; ``--data``, or 100
+training photos generated into a temporary folder). Fovea: ``fovea train --fold 1 --config
+unet_heatmap_cpu.yml`` = 80 training + 20 validation photos per epoch (10 steps of 8 crops,
+validation, a checkpoint set). Seg: ``seg prepare --roi --roi-copies 2`` + ``split`` of the same
+photos, then ``seg train --config roi_liteunet_cpu.yml --no-eval`` (batch 4 at 192x192).
+
+Each arm is the command a user runs, as a subprocess with ``--procs 1`` or ``--procs 2``. While it
+trains, the CPU seconds of its whole process tree (psutil: the command and the processes it
+started) are read whenever a unit of progress appears: a line of the fold's metrics.csv (an
+epoch) or a line of PaddleSeg's training log (``--log-iters`` iterations). Rates and "cores busy"
+(CPU seconds / wall seconds) run from the first unit to the last, so start-up, decoding and the
+first epoch (warm-up) are not counted. "130 epochs" and "1500 iterations" are those rates times
+the recipe's length: projections, not measured runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, emit, load_avg, machine_info, row, versions  # noqa: E402
+
+FOVEA_EPOCHS = 130          # the CPU fovea recipe (configs/fovea/unet_heatmap_cpu.yml)
+SEG_ITERS = 1500            # the CPU seg recipe (configs/seg/roi_liteunet_cpu.yml)
+TARGETS = {"cores": 1.8, "fovea_min": 20.0, "seg_min": 15.0}
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its living descendants."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def monitored(cmd: list[str], progress, cwd: Path, env: dict) -> dict:
+    """Run ``cmd``; whenever ``progress(stdout_lines)`` grows, note (time, tree CPU, count).
+    Returns the units, seconds per unit and cores busy between the first and the last note."""
+    lines: list[str] = []
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    notes, last = [], 0
+    while proc.poll() is None:
+        n = progress(lines)
+        if n > last:
+            notes.append((time.perf_counter(), tree_cpu(proc.pid), n))
+            last = n
+        time.sleep(0.1)
+    reader.join(timeout=5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{''.join(lines[-30:])}")
+    (t0, c0, n0), (t1, c1, n1) = notes[0], notes[-2] if len(notes) > 2 else notes[-1]
+    units = n1 - n0
+    return {"units": units, "per_unit_s": (t1 - t0) / units if units else None,
+            "cores": (c1 - c0) / (t1 - t0) if t1 > t0 else None}
+
+
+def fovea_arm(data: Path, sides: Path, work: Path, procs: int, epochs: int, env: dict) -> dict:
+    run = work / f"fovea_p{procs}"
+    log = run / "fold1" / "metrics.csv"
+    cmd = [sys.executable, "-m", "gamma_kit.fovea", "train", "--fold", "1", "--config", "unet_heatmap_cpu.yml",
+           "--data-root", str(data), "--side-overrides", str(sides), "--run-dir", str(run), "--epochs", str(epochs),
+           "--procs", str(procs), "--no-progress"]
+    out = monitored(cmd, lambda _lines: max(0, len(log.read_text().splitlines()) - 1) if log.is_file() else 0,
+                    work, env)
+    history = json.loads((run / "fold1" / "metrics.json").read_text())["history"]
+    out["epoch_seconds"] = [r["seconds"] for r in history]
+    out["last_aed"] = history[-1]["val_aed"]
+    return out
+
+
+def seg_arm(prepared: Path, work: Path, procs: int, iters: int, env: dict) -> dict:
+    opts = [f"train_dataset.dataset_root={prepared}", f"train_dataset.train_path={prepared / 'train_list.txt'}",
+            f"val_dataset.dataset_root={prepared}", f"val_dataset.val_path={prepared / 'val_list.txt'}"]
+    cmd = [sys.executable, "-m", "gamma_kit.seg", "train", "--config", "roi_liteunet_cpu.yml", "--save-dir",
+           str(work / f"seg_p{procs}"), "--iters", str(iters), "--no-eval", "--log-iters", "10", "--procs",
+           str(procs), "--opts", *opts]
+    out = monitored(cmd, lambda lines: sum("[TRAIN]" in ln for ln in list(lines)), work, env)
+    out["per_unit_s"] = out["per_unit_s"] / 10 if out["per_unit_s"] else None      # a log line = 10 iterations
+    out["units"] *= 10
+    return out
+
+
+def ensure_data(data: str | None, work: Path) -> tuple[Path, Path, Path]:
+    """(synthetic GAMMA root, side-override CSV, prepared ROI seg folder)."""
+    import pandas as pd
+
+    root = Path(data) if data else work / "synth"
+    if not (root / "synth_meta.csv").is_file():
+        from gamma_kit.synth import generate
+
+        generate(root, 100, 4, seed=0, progress=False)
+    meta = pd.read_csv(root / "synth_meta.csv", dtype={"id": str})
+    sides = work / "sides.csv"
+    meta[["id", "disc_side"]].rename(columns={"id": "data"}).to_csv(sides, index=False)
+    prepared = work / "seg_prepared"
+    if not (prepared / "train_list.txt").is_file():
+        for args in (["prepare", "--roi", "--roi-copies", "2", "--data-root", str(root), "--out", str(prepared)],
+                     ["split", "--dataset-dir", str(prepared)]):
+            subprocess.run([sys.executable, "-m", "gamma_kit.seg", *args], check=True, capture_output=True)
+    return root, sides, prepared
+
+
+def rows(res: dict) -> list[dict]:
+    out = []
+    f1, f2, s1, s2 = res["fovea"]["1"], res["fovea"]["2"], res["seg"]["1"], res["seg"]["2"]
+    for task, a1, a2, unit, n, target in (("Fovea CPU epoch (80 + 20 full-size photos)", f1, f2, "epoch", FOVEA_EPOCHS,
+                                           TARGETS["fovea_min"]),
+                                          ("Seg two-stage CPU iteration (batch 4, 192 px)", s1, s2, "iteration",
+                                           SEG_ITERS, TARGETS["seg_min"])):
+        out.append(row(f"{task}: seconds per {unit}", f"{a1['per_unit_s']:.3f} s (--procs 1)",
+                       f"{a2['per_unit_s']:.3f} s (--procs 2)", a1["per_unit_s"] / a2["per_unit_s"]))
+        out.append(row(f"{task}: cores busy (of 2)", f"{a1['cores']:.2f}", f"{a2['cores']:.2f}", None,
+                       f">= {TARGETS['cores']}", a2["cores"] >= TARGETS["cores"]))
+        minutes = (a1["per_unit_s"] * n / 60, a2["per_unit_s"] * n / 60)
+        out.append(row(f"{task}: the recipe's {n} {unit}s (projected)", f"{minutes[0]:.1f} min",
+                       f"{minutes[1]:.1f} min", minutes[0] / minutes[1], f"<= {target:g} min", minutes[1] <= target,
+                       note="rate x length, start-up and validation-free seg not included"))
+    return out
+
+
+def markdown(result: dict) -> str:
+    head = ("| measure | one process | kit (--procs 2) | speed-up | target | met |\n|---|---|---|---|---|---|\n")
+    def cells(r: dict) -> str:
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        met = "" if r["met"] is None else ("yes" if r["met"] else "no")
+        return f"| {r['measure']} | {r['original']} | {r['kit']} | {ratio} | {r['target']} | {met} |\n"
+
+    body = "".join(cells(r) for r in result["rows"])
+    m = result["machine"]
+    return (f"# Both cores: training with --procs 2 (bench/bench_cores.py)\n\n"
+            f"`{result['command']}` on {m.get('cpu', '?')}, {m.get('cores', '?')} cores, no GPU; "
+            f"load average before: {result['load_before']}.\n\n{head}{body}\n"
+            "Cores busy = CPU seconds of the command's process tree / wall seconds, from the first epoch (or log "
+            "line) to the last; start-up and the warm-up epoch are not counted. Fovea validation AED after the "
+            f"last epoch: {result['fovea']['1']['last_aed']:.4f} (1 process) / {result['fovea']['2']['last_aed']:.4f} "
+            "(2): a few epochs, not an accuracy figure.\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", help="synthetic GAMMA root (default: 100 photos generated into a temp folder)")
+    ap.add_argument("--epochs", type=int, default=4, help="fovea epochs per arm (the first is a warm-up)")
+    ap.add_argument("--iters", type=int, default=80, help="seg iterations per arm")
+    ap.add_argument("--md", default=str(REPO / "bench" / "results" / "cores.md"))
+    ap.add_argument("--json")
+    return ap
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="gk_bench_cores_"))
+    data, sides, prepared = ensure_data(a.data, work)
+    env = {k: v for k, v in os.environ.items() if k not in ("GAMMA_KIT_PROCS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    res = {"command": "python bench/bench_cores.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": machine_info(), "versions": versions(), "load_before": load_avg(), "fovea": {}, "seg": {}}
+    for procs in (1, 2):
+        res["fovea"][str(procs)] = fovea_arm(data, sides, work, procs, a.epochs, env)
+        res["seg"][str(procs)] = seg_arm(prepared, work, procs, a.iters, env)
+    res["rows"] = rows(res)
+    emit(res, a.json)
+    if a.md:
+        from gamma_kit.safety import atomic_write_text
+
+        atomic_write_text(a.md, markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
