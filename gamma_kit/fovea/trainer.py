@@ -500,6 +500,7 @@ class Trainer:
             seconds = _clock() - ts
             for cb in self.callbacks:
                 cb.on_step(self, seconds)
+        self._stop_if_asked()       # a signal in the epoch's last step: stop before its validation and save
         return float(np.mean(losses))
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
