@@ -20,7 +20,10 @@ mkdir -p "$TMP/src" "$TMP/dist" "$TMP/run"
 (cd "$TMP/src" && python -m pip wheel -q --no-deps --no-build-isolation -w "$TMP/dist" . ) > "$TMP/build.log" 2>&1 \
     || { cat "$TMP/build.log"; exit 1; }
 WHEEL="$(ls "$TMP"/dist/gamma_kit-*.whl)"
-python -m zipfile -l "$WHEEL" | grep -q "gamma_kit/_configs/seg/_base_/gamma_seg_dataset.yml" \
+# the listing goes to a file first: grep -q stops reading at its match, and under pipefail the lister's
+# broken pipe failed the check whenever the match came before the end of the listing
+python -m zipfile -l "$WHEEL" > "$TMP/wheel_files.txt"
+grep -q "gamma_kit/_configs/seg/_base_/gamma_seg_dataset.yml" "$TMP/wheel_files.txt" \
     || { echo "wheel check: $WHEEL lacks gamma_kit/_configs"; exit 1; }
 
 # 2. a fresh venv on top of this environment's packages; the wheel without dependencies
