@@ -159,3 +159,58 @@ def test_procs_2_ctrl_c_then_resume_gives_the_numbers_of_an_uninterrupted_run(se
     _kit(root, "train", "--fold", "1", "--run-dir", str(root / "cut"), *epochs, "--resume")
     same = [{k: v for k, v in r.items() if k != "seconds"} for r in _history(root / "cut")]
     assert same == [{k: v for k, v in r.items() if k != "seconds"} for r in _history(root / "whole")]
+
+
+
+def _buffers_on_two_ranks() -> dict:
+    """Run on each of 2 ranks (procs.spawn_local): BatchNorm statistics made different per rank, then
+    broadcast_buffers; the sums show whether every rank holds rank 0's values."""
+    import paddle
+
+    from gamma_kit.fovea.parallel import broadcast_buffers, init_parallel, mean_over_ranks, sum_over_ranks
+
+    rank, world = init_parallel()
+    bn = paddle.nn.BatchNorm2D(3)
+    stats = [bn._mean, bn._variance]
+    for t in stats:
+        t.set_value(paddle.full(t.shape, float(rank + 1)))
+    before = float(sum(t.sum() for t in stats))
+    spread_before = abs(mean_over_ranks(before, world) - before)
+    broadcast_buffers(bn, world)
+    after = float(sum(t.sum() for t in stats))
+    weight = float(bn.weight.sum())                      # trained parameters are not touched
+    return {"rank": rank, "after": after, "weight": weight, "spread_before": spread_before,
+            "spread_after": abs(mean_over_ranks(after, world) - after), "ranks_summed": sum_over_ranks(rank + 1, world)}
+
+
+def test_broadcast_buffers_gives_every_rank_rank_0s_batchnorm_statistics():
+    """What the shared validation rests on: after broadcast_buffers every rank holds rank 0's running
+    statistics (they differed before; Paddle keeps them as parameters without gradient, not buffers),
+    and sum_over_ranks adds every rank's value (1 + 2)."""
+    from gamma_kit.procs import spawn_local
+
+    out = spawn_local(_buffers_on_two_ranks, {}, 2)
+    assert out["rank"] == 0 and out["after"] == 6.0     # 3 means of 1 + 3 variances of 1: rank 0's (rank 1 had 12)
+    assert out["weight"] == 3.0
+    assert out["spread_before"] == 3.0 and out["spread_after"] == 0.0 and out["ranks_summed"] == 3.0
+
+def test_procs_2_validation_is_rank_0s_model_on_every_photo(setup):
+    """With 2 processes each scores half of the validation photos on rank 0's BatchNorm statistics
+    (broadcast first) and the distances are summed: the logged AED of every epoch equals what one
+    process gets from rank 0's saved weights of that epoch on all the photos (bench_fovea_cv re-scores
+    the snapshots and reports the largest difference; without the broadcast, rank 1's photo is scored
+    on its own statistics and the difference is 0.02 here)."""
+    root = setup
+    _kit(root, "cv", "--folds", "1", "--run-dir", str(root / "shared_val"), "--procs", "2", "--epochs", "6", "--lr", "0.01",
+         "--set", "train.snapshot_every=1", "roi.anchor=fixed", "train.average_last=0")
+    task = root / "data" / "task2_Fovea_localization" / "training"
+    out = root / "shared_val_scores"
+    # one thread, as each rank ran: the barely trained model's flat peaks move with the last float bit
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_fovea_cv.py"), "--run", str(root / "shared_val"),
+                           "--images", str(task / "fundus color images"), "--gt", str(next(task.glob("*GT*.xlsx"))),
+                           "--last-k", "1", "--from-epoch", "1", "--out-md", str(out / "cv.md"), "--json",
+                           str(out / "cv.json")], cwd=root, env={**_env(), "MKL_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folds = json.loads((out / "cv.json").read_text())["folds"]
+    assert folds and all(f["logged_diff"] < 1e-6 for f in folds.values()), folds

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["world_size", "init_parallel", "rank_and_world", "mean_over_ranks", "any_over_ranks", "barrier"]
+__all__ = ["world_size", "init_parallel", "rank_and_world", "mean_over_ranks", "sum_over_ranks", "any_over_ranks",
+           "broadcast_buffers", "barrier"]
 
 
 
@@ -67,6 +68,23 @@ def any_over_ranks(flag: bool, world: int) -> bool:
     t = paddle.to_tensor([1 if flag else 0], dtype="int32")
     dist.all_reduce(t)
     return int(t.numpy()[0]) > 0
+
+
+def sum_over_ranks(value: float, world: int) -> float:
+    """The sum of ``value`` over the ``world`` ranks (float64 all-reduce; ``value`` itself on one rank)."""
+    return mean_over_ranks(value, world) * world if world > 1 else value
+
+
+def broadcast_buffers(model, world: int) -> None:
+    """Give every rank rank 0's state that training does not keep equal: BatchNorm running statistics
+    (per process under data parallelism; Paddle holds them as parameters that take no gradient, not
+    as buffers) and any buffer. The trained parameters are equal on every rank already."""
+    if world > 1:
+        import paddle.distributed as dist
+
+        for t in model.state_dict().values():
+            if t.stop_gradient:
+                dist.broadcast(t, src=0)
 
 
 def barrier(world: int) -> None:

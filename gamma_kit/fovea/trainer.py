@@ -40,7 +40,8 @@ from gamma_kit.fovea.checkpoints import average_weights, load_checkpoint, read_s
 from gamma_kit.fovea.config import build_codec, build_model, dump_config
 from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_batches, make_items
 from gamma_kit.fovea.folds import get_fold
-from gamma_kit.fovea.parallel import any_over_ranks, barrier, init_parallel, mean_over_ranks, world_size
+from gamma_kit.fovea.parallel import (any_over_ranks, barrier, broadcast_buffers, init_parallel, mean_over_ranks,
+                                      sum_over_ranks, world_size)
 from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
 from gamma_kit.fovea.run_dir import FoldFolder, LastCheckpoint, resume_config, splits_for
 from gamma_kit.geometry import read_side_overrides
@@ -469,7 +470,7 @@ class Trainer:
         """Train, validate (rank 0, on validation epochs), record, save (rank 0)."""
         t0 = time.perf_counter()
         loss = self.train_epoch(epoch)
-        aed = self.validate() if self.main and self.settings.validates(epoch) else None
+        aed = self.validate() if self.settings.validates(epoch) else None     # every rank takes a share
         loss = mean_over_ranks(loss, self.world)         # the epoch's loss over every rank's shards
         rec = {"epoch": epoch, "train_loss": loss, "val_aed": _finite(aed), "lr": float(self.opt.get_lr()),
                "seconds": round(time.perf_counter() - t0, 2)}
@@ -528,11 +529,23 @@ class Trainer:
             self.lr.step()
         return float(loss)
 
-    def validate(self) -> float:
-        """Validation AED of the model as it is now (inference.evaluate_items)."""
-        aed, _ = inference.evaluate_items(self.model, self.val_items, self.codec, self.amp,
-                                          self.settings.batch_size, self.roi)
-        return aed
+    def validate(self, alone: bool = False) -> float:
+        """Validation AED of the model as it is now (inference.evaluate_items); ``alone``: this rank
+        scores every photo. Otherwise, with several ranks (called on every rank) each scores every world-th photo on rank 0's BatchNorm statistics
+        (broadcast first: they are per process, and rank 0's are the ones saved) and the distances
+        are summed over the ranks: the AED of rank 0's model on all photos, in 1 / world of the time."""
+        if self.world == 1 or alone:
+            aed, _ = inference.evaluate_items(self.model, self.val_items, self.codec, self.amp,
+                                              self.settings.batch_size, self.roi)
+            return aed
+        broadcast_buffers(self.model, self.world)
+        share = self.val_items[self.rank::self.world]
+        total = 0.0
+        if share:
+            aed, _ = inference.evaluate_items(self.model, share, self.codec, self.amp, self.settings.batch_size,
+                                              self.roi)
+            total = aed * len(share)
+        return sum_over_ranks(total, self.world) / len(self.val_items)
 
     def save(self, epoch: int, aed: float | None, rec: dict) -> None:
         """best (the first validated epoch always, even with a NaN AED, then any lower AED), a
@@ -586,7 +599,7 @@ class Trainer:
             snaps = [self.folder.snapshot_path(e) for e in range(s.epochs - s.average_last + 1, s.epochs + 1)]
             self.model.set_state_dict(average_weights(snaps))
             self.folder.save_averaged(self.model.state_dict())
-            averaged_aed = self.validate()
+            averaged_aed = self.validate(alone=True)      # rank 0's averaged weights; the others have left
         best = self.best_aed
         metrics = {"fold": self.fold, "config": self.cfg["name"], "device": self.device,
                    "n_train": len(self.train_items), "n_val": len(self.val_items), "best_aed": _finite(best),
