@@ -13,7 +13,7 @@ import gamma_kit  # noqa: F401  (sets the thread variables before anything impor
 
 # one training process unless a test asks for more (--procs auto would start 2 on a 2-core runner for
 # batch 8): the tests that compare numbers compare one process's; tests/test_fovea_procs.py and test_fovea_distributed.py cover --procs
-os.environ.setdefault("GAMMA_KIT_PROCS", "1")
+os.environ["GAMMA_KIT_PROCS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 

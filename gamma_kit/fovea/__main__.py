@@ -24,7 +24,7 @@ from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES
 from gamma_kit.fovea.inference import ENSEMBLES
 from gamma_kit.resources import config_path
 from gamma_kit.cli import positive_float, positive_int, procs_count
-from gamma_kit.procs import MIN_RANK_BATCH, PROCS_ENV, local_processes
+from gamma_kit.procs import DEFAULT_PROCS, MIN_RANK_BATCH, PROCS_ENV, local_processes
 from gamma_kit.runtime import DEVICE_CHOICES, resolve_device
 
 COMMANDS = ("train", "cv", "predict", "export", "demo", "configs")
@@ -86,12 +86,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="write a checkpoint set (weights, optimizer, state) every N epochs (default 1; always the "
                         "last)")
     p.add_argument("--use-vdl", action="store_true", help="VisualDL logs (loss, validation AED, lr) in the fold folder")
-    p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, "auto"),
-                   help="training processes on this machine (auto, default: on a CPU one per core while each "
-                        f"keeps {MIN_RANK_BATCH} samples of a batch, so 2 on 2 cores with batch 8: Paddle's CPU "
-                        "convolutions keep one process on about one core; on a GPU 1). Each takes an equal share "
-                        f"of every batch (BatchNorm statistics per process); 1: one process. ${PROCS_ENV} sets "
-                        "the default")
+    p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, DEFAULT_PROCS),
+                   help="training processes on this machine (default 1; $GAMMA_KIT_PROCS sets another). N: N "
+                        "data-parallel processes of one thread, each on an equal share of every batch: ~1.5x faster "
+                        "on 2 cores, where one Paddle process uses about one core; BatchNorm statistics are per "
+                        "process, and their accuracy at the full recipe is not measured yet (docs/guide.md). auto: "
+                        f"one per core while each keeps {MIN_RANK_BATCH} samples of a batch (2 for the CPU config "
+                        "on 2 cores), 1 on a GPU")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="config overrides")
 
 
