@@ -17,8 +17,8 @@ import threading
 import warnings
 from typing import Callable, Iterator
 
-__all__ = ["run_cli", "USER_ERRORS", "positive_int", "positive_float", "procs_count", "parse_int_list", "ArgumentValueError",
-           "describe_error"]
+__all__ = ["run_cli", "USER_ERRORS", "positive_int", "positive_float", "procs_count", "parse_int_list",
+           "ArgumentValueError", "describe_error"]
 
 #: What bad user input raises in the kit (a missing file, a bad value): the CLIs print
 #: these as one line and exit 2, anything else keeps its traceback.

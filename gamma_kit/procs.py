@@ -19,7 +19,8 @@ import time
 import warnings
 from typing import Any, Callable
 
-__all__ = ["PROCS_ENV", "DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "spawn_local", "RankFailed", "STOP_GRACE_S"]
+__all__ = ["PROCS_ENV", "DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "rank_batch", "spawn_local",
+           "RankFailed", "STOP_GRACE_S"]
 
 #: the default of ``--procs`` where the user sets one (otherwise 1)
 PROCS_ENV = "GAMMA_KIT_PROCS"
@@ -47,7 +48,9 @@ def local_processes(requested: str | int, device: str, batch_size: int, parallel
     neither), so 2 on a 2-core machine for batch 8; on a GPU, 1 (``paddle.distributed.launch``
     gives one process per GPU). A number is taken as it is, if it divides the batch
     (ValueError naming both otherwise)."""
-    if max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1)) > 1:
+    from gamma_kit.runtime import launcher_world
+
+    if launcher_world() > 1:
         return 1
     if requested == "auto":
         if not str(device).startswith("cpu"):
@@ -59,10 +62,18 @@ def local_processes(requested: str | int, device: str, batch_size: int, parallel
                 n -= 1
         return n
     n = int(requested)
-    if n > 1 and not parallel_folds and batch_size % n:
-        raise ValueError(f"--procs {n} does not divide the batch size {batch_size}: each process takes an equal "
-                         f"share of every batch (use a divisor of {batch_size}, or --batch-size)")
+    if not parallel_folds:
+        rank_batch(n, batch_size)
     return n
+
+
+def rank_batch(processes: int, batch_size: int) -> int:
+    """The samples each of ``processes`` takes from a global batch of ``batch_size``; ValueError
+    naming both when they do not divide it."""
+    if batch_size % processes:
+        raise ValueError(f"--procs {processes} does not divide the batch size {batch_size}: each process takes an "
+                         f"equal share of every batch (use a divisor of {batch_size}, or --batch-size)")
+    return batch_size // processes
 
 
 class RankFailed(RuntimeError):
@@ -120,10 +131,10 @@ def spawn_local(fn: Callable[..., Any], kwargs: dict, processes: int) -> Any:
 
     A kit error in any process (bad input, a refused resume, a full disk) is raised here as the
     same exception, so the command prints its usual one line; when one process fails, the others
-    are stopped with SIGTERM, which the trainer holds back until a checkpoint set being written
-    is complete. Ctrl-C reaches every process of the terminal: each finishes what it writes and
-    stops, and rank 0's ``safety.Interrupted`` (how to resume) is raised here. SIGTERM sent to
-    this process is passed on to them."""
+    are stopped (``_wait``: rank 0 by SIGTERM, which the trainer holds back until a checkpoint set
+    being written is complete). The processes leave the terminal's process group, so Ctrl-C
+    reaches this process alone, which passes one SIGINT on (SIGTERM likewise): each stops at the
+    same step, and rank 0's ``safety.Interrupted`` (how to resume) is raised here."""
     import paddle.distributed as dist
 
     threads = max(1, (os.cpu_count() or 1) // processes)

@@ -19,8 +19,7 @@ import sys
 from typing import Iterator
 
 __all__ = ["configure_threads", "quiet_paddle_import", "select_device", "resolve_device", "launcher_gpu_id",
-           "launcher_rank", "DEVICE_CHOICES", "filtered_stderr",
-           "PADDLE_FLAGS_BANNER"]
+           "launcher_rank", "launcher_world", "DEVICE_CHOICES", "filtered_stderr", "PADDLE_FLAGS_BANNER"]
 
 DEVICE_CHOICES = ("auto", "cpu", "gpu")
 
@@ -131,6 +130,12 @@ def launcher_rank() -> int:
     collective set-up; 0 outside the launcher. Rank 0 alone takes a run folder's lock."""
     rank = os.environ.get("PADDLE_TRAINER_ID", "").strip()
     return int(rank) if rank.isdigit() else 0
+
+
+def launcher_world() -> int:
+    """Processes of this job as ``paddle.distributed.launch`` (or ``procs.spawn_local``) sets them
+    (``PADDLE_TRAINERS_NUM``); 1 outside a launcher."""
+    return max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1))
 
 
 def launcher_gpu_id() -> int:

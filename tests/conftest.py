@@ -11,8 +11,8 @@ import pytest
 
 import gamma_kit  # noqa: F401  (sets the thread variables before anything imports paddle)
 
-# one training process unless a test asks for more (--procs auto would start 2 on a 2-core runner for
-# batch 8): the tests that compare numbers compare one process's; tests/test_fovea_procs.py and test_fovea_distributed.py cover --procs
+# one training process (the default) even where a developer's $GAMMA_KIT_PROCS asks for more: the tests
+# that compare numbers compare one process's; tests/test_procs.py and test_fovea_distributed.py cover --procs
 os.environ["GAMMA_KIT_PROCS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]

@@ -112,7 +112,8 @@ def test_procs_2_trains_as_the_launcher_does(setup, launched):
     # not bit for bit: the two start Paddle differently (the launcher's environment and flags), and float32
     # sums of the all-reduced gradients drift apart in the 6th digit within two epochs (3.7227806 / 3.7227821)
     np.testing.assert_allclose([r["train_loss"] for r in mine], [r["train_loss"] for r in theirs], rtol=1e-3)
-    assert json.loads(proc.stdout)["n_train"] == json.loads((launched / "fold1" / "metrics.json").read_text())["n_train"]
+    assert json.loads(proc.stdout)["n_train"] == \
+        json.loads((launched / "fold1" / "metrics.json").read_text())["n_train"]
     assert proc.stderr.strip() == "", proc.stderr[-2000:]          # no Paddle banners, gloo INFO lines or warnings
     assert sorted(p.name for p in (root / "spawned").iterdir()) == ["fold1", "splits.json"]
 
@@ -201,8 +202,8 @@ def test_procs_2_validation_is_rank_0s_model_on_every_photo(setup):
     the snapshots and reports the largest difference; without the broadcast, rank 1's photo is scored
     on its own statistics and the difference is 0.02 here)."""
     root = setup
-    _kit(root, "cv", "--folds", "1", "--run-dir", str(root / "shared_val"), "--procs", "2", "--epochs", "6", "--lr", "0.01",
-         "--set", "train.snapshot_every=1", "roi.anchor=fixed", "train.average_last=0")
+    _kit(root, "cv", "--folds", "1", "--run-dir", str(root / "shared_val"), "--procs", "2", "--epochs", "6",
+         "--lr", "0.01", "--set", "train.snapshot_every=1", "roi.anchor=fixed", "train.average_last=0")
     task = root / "data" / "task2_Fovea_localization" / "training"
     out = root / "shared_val_scores"
     # one thread, as each rank ran: the barely trained model's flat peaks move with the last float bit

@@ -9,16 +9,15 @@ on NCCL on GPUs and gloo on the CPU; both are tested with 2 CPU processes only.
 """
 from __future__ import annotations
 
-import os
-
 __all__ = ["world_size", "init_parallel", "rank_and_world", "mean_over_ranks", "sum_over_ranks", "any_over_ranks",
            "broadcast_buffers", "barrier"]
 
 
-
 def world_size() -> int:
     """Processes of this job as ``paddle.distributed.launch`` sets them (1 outside the launcher)."""
-    return max(1, int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1))
+    from gamma_kit.runtime import launcher_world
+
+    return launcher_world()
 
 
 def init_parallel() -> tuple[int, int]:
@@ -46,8 +45,8 @@ def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def mean_over_ranks(value: float, world: int) -> float:
-    """The mean of ``value`` over the ``world`` ranks (float64 all-reduce; ``value`` itself on one rank)."""
+def sum_over_ranks(value: float, world: int) -> float:
+    """The sum of ``value`` over the ``world`` ranks (float64 all-reduce; ``value`` itself on one rank)."""
     if world == 1:
         return value
     import paddle
@@ -55,7 +54,12 @@ def mean_over_ranks(value: float, world: int) -> float:
 
     t = paddle.to_tensor([value], dtype="float64")
     dist.all_reduce(t)
-    return float(t.numpy()[0]) / world
+    return float(t.numpy()[0])
+
+
+def mean_over_ranks(value: float, world: int) -> float:
+    """The mean of ``value`` over the ``world`` ranks (``value`` itself on one rank)."""
+    return value if world == 1 else sum_over_ranks(value, world) / world
 
 
 def any_over_ranks(flag: bool, world: int) -> bool:
@@ -68,11 +72,6 @@ def any_over_ranks(flag: bool, world: int) -> bool:
     t = paddle.to_tensor([1 if flag else 0], dtype="int32")
     dist.all_reduce(t)
     return int(t.numpy()[0]) > 0
-
-
-def sum_over_ranks(value: float, world: int) -> float:
-    """The sum of ``value`` over the ``world`` ranks (float64 all-reduce; ``value`` itself on one rank)."""
-    return mean_over_ranks(value, world) * world if world > 1 else value
 
 
 def broadcast_buffers(model, world: int) -> None:

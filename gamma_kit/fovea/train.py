@@ -96,8 +96,8 @@ def train_fold(cfg: dict, fold: int, data: FoveaData, run_dir: str | Path, resum
     are per rank (not synchronised), so the losses differ slightly from one process.
     Tested with 2 CPU processes (gloo); untested on GPUs.
 
-    ``processes`` > 1 (``--procs``; ``parallel.local_processes`` picks it): that many processes of
-    this machine train the fold that way (``parallel.spawn_local``), without a launcher; the
+    ``processes`` > 1 (``--procs``; ``procs.local_processes`` picks it): that many processes of
+    this machine train the fold that way (``procs.spawn_local``), without a launcher; the
     result is rank 0's.
     """
     if processes > 1:
@@ -123,7 +123,7 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
     a barrier process 0 pools every fold's metrics.json. Tested with 2 CPU processes.
     A second cross-validation into ``run_dir`` while one runs is refused in one line naming it
     (``safety.RunLock``). ``processes`` > 1: that many processes of this machine, started here
-    (``parallel.spawn_local``), as the launcher's would be: data-parallel folds, or with
+    (``procs.spawn_local``), as the launcher's would be: data-parallel folds, or with
     ``parallel_folds`` one fold per process.
     """
     if processes > 1:

@@ -216,11 +216,10 @@ class VdlLog(Callback):
 class _SignalGuard:
     """SIGINT / SIGTERM while training stop it at the next step boundary: the handler only records
     the signal in ``pending``, and ``Trainer._stop_if_asked`` (between steps and epochs) raises
-    ``KeyboardInterrupt``. Raised
-    inside the handler, it could land in Python code that Paddle runs in the backward pass (the
-    reflect padding's PyLayer), which Paddle turns into an unreadable C++ error. A second signal
-    raises at once (a run that hangs still stops). Inside ``safety.deferred_interrupts`` both wait
-    for the block. Outside the main thread it does nothing."""
+    ``KeyboardInterrupt``. Raised inside the handler, it could land in Python code that Paddle runs
+    in the backward pass (the reflect padding's PyLayer), which Paddle turns into an unreadable C++
+    error. A second signal raises at once (a run that hangs still stops). Inside
+    ``safety.deferred_interrupts`` both wait for the block. Outside the main thread it does nothing."""
 
     def __init__(self) -> None:
         self._old: dict = {}
@@ -240,7 +239,6 @@ class _SignalGuard:
         if self.pending is not None:
             raise KeyboardInterrupt(f"signal {signum}")
         self.pending = signum
-
 
 
 def _set_seed(seed: int) -> None:
@@ -531,9 +529,10 @@ class Trainer:
 
     def validate(self, alone: bool = False) -> float:
         """Validation AED of the model as it is now (inference.evaluate_items); ``alone``: this rank
-        scores every photo. Otherwise, with several ranks (called on every rank) each scores every world-th photo on rank 0's BatchNorm statistics
-        (broadcast first: they are per process, and rank 0's are the ones saved) and the distances
-        are summed over the ranks: the AED of rank 0's model on all photos, in 1 / world of the time."""
+        scores every photo. Otherwise, with several ranks (called on every rank), each scores every
+        world-th photo on rank 0's BatchNorm statistics (broadcast first: they are per process, and
+        rank 0's are the ones saved) and the distances are summed over the ranks: the AED of rank 0's
+        model on all photos, in 1 / world of the time."""
         if self.world == 1 or alone:
             aed, _ = inference.evaluate_items(self.model, self.val_items, self.codec, self.amp,
                                               self.settings.batch_size, self.roi)

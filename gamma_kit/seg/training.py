@@ -411,15 +411,13 @@ def train_from_config(config: str | os.PathLike, save_dir: str | os.PathLike = "
     schedule stay the recipe's (the data order differs from one process). Returns ``save_dir``.
     """
     if processes > 1:
-        batch = int(batch_size or load_config(config, opts=opts).batch_size)
-        if batch % processes:
-            raise ValueError(f"--procs {processes} does not divide the batch size {batch}: each process takes an "
-                             f"equal share of every batch (use a divisor of {batch}, or --batch-size)")
-        from gamma_kit.procs import spawn_local
+        from gamma_kit.procs import rank_batch, spawn_local
 
+        batch = int(batch_size or load_config(config, opts=opts).batch_size)
         return spawn_local(train_from_config, dict(
             config=config, save_dir=save_dir, iters=iters, batch_size=batch_size, learning_rate=learning_rate,
-            opts=opts, fit_schedule=fit_schedule, log=log, rank_batch=batch // processes, **kwargs), processes)
+            opts=opts, fit_schedule=fit_schedule, log=log, rank_batch=rank_batch(processes, batch), **kwargs),
+            processes)
     from gamma_kit.runtime import launcher_rank
 
     if launcher_rank() != 0:
