@@ -19,11 +19,13 @@ import time
 import warnings
 from typing import Any, Callable
 
-__all__ = ["PROCS_ENV", "DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "rank_batch", "spawn_local",
+__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "rank_batch", "spawn_local",
            "RankFailed", "STOP_GRACE_S"]
 
 #: the default of ``--procs`` where the user sets one (otherwise 1)
 PROCS_ENV = "GAMMA_KIT_PROCS"
+#: a folder that the processes of one spawn_local job share for waiting on each other (parallel.barrier)
+SYNC_ENV = "GAMMA_KIT_SYNC_DIR"
 #: ``--procs`` when neither the flag nor ``$GAMMA_KIT_PROCS`` says otherwise: one process. Several
 #: processes are faster but each keeps its own BatchNorm statistics over its share of a batch, and
 #: that costs accuracy: the seg CPU recipe (batch 4) with 2 processes of 2 samples scored disc / cup
@@ -137,10 +139,15 @@ def spawn_local(fn: Callable[..., Any], kwargs: dict, processes: int) -> Any:
     same step, and rank 0's ``safety.Interrupted`` (how to resume) is raised here."""
     import paddle.distributed as dist
 
+    import shutil
+    import tempfile
+
     threads = max(1, (os.cpu_count() or 1) // processes)
+    sync = tempfile.mkdtemp(prefix="gamma_kit_sync_")
     warn = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), _CHILD_WARNINGS]))
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), PROCS_ENV: "1", "PYTHONWARNINGS": warn,
-           "GLOG_minloglevel": os.environ.get("GLOG_minloglevel", "1")}   # gloo's connection lines are INFO
+           "GLOG_minloglevel": os.environ.get("GLOG_minloglevel", "1"),   # gloo's connection lines are INFO
+           SYNC_ENV: sync}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -155,7 +162,10 @@ def spawn_local(fn: Callable[..., Any], kwargs: dict, processes: int) -> Any:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    results = _wait(ctx.processes, ctx.return_queues)
+    try:
+        results = _wait(ctx.processes, ctx.return_queues)
+    finally:
+        shutil.rmtree(sync, ignore_errors=True)       # the job's own marker files, nothing of the user's
     for q in ctx.return_queues + ctx.error_queues:
         q.close()
     del ctx             # its queues' semaphores go now, not at exit (where Python warns of "leaked" ones)

@@ -195,6 +195,33 @@ def test_broadcast_buffers_gives_every_rank_rank_0s_batchnorm_statistics():
     assert out["weight"] == 3.0
     assert out["spread_before"] == 3.0 and out["spread_after"] == 0.0 and out["ranks_summed"] == 3.0
 
+def _rank_0_late(sleep_s: float) -> dict:
+    """Run on each of 2 ranks: rank 0 arrives at the barrier ``sleep_s`` late."""
+    import os
+    import time
+
+    from gamma_kit.fovea.parallel import barrier, init_parallel
+    from gamma_kit.procs import SYNC_ENV
+
+    rank, world = init_parallel()
+    t0 = time.monotonic()
+    if rank == 0:
+        time.sleep(sleep_s)
+    barrier(world, "late")
+    return {"waited": time.monotonic() - t0, "sync": os.environ[SYNC_ENV]}
+
+
+def test_a_rank_waits_at_the_barrier_as_long_as_the_others_take():
+    """gloo's barrier gives up after about 30 s: ``cv --procs 2 --parallel-folds`` with 3 folds failed
+    when rank 1, its folds done, waited for rank 0's third fold. The ranks of --procs meet through
+    marker files in their job's folder, which the parent removes afterwards."""
+    from gamma_kit.procs import spawn_local
+
+    out = spawn_local(_rank_0_late, {"sleep_s": 40.0}, 2)
+    assert out["waited"] >= 40.0
+    assert not Path(out["sync"]).exists()
+
+
 def test_procs_2_validation_is_rank_0s_model_on_every_photo(setup):
     """With 2 processes each scores half of the validation photos on rank 0's BatchNorm statistics
     (broadcast first) and the distances are summed: the logged AED of every epoch equals what one

@@ -86,9 +86,36 @@ def broadcast_buffers(model, world: int) -> None:
                 dist.broadcast(t, src=0)
 
 
-def barrier(world: int) -> None:
-    """Wait for every rank (nothing to wait for on one process)."""
-    if world > 1:
+def barrier(world: int, tag: str) -> None:
+    """Wait for every rank (nothing to wait for on one process). ``tag`` names this meeting point,
+    unique within the job.
+
+    Processes of ``--procs`` (``procs.spawn_local``) meet through marker files in their job's
+    shared folder (``procs.SYNC_ENV``), polled, so a rank may wait as long as the others take:
+    gloo's barrier gives up after about 30 s (a rank whose folds were done waited for one still
+    training and the run failed). Under ``paddle.distributed.launch`` Paddle's barrier is used
+    (NCCL on GPUs waits long; gloo on CPUs keeps its 30 s)."""
+    if world == 1:
+        return
+    import os
+
+    from gamma_kit.procs import SYNC_ENV
+
+    folder = os.environ.get(SYNC_ENV)
+    if not folder:
         import paddle.distributed as dist
 
         dist.barrier()
+        return
+    import time
+    from pathlib import Path
+
+    rank = rank_and_world()[0]
+    marks = [Path(folder) / f"{tag}.{r}" for r in range(world)]
+    marks[rank].touch()
+    while not all(m.exists() for m in marks):
+        time.sleep(POLL_S)
+
+
+#: how often a rank waiting in ``barrier`` looks for the others' marker files
+POLL_S = 0.2

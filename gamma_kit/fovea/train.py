@@ -150,7 +150,7 @@ def _cross_validate(cfg: dict, data: FoveaData, run_dir: Path, folds: list[int] 
                               cache=cache, data_parallel=False if parallel_folds else None, **fold_kw)
                 for k in folds[rank::world]}
     if world > 1:
-        barrier(world)
+        barrier(world, "cv-folds-done")
         if rank != 0:
             return {"folds": {k: {"best_aed": m["best_aed"], "last_aed": m["last_aed"], "n_val": m["n_val"]}
                               for k, m in per_fold.items()}, "rank": rank}

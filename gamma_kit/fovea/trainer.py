@@ -592,7 +592,7 @@ class Trainer:
 
     def finish(self) -> dict:
         """Averaged weights (rank 0; the snapshots are on disk, so this survives a resume) and metrics.json."""
-        barrier(self.world)                  # every rank leaves after rank 0's last files are written
+        barrier(self.world, f"fold{self.fold}-finish")   # every rank leaves after rank 0's last files are written
         s, averaged_aed = self.settings, None
         if self.main and s.average_last:
             snaps = [self.folder.snapshot_path(e) for e in range(s.epochs - s.average_last + 1, s.epochs + 1)]
