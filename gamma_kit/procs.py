@@ -170,9 +170,12 @@ def spawn_local(fn: Callable[..., Any], kwargs: dict, processes: int) -> Any:
         q.close()
     del ctx             # its queues' semaphores go now, not at exit (where Python warns of "leaked" ones)
     errors = [v for r, (status, v) in sorted(results.items()) if status == "error"]
-    kit_errors = [e for e in errors if not isinstance(e, (KeyboardInterrupt, RankFailed))]
+    from gamma_kit.safety import Interrupted
+
+    stops = (KeyboardInterrupt, Interrupted)     # also what the others say when one failed and they were stopped
+    kit_errors = [e for e in errors if not isinstance(e, (*stops, RankFailed))]
     if errors:          # the cause first (rank 0's names the run), then an interruption, then a lost process
-        raise (kit_errors or [e for e in errors if isinstance(e, KeyboardInterrupt)] or errors)[0]
+        raise (kit_errors or [e for e in errors if isinstance(e, stops)] or errors)[0]
     return results[0][1]
 
 
