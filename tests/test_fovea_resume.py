@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow   # the fast loop: python -m pytest -q -m "not slow"
 
@@ -297,6 +298,25 @@ def test_an_edited_fold_config_is_refused_naming_the_keys(data, cache, tmp_path)
     assert path.read_text() == edited                                        # the user's edit is left alone
     with pytest.raises(ValueError, match="config.yml was edited"):           # also when --config says the same
         _train(run, data, cache, "model.width=8", resume=True)
+
+
+def test_a_run_written_before_new_config_keys_resumes(data, cache, tmp_path):
+    """A run whose config.yml and checkpoint state were written before ``roi.prior_spread`` and
+    ``roi.margin_sigmas`` existed resumes: the missing keys are read as their defaults (what that
+    run did), not as an edit (issue 19.3 added them; IDRiD folds of the kit before were refused)."""
+    run = tmp_path / "run"
+    _train(run, data, cache, "train.lr_schedule=constant")
+    fold = run / "fold1"
+    cfg = yaml.safe_load((fold / "config.yml").read_text())
+    assert cfg["roi"].pop("prior_spread") is not None and cfg["roi"].pop("margin_sigmas") == 2.0
+    (fold / "config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for state in fold.glob("ckpt-*/state.json"):
+        st = json.loads(state.read_text())
+        st["config"]["roi"] = {k: v for k, v in st["config"]["roi"].items()
+                               if k not in ("prior_spread", "margin_sigmas")}
+        state.write_text(json.dumps(st))
+    m = _train(run, data, cache, "train.lr_schedule=constant", "train.epochs=3", resume=True)
+    assert [r["epoch"] for r in m["history"]] == [0, 1, 2]
 
 
 def test_another_config_on_resume_is_refused_with_the_runs_own_values(data, cache, tmp_path):

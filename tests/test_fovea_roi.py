@@ -47,7 +47,7 @@ class DotModel:
 
 def test_fixed_policy_is_the_original_window():
     canons = [_canon((400.0, 950.0)), _canon(None)]
-    origins, centres, anchored = roi_origins(canons, CODEC, RoiPolicy())
+    origins, centres, _, anchored = roi_origins(canons, CODEC, RoiPolicy())
     assert origins.tolist() == [[209, 210], [209, 210]] == [list(CODEC.roi_origin_px)] * 2
     assert not anchored.any()
     # no policy at all is the same window
@@ -61,7 +61,7 @@ def test_disc_policy_centres_and_falls_back():
     assert centres[0].tolist() == [1120.0, 1040.0] and ok.tolist() == [True, False, False]
     # no disc, and a disc that would put the window 1080 px from the fixed centre: the fixed window
     assert centres[1].tolist() == centres[2].tolist() == [1140.0, 1040.0]
-    origins, _, _ = roi_origins(canons, CODEC, pol)
+    origins, _, _, _ = roi_origins(canons, CODEC, pol)
     assert origins[0].tolist() == [round((1120 - 304) / 4), round((1040 - 200) / 4)]
 
 
@@ -230,3 +230,76 @@ def test_auto_checkpoint_prefers_averaged_weights(tmp_path):
         find_checkpoints([run / "fold2"], "averaged")
     with pytest.raises(ValueError, match="which"):
         find_checkpoints([run], "newest")
+
+
+# ---- issue 19.3: the auto window, learned spread and guard
+
+AUTO = RoiPolicy("auto", (720.0, 90.0), prior_spread=(50.0, 40.0), margin_sigmas=2.0, reach=(240.0, 180.0))
+
+
+def test_auto_keeps_the_fixed_window_until_the_estimate_leaves_its_reach():
+    # margin = reach - 2 x spread = (140, 100); fixed centre (1140, 1040)
+    canons = [_canon((400.0, 950.0)),      # estimate (1120, 1040): in reach -> the fixed window
+              _canon((600.0, 1100.0)),     # estimate (1320, 1190): 180 / 150 px off -> moved by (40, 50)
+              _canon((150.0, 830.0)),      # estimate (870, 920): -270 / -120 px -> moved by (-130, -20)
+              _canon(None)]                # no disc: the fixed window, no prior
+    centres, priors, anchored = AUTO.place(canons, CODEC.roi_centre)
+    np.testing.assert_allclose(centres, [[1140, 1040], [1180, 1090], [1010, 1020], [1140, 1040]])
+    np.testing.assert_allclose(priors[:3], [[1120, 1040], [1320, 1190], [870, 920]])
+    assert np.isnan(priors[3]).all() and anchored.tolist() == [True, True, True, False]
+    # the moved windows keep the estimate exactly at the margin from their centre
+    np.testing.assert_allclose(np.abs(priors[1:3] - centres[1:3]), [[140, 100], [140, 100]])
+    # margin 0 spreads: the window moves only once the estimate is beyond the training shift itself
+    wide = dataclasses.replace(AUTO, margin_sigmas=0.0)
+    np.testing.assert_allclose(wide.place(canons[:3], CODEC.roi_centre)[0],
+                               [[1140, 1040], [1140, 1040], [1110, 1040]])
+    with pytest.raises(ValueError, match="prior_spread"):
+        RoiPolicy("auto", (720.0, 90.0)).place(canons, CODEC.roi_centre)
+
+
+def test_the_guard_measures_from_the_estimate_not_the_window():
+    # the auto window stays fixed at (1140, 1040); the estimate is (1120, 1040); the learned radius 5 x 50
+    pol = dataclasses.replace(AUTO, max_from_prior="auto")
+    assert pol.guard_radius == 250.0
+    canons = [_canon((400.0, 950.0), (1376.0, 1040.0))]      # the dot 256 px right of the estimate
+    found = locate([DotModel()], canons, [CODEC], roi=pol)
+    assert found.guarded.tolist() == [True]
+    np.testing.assert_allclose(found.canonical_xy[0], (1120.0, 1040.0))
+    np.testing.assert_allclose(found.prior[0], (1120.0, 1040.0))
+    near = locate([DotModel()], [_canon((400.0, 950.0), (1360.0, 1040.0))], [CODEC], roi=pol)   # 240 px: kept
+    assert near.guarded.tolist() == [False]
+    np.testing.assert_allclose(near.canonical_xy[0], (1360.0, 1040.0), atol=0.5)
+    with pytest.raises(ValueError, match="prior_spread"):
+        RoiPolicy("disc", (720.0, 90.0), max_from_prior="auto").guard_radius
+
+
+def test_fit_disc_prior_learns_the_offset_and_a_robust_spread():
+    from gamma_kit.fovea.roi import fit_disc_prior
+
+    discs = [(400.0, 950.0), (380.0, 960.0), (420.0, 900.0), (400.0, 950.0), (400.0, 950.0)]
+    foveae = [(1100.0, 1040.0), (1110.0, 1060.0), (1200.0, 1000.0), (1130.0, 1050.0), (1900.0, 1500.0)]
+    items = [FoveaItem(_canon(d), np.array(f, float)) for d, f in zip(discs, foveae)]
+    offset, spread = fit_disc_prior(items)
+    # fovea - disc: x (700, 730, 780, 730, 1500), y (90, 100, 100, 100, 550): medians 730, 100
+    assert offset == (730.0, 100.0)
+    # |d - median|: x (30, 0, 50, 0, 770) -> median 30; y (10, 0, 0, 0, 450) -> 0; times 1.4826
+    np.testing.assert_allclose(spread, (1.4826 * 30, 0.0))
+    assert fit_disc_offset(items) == offset
+
+
+def test_auto_policy_config_round_trip_and_ensemble():
+    cfg = load_config(CPU_CONFIG, ["roi.anchor=auto", "roi.max_from_prior=auto", "data.shift=[200,150]"])
+    pol = RoiPolicy.from_config(cfg)
+    assert (pol.anchor, pol.max_from_prior, pol.reach, pol.margin_sigmas) == ("auto", "auto", (200.0, 150.0), 2.0)
+    assert pol.needs_fit
+    learned = dataclasses.replace(pol, disc_offset=(700.0, 90.0), prior_spread=(40.0, 60.0))
+    assert not learned.needs_fit
+    again = RoiPolicy.from_config({**cfg, "roi": learned.as_config()})
+    assert again == learned
+    other = dataclasses.replace(learned, disc_offset=(740.0, 110.0), prior_spread=(60.0, 40.0))
+    both = policy_of_models([{**cfg, "roi": learned.as_config()}, {**cfg, "roi": other.as_config()}])
+    assert both.disc_offset == (720.0, 100.0) and both.prior_spread == (50.0, 50.0) and both.reach == (200.0, 150.0)
+    for bad, match in ((["roi.max_from_prior=far"], "max_from_prior"), (["roi.margin_sigmas=-1"], "margin_sigmas"),
+                       (["roi.prior_spread=[1]"], "prior_spread")):
+        with pytest.raises(ValueError, match=match):
+            RoiPolicy.from_config(load_config(CPU_CONFIG, bad))

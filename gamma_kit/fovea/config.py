@@ -18,7 +18,7 @@ import yaml
 from gamma_kit.fovea.codec import ORIGINAL_CODEC
 from gamma_kit.fovea.roi import DEFAULT_ROI, RoiPolicy
 
-__all__ = ["DEFAULTS", "load_config", "apply_overrides", "merge", "dump_config", "build_codec", "build_model",
+__all__ = ["DEFAULTS", "completed", "load_config", "apply_overrides", "merge", "dump_config", "build_codec", "build_model",
            "model_signature"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -60,6 +60,13 @@ def merge(base: dict, update: dict, where: str = "config") -> dict:
         else:
             out[key] = value
     return out
+
+
+def completed(cfg: dict) -> dict:
+    """``cfg`` with the DEFAULTS of keys it lacks: a config a run wrote before those keys existed,
+    read as what that run did (each new key's default keeps the old behaviour)."""
+    rest = {k: v for k, v in cfg.items() if k in DEFAULTS}
+    return {**{k: v for k, v in cfg.items() if k not in DEFAULTS}, **merge(DEFAULTS, rest)}
 
 
 def _read_yaml(path: Path, seen: tuple = ()) -> dict:

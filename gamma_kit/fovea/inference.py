@@ -80,12 +80,13 @@ def predict_heatmaps(model, crops: np.ndarray, batch_size: int = 8, amp: bool = 
 
 
 def roi_origins(canons: Sequence, codec: HeatmapCodec, roi: RoiPolicy | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Crop corners (N, 2) int (pixels of the scaled canonical image) of each image's ROI,
-    the window centres (N, 2) full-scale canonical and ``anchored`` (N,) bool, as ``roi``
-    places them (None or anchor "fixed": the fixed ROI)."""
-    centres, anchored = (roi or RoiPolicy()).centres(canons, codec.roi_centre)
-    return codec.origins_px(centres), centres, anchored
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Crop corners (N, 2) int (pixels of the scaled canonical image) of each image's ROI, the
+    window centres (N, 2) full-scale canonical, the priors (N, 2) (disc-based estimates, NaN
+    where none) and ``anchored`` (N,) bool, as ``roi`` places them (None or anchor "fixed": the
+    fixed ROI; RoiPolicy.place)."""
+    centres, priors, anchored = (roi or RoiPolicy()).place(canons, codec.roi_centre)
+    return codec.origins_px(centres), centres, priors, anchored
 
 
 def roi_crops(canons: Sequence, codec: HeatmapCodec, origins: np.ndarray | None = None) -> np.ndarray:
@@ -168,9 +169,9 @@ class Located:
     heatmap_xy: (N, 2) heatmap pixels; canonical_xy: (N, 2) full-scale canonical;
     image_xy: (N, 2) source-image pixels; empty: (N,) bool; origins: (N, 2) crop corners
     (pixels of the scaled canonical image); anchored: (N,) bool, the ROI was placed by the
-    policy's anchor (False: the fixed window); guarded: (N,) bool, the outlier guard replaced
-    the decoded position by the window centre (gamma_kit.fovea.roi); prior: (N, 2) full-scale
-    canonical window centres (on anchored images the disc-based estimate of the fovea).
+    policy's anchor (False: the fixed window for want of a disc); guarded: (N,) bool, the outlier
+    guard replaced the decoded position by the prior (gamma_kit.fovea.roi); prior: (N, 2)
+    full-scale canonical disc-based estimates of the fovea (NaN where none).
     """
 
     ids: list[str]
@@ -221,22 +222,22 @@ def locate(models: Sequence, canons: Sequence, codecs: Sequence[HeatmapCodec], e
         raise ValueError(f"need one codec per model, got {len(models)} models and {len(codecs)} codecs")
     ref = codecs[0]
     roi = roi or RoiPolicy()
-    origins, centres, anchored = roi_origins(canons, ref, roi)
+    origins, _, priors, anchored = roi_origins(canons, ref, roi)
     crops = roi_crops(canons, ref, origins)
     maps = [predict_heatmaps(m, crops, batch_size=batch_size, amp=amp, flip=flip) for m in models]
     if not len(canons):
         empty = np.zeros((0, 2))
         return Located([], crops, maps, empty, empty, empty, np.zeros(0, bool), origins, anchored,
-                       np.zeros(0, bool), centres)
+                       np.zeros(0, bool), priors)
     xy, is_empty = combine(maps, codecs, ensemble, fill_empty=False)
-    canon_xy, guarded = roi.guard(ref.heatmap_to_canonical(xy, origins), centres, anchored, is_empty)
+    canon_xy, guarded = roi.guard(ref.heatmap_to_canonical(xy, origins), priors, anchored, is_empty)
     xy = ref.canonical_to_heatmap(canon_xy, origins)
     if fill_empty and np.isnan(xy).any():      # NaN left where no guard applied: the original fallback
         xy = _fill_fallback(xy, ref)
         canon_xy = ref.heatmap_to_canonical(xy, origins)
     image_xy = heatmap_to_image(ref, xy, [c.frame for c in canons], origins)
     return Located([c.id for c in canons], crops, maps, xy, canon_xy, image_xy, is_empty, origins, anchored,
-                   guarded, centres)
+                   guarded, priors)
 
 
 def evaluate_items(model, items: Sequence, codec: HeatmapCodec, amp: bool, batch_size: int,

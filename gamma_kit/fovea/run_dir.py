@@ -388,8 +388,8 @@ def resume_config(requested: dict, trained: dict, on_file: dict | None, fold: Pa
     config that differs in more than RESUME_MAY_CHANGE, each in one line naming the keys.
     ``train.epochs`` may grow under a constant learning rate (the added epochs train at it); a
     cosine schedule was set for the run's epochs and is not stretched (a longer run is a
-    fine-tuning into a new run folder with --init-from). The learned ``roi.disc_offset`` and the
-    config's ``name`` come from the run.
+    fine-tuning into a new run folder with --init-from). The learned ``roi.disc_offset`` and
+    ``roi.prior_spread`` and the config's ``name`` come from the run.
     """
     skip = ("name",)
     if on_file is not None:
@@ -398,8 +398,9 @@ def resume_config(requested: dict, trained: dict, on_file: dict | None, fold: Pa
             raise ValueError(f"--resume: {fold / 'config.yml'} was edited after the run wrote it ({_listing(edited)}); "
                              "resume continues with the settings the run trained with: undo the edit (give "
                              "changes with --set or the flags instead), or start a new run with --set-aside-old-run")
-    if requested.get("roi", {}).get("disc_offset") is None:
-        skip += ("roi.disc_offset",)          # learned by the run from its training images
+    for learned in ("disc_offset", "prior_spread"):      # learned by the run from its training images
+        if requested.get("roi", {}).get(learned) is None:
+            skip += (f"roi.{learned}",)
     diff = _differences(trained, requested, skip)
     epochs = diff.pop("train.epochs", None)
     refused = {k: v for k, v in diff.items() if k not in RESUME_MAY_CHANGE}

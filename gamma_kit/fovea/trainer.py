@@ -22,7 +22,6 @@ to the original image, normalised by its size).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import signal
 import sys
@@ -42,7 +41,7 @@ from gamma_kit.fovea.dataset import CanonicalCache, FoveaCropDataset, iterate_ba
 from gamma_kit.fovea.folds import get_fold
 from gamma_kit.fovea.parallel import (any_over_ranks, barrier, broadcast_buffers, init_parallel, mean_over_ranks,
                                       sum_over_ranks, world_size)
-from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset
+from gamma_kit.fovea.roi import RoiPolicy
 from gamma_kit.fovea.run_dir import FoldFolder, LastCheckpoint, resume_config, splits_for
 from gamma_kit.geometry import read_side_overrides
 from gamma_kit.runtime import PADDLE_BATCHNORM_NOTICE
@@ -370,12 +369,12 @@ class Trainer:
     def _resume_config(self, last: LastCheckpoint) -> None:
         """The run's own config (run_dir.resume_config: an edited config.yml or a differing --config is
         refused in one line); the keys a resume may change are said in one line and written to config.yml."""
-        from gamma_kit.fovea.config import load_config
+        from gamma_kit.fovea.config import completed, load_config
 
         path = self.folder.path / "config.yml"
         # rank 0 checks the file (the other ranks could read it while rank 0 rewrites it)
         on_file = load_config(path) if self.main and path.is_file() else None
-        self.cfg, changed = resume_config(self.cfg, last.state["config"], on_file, self.folder.path)
+        self.cfg, changed = resume_config(self.cfg, completed(last.state["config"]), on_file, self.folder.path)
         self.settings = Settings.of(self.cfg["train"], self.fold, *self._flags)
         self.write_config = bool(changed) or on_file is None
         if not self.main:
@@ -398,8 +397,8 @@ class Trainer:
         self.train_items = make_items({i: canon[i] for i in self.split["train"]}, data.gt, data.gt_name)
         self.val_items = make_items({i: canon[i] for i in self.split["val"]}, data.gt, data.gt_name)
         self.roi = RoiPolicy.from_config(cfg)
-        if self.roi.anchor == "disc" and self.roi.disc_offset is None:   # learned from this fold's training images
-            self.roi = dataclasses.replace(self.roi, disc_offset=fit_disc_offset(self.train_items))
+        if self.roi.needs_fit:                   # offset (and spread) learned from this fold's training images
+            self.roi = self.roi.fitted(self.train_items)
             self.cfg = {**cfg, "roi": self.roi.as_config()}
         if self.main and self.write_config:
             self.folder.write_config(dump_config(self.cfg))
