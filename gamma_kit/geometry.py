@@ -26,16 +26,19 @@ both ``detect_disc_side`` and stage 1 of the disc pipeline (``gamma_kit.disc.loc
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 import pandas as pd
 
-__all__ = [
+__all__ = ["sharing_small", 
     "CANONICAL_SIZE", "GAMMA_WIDE_SIZE", "GAMMA_WIDE_OFFSET", "CANONICAL_FOV_CENTRE", "CANONICAL_FOV_RADIUS",
     "FieldOfView", "DiscSide", "DiscEstimate", "detect_fov", "find_disc", "detect_disc_side", "read_side_overrides",
     "CanonicalFrame", "EyeSideError", "Component", "largest_component",
@@ -88,15 +91,51 @@ class DiscSide:
     disc_xy: tuple[float, float]
 
 
+_SHARED = threading.local()
+
+
+@contextlib.contextmanager
+def sharing_small(image: np.ndarray) -> Iterator[None]:
+    """Within the block, the downscaled copy of ``image`` (``_small``) and its field mask
+    (``_fov_mask``) are made once and shared by every detector that this thread runs on it
+    (``detect_fov`` for the photo check, ``find_disc`` for the eye side): the same arrays, so the
+    same answers, without a second pass over the full-size photo. ``image`` must not change inside."""
+    saved = getattr(_SHARED, "entry", None)
+    _SHARED.entry = {"image": image}
+    try:
+        yield
+    finally:
+        _SHARED.entry = saved
+
+
+def _shared(key: str, source: np.ndarray, make):
+    """``make()``, kept for ``source`` while ``sharing_small`` shares it."""
+    entry = getattr(_SHARED, "entry", None)
+    if entry is None:
+        return make()
+    hit = entry.get(key)
+    if hit is not None and hit[0] is source:
+        return hit[1]
+    if key == "small" and entry["image"] is not source:
+        return make()
+    value = make()
+    entry[key] = (source, value)
+    return value
+
+
 def _small(image: np.ndarray) -> tuple[np.ndarray, float]:
     """Downscaled copy at most DETECT_WIDTH wide, and its factor (small = factor * full)."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
-    f = min(1.0, DETECT_WIDTH / image.shape[1])
-    if f < 1.0:
-        image = cv2.resize(image, (round(image.shape[1] * f), round(image.shape[0] * f)),
-                           interpolation=cv2.INTER_AREA)
-    return image, f
+
+    def make():
+        f = min(1.0, DETECT_WIDTH / image.shape[1])
+        if f < 1.0:
+            return cv2.resize(image, (round(image.shape[1] * f), round(image.shape[0] * f)),
+                              interpolation=cv2.INTER_AREA), f
+        return image, f
+
+    return _shared("small", image, make)
 
 
 @dataclass(frozen=True)
@@ -129,6 +168,10 @@ def largest_component(binary: np.ndarray) -> Component | None:
 
 def _fov_mask(small: np.ndarray) -> np.ndarray:
     """Boolean mask of the largest bright connected region (the illuminated field)."""
+    return _shared("fov_mask", small, lambda: _make_fov_mask(small))
+
+
+def _make_fov_mask(small: np.ndarray) -> np.ndarray:
     grey = small.max(axis=2)
     grey = cv2.GaussianBlur(grey, (5, 5), 0)
     otsu, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)

@@ -18,7 +18,8 @@ deletes or modifies input files. Files are written through ``gamma_kit.safety``'
 from gamma_kit.data.checks import (FOV_DARK_LEVEL, FOV_DARK_SHARE, MIN_FUNDUS_SIDE, NOISE_STEP_LIMIT,
                                    check_fundus_image, check_photo_size, check_photo_sizes)
 from gamma_kit.data.images import (IMAGE_EXTS, DataWarning, describe_orientation, exif_orientation, image_size,
-                                   jpeg_end, list_images, read_image, reading, sniff_format, write_image)
+                                   jpeg_end, list_images, read_ahead, read_image, reading, sniff_format,
+                                   write_image)
 from gamma_kit.data.layouts import (AISTUDIO_DATA, CHALLENGE_ZIPS, DATA_ENV, IMAGE_DIR, MASK_DIRS, FoveaSplit,
                                     SegSplit, extract_zip, find_challenge_data, find_fovea_gt, find_mask_dir,
                                     find_task_dir, load_fovea_split, load_seg_split, resolve_data_root)
@@ -38,5 +39,6 @@ __all__ = [
     "check_mask_fits", "read_fovea_gt", "id_key", "rekey_ids", "match_gt_to_images", "check_gt_matches_images",
     "find_task_dir", "find_fovea_gt", "find_mask_dir", "AISTUDIO_DATA", "CHALLENGE_ZIPS", "extract_zip",
     "find_challenge_data", "FoveaSplit", "SegSplit", "load_fovea_split", "load_seg_split", "write_image",
+    "read_ahead",
     "write_fovea_csv",
 ]

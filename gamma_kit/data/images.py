@@ -18,7 +18,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -27,7 +27,7 @@ from gamma_kit.safety import atomic_write_bytes
 
 __all__ = ["IMAGE_EXTS", "DataWarning", "sniff_format", "jpeg_end", "exif_orientation", "describe_orientation",
            "reading", "check_input_file", "head_bytes", "decode_file", "decode_bytes", "read_image", "image_size",
-           "list_images", "write_image"]
+           "list_images", "write_image", "read_ahead"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -325,3 +325,50 @@ def write_image(path: str | os.PathLike, array: np.ndarray, jpeg_quality: int = 
     if not ok:
         raise ValueError(f"{path}: OpenCV cannot encode an image with suffix {path.suffix!r}")
     return atomic_write_bytes(path, buf.tobytes())
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+#: photos read ahead of the one in use (memory: about this many decoded photos more)
+READ_AHEAD = 4
+
+
+def read_ahead(items: Iterable[_T], fn: Callable[[_T], _R], workers: int | None = None,
+               ahead: int = READ_AHEAD) -> Iterator[tuple[_T, "_R | Exception"]]:
+    """``(item, fn(item))`` for each item, in order, with ``fn`` (reading and preparing a photo)
+    running up to ``ahead`` items in advance on ``workers`` threads (default: the cores, at most 2)
+    while the caller works on the current one: OpenCV's decoding and resizing and NumPy's array
+    work release the GIL, so the next photos are read while the network runs. An exception that
+    ``fn`` raises is yielded in place of its result (the caller decides, in order). Leaving the
+    loop early cancels what was not started. The results are those of calling ``fn`` in turn."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = workers or max(1, min(2, os.cpu_count() or 1))
+
+    def call(item):
+        try:
+            return fn(item)
+        except Exception as exc:          # noqa: BLE001  handed to the caller with its item
+            return exc
+
+    it = iter(items)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read_ahead")
+    try:
+        queue = deque()
+        for item in it:
+            queue.append((item, pool.submit(call, item)))
+            if len(queue) > ahead:
+                break
+        while queue:
+            item, fut = queue.popleft()
+            nxt = next(it, _END)
+            if nxt is not _END:
+                queue.append((nxt, pool.submit(call, nxt)))
+            yield item, fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()

@@ -33,7 +33,7 @@ import pandas as pd
 from gamma_kit.data import check_fundus_image, read_image
 from gamma_kit.safety import atomic_write_bytes, atomic_write_text
 from gamma_kit.fovea.codec import HeatmapCodec
-from gamma_kit.geometry import CanonicalFrame, EyeSideError
+from gamma_kit.geometry import CanonicalFrame, EyeSideError, sharing_small
 
 __all__ = ["CanonicalImage", "CanonicalCache", "FoveaItem", "make_items", "crop", "roi_crop",
            "FoveaCropDataset", "iterate_batches", "SIDE_OVERRIDE_HINT"]
@@ -97,10 +97,11 @@ class CanonicalCache:
         item = self._load_disk(image_id, path) if self.cache_dir else None
         if item is None:
             image = read_image(path)
-            fov = check_fundus_image(image, path)
             try:
-                frame, det = CanonicalFrame.with_disc(image, disc_side=self.side_overrides.get(image_id),
-                                                      name=str(path), fov=fov)
+                with sharing_small(image):      # the check's field and the eye side's disc: one downscale
+                    fov = check_fundus_image(image, path)
+                    frame, det = CanonicalFrame.with_disc(image, disc_side=self.side_overrides.get(image_id),
+                                                          name=str(path), fov=fov)
             except ValueError as err:
                 msg = str(err) if str(path) in str(err) else f"{path}: {err}"
                 if isinstance(err, EyeSideError):

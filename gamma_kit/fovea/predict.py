@@ -12,6 +12,8 @@ onto an input, scored with gamma_kit.metrics when ground truth is given.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +21,8 @@ from typing import Sequence
 import pandas as pd
 
 import gamma_kit  # noqa: F401  (threads before paddle)
-from gamma_kit.data import describe_orientation, list_images, match_gt_to_images, read_fovea_gt, write_fovea_csv
+from gamma_kit.data import (describe_orientation, list_images, match_gt_to_images, read_ahead, read_fovea_gt,
+                            write_fovea_csv)
 from gamma_kit.safety import atomic_write_text
 from gamma_kit.fovea.checkpoints import CHECKPOINT_CHOICES, find_checkpoints, load_checkpoint, load_exported
 from gamma_kit.fovea.config import build_codec
@@ -118,15 +121,19 @@ def _located_in_chunks(models, codecs, paths: dict[str, Path], cache: CanonicalC
 
     parts, frames, failed, rows = [], [], [], []
     ids = list(paths)
-    with tqdm(total=len(ids), desc="predict", unit="img", disable=not progress, leave=False) as bar:
+    photos = read_ahead(ids, lambda i: cache.get(i, paths[i]))      # the next photos decode meanwhile
+    with contextlib.closing(photos), tqdm(total=len(ids), desc="predict", unit="img", disable=not progress,
+                                          leave=False) as bar:
         for start in range(0, len(ids), chunk):
             canon = []
-            for i in ids[start:start + chunk]:
-                try:
-                    canon.append(cache.get(i, paths[i]))
-                except EyeSideError:
+            for i, got in itertools.islice(photos, chunk):
+                if isinstance(got, EyeSideError):
                     rotation = describe_orientation(paths[i])      # a photo an EXIF tag turns: the likely cause
                     failed.append(f"{paths[i]} ({rotation})" if rotation else str(paths[i]))
+                elif isinstance(got, Exception):
+                    raise got
+                else:
+                    canon.append(got)
                 bar.update()
             if canon and not failed:
                 found = locate(models, canon, codecs, roi=roi, **chain)
