@@ -180,18 +180,28 @@ class PredictorCore:
         return (p[0] + p[1][..., ::-1] + p[2][..., ::-1, :] + p[3][..., ::-1, ::-1]) / 4
 
     # ---- photos -----------------------------------------------------------------------
+    def locates_classically(self) -> bool:
+        """Whether stage 1 is the classical detector alone (no network): ``locate`` can then run on
+        another thread, ahead of the photo's turn (``submission.predict_folder`` does)."""
+        return self.roi is not None and self.stage1 is None
+
+    def locate(self, image: np.ndarray, name: str = "image"):
+        """Stage 1 of a two-stage model: ``disc.locate_disc`` with this model's learned finder."""
+        return locate_disc(image, model=self.stage1, name=name)
+
     def predict_photo(self, image: np.ndarray, name: str = "image", upsample: str = "nearest",
-                      tta: bool = False) -> PhotoPrediction:
+                      tta: bool = False, location=None) -> PhotoPrediction:
         """Whole-image model: the network on the photo, labels at the source size. ROI model:
         stage 1 -> ``DiscCrop`` -> network -> labels pasted back (background outside the window).
         Where the disc segmented in stage 1's crop may be elsewhere (``disc_check.Verdict.elsewhere``: none,
         tiny, off the crop's centre), the crop re-centred on that disc and the crops at stage 1's other
         candidate places are segmented too (``rescue``); the one that looks most like a disc is kept
-        (``disc_check.disc_likeness`` above ``MIN_RESCUE_LIKENESS``; else the first stays)."""
+        (``disc_check.disc_likeness`` above ``MIN_RESCUE_LIKENESS``; else the first stays).
+        ``location``: stage 1's answer for this photo when it was found beforehand (``locate``)."""
         h, w = image.shape[:2]
         if self.roi is None:
             return PhotoPrediction(labels_at_size(self.probabilities(image, tta), (w, h), upsample))
-        loc = locate_disc(image, model=self.stage1, name=name)
+        loc = location if location is not None else self.locate(image, name)
         fallback, centre, diameter = "", loc.xy, loc.diameter
         if loc.source == "image-centre":
             if self.stage1 is not None:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, check_fundus_image, check_photo_sizes,
                             find_mask_dir, find_task_dir, image_size, list_images, list_masks, read_ahead, read_image,
                             read_mask, write_image)
+from gamma_kit.geometry import sharing_small
 from gamma_kit.metrics import cup_of, disc_of, seg_image_metrics, summarise_seg, vcdr
 from gamma_kit.safety import atomic_write_bytes, atomic_write_text
 from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
@@ -267,9 +268,10 @@ def _check_inputs(model, images, out_dir: Path, gt_dir, overlay_dir, inputs: tup
     return files, gt_files, predictor
 
 
-def _predict_photo(predictor, image: np.ndarray, name: str, upsample: str, tta: bool) -> PhotoPrediction:
+def _predict_photo(predictor, image: np.ndarray, name: str, upsample: str, tta: bool,
+                   location=None) -> PhotoPrediction:
     if hasattr(predictor, "predict_photo"):
-        return predictor.predict_photo(image, name=name, upsample=upsample, tta=tta)
+        return predictor.predict_photo(image, name=name, upsample=upsample, tta=tta, location=location)
     return PhotoPrediction(predictor.predict_labels(image, upsample=upsample))
 
 
@@ -281,15 +283,26 @@ def _warn_not_fundus(not_fundus: list[dict], n: int, manifest: Path) -> None:
             f"; reasons in {manifest}"), stacklevel=3)
 
 
-def _read_checked(item: tuple[str, Path]) -> tuple[np.ndarray, str | None]:
-    """A photo and, when ``data.check_fundus_image`` doubts it, the reason (it is predicted anyway)."""
-    path = item[1]
-    image = read_image(path)
-    try:
-        check_fundus_image(image, path.name)
-    except ValueError as exc:
-        return image, str(exc)
-    return image, None
+def _reader(predictor):
+    """What the read-ahead threads do with each (id, path): the photo, the reason when
+    ``data.check_fundus_image`` doubts it (predicted anyway), and, when stage 1 is classical,
+    its location (the check's downscaled copy serves stage 1 too: ``geometry.sharing_small``)."""
+    ahead = bool(getattr(predictor, "locates_classically", lambda: False)())
+
+    def read(item: tuple[str, Path]) -> tuple[np.ndarray, str | None, object]:
+        path = item[1]
+        image = read_image(path)
+        doubt = location = None
+        with sharing_small(image):
+            try:
+                check_fundus_image(image, path.name)
+            except ValueError as exc:
+                doubt = str(exc)
+            if ahead:
+                location = predictor.locate(image, path.name)
+        return image, doubt, location
+
+    return read
 
 
 def predict_folder(model, images: str | os.PathLike | dict[str, Path],
@@ -329,17 +342,17 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     reports = _Reports(log)
     rows, rows_raw, overlays, table = {}, {}, [], []
     t_model, t_start = 0.0, time.perf_counter()
-    photos = read_ahead(files.items(), _read_checked)        # the next photos decode while this one runs
+    photos = read_ahead(files.items(), _reader(predictor))   # the next photos decode while this one runs
     with contextlib.closing(photos):
         for (i, path), got in tqdm(photos, total=len(files), desc="predict", disable=not progress):
             if isinstance(got, Exception):
                 raise got
-            image, doubt = got
+            image, doubt, location = got
             not_fundus = doubt is not None
             if not_fundus:
                 folder.not_fundus.append({"id": i, "file": str(path), "reason": doubt})
             t1 = time.perf_counter()
-            photo = _predict_photo(predictor, image, path.name, upsample, tta)
+            photo = _predict_photo(predictor, image, path.name, upsample, tta, location)
             mask = labels_to_mask(photo.finished(pp))
             t_model += time.perf_counter() - t1
             reports.add(i, path, photo)
