@@ -1,33 +1,35 @@
-"""Fovea cross-validation on real photos: today's inference chain against improved ones, all
-scored on the same trained snapshots, so every arm has the same training budget.
+"""Fovea cross-validation: where the ROI goes (issue 19.3), all rules scored on the same trained
+snapshots, so every arm has the same training budget.
 
-    # 1. train (snapshots every epoch; ~10 min per fold of 82 IDRiD photos at 40 epochs on 2 cores)
+    # 1. train (snapshots every epoch; two folds at a time, one process each)
     python -m gamma_kit.fovea cv --images ../shared/data/idrid_fovea/images \\
         --gt ../shared/data/idrid_fovea/fovea_GT.csv --config configs/fovea/unet_heatmap_cpu.yml \\
-        --epochs 40 --run-dir RUN --cache-dir CACHE --set train.snapshot_every=1
-    # 2. score every variant on every snapshot
+        --epochs 30 --run-dir RUN --cache-dir CACHE --procs 2 --parallel-folds --set train.snapshot_every=1
+    # 2. score every variant on every snapshot and on the averaged weights
     python bench/bench_fovea_cv.py --run RUN --images ../shared/data/idrid_fovea/images \\
         --gt ../shared/data/idrid_fovea/fovea_GT.csv --cache-dir CACHE --out-md bench/results/fovea_cv_idrid.md
 
-Variants (``VARIANTS``):
+Variants (``VARIANTS``; gamma_kit.fovea.roi says what each anchor does):
 
-- ``fixed``: today's chain, the original fixed ROI at (1140, 1040), no TTA. Its per-epoch AED is
-  the validation AED that training logged (the table says how far apart they are: 0 expected).
-- ``fixed+flip``: with horizontal-flip TTA.
-- ``disc`` / ``disc+flip``: the ROI centred on the detected optic disc plus the disc-to-fovea
-  offset learned from the fold's own training photos (gamma_kit.fovea.roi).
-- ``disc+flip+snapK``: heatmaps of the last K snapshots averaged (a snapshot ensemble);
-  ``disc+flip+swaK``: their weights averaged; ``disc+flip+recentre``: a second pass with the
-  ROI centred on the first estimate. These use the last epochs only, so they have no best row.
-- ``+guard``: the outlier guard (roi.max_from_prior, ``--guard-px``): a position farther than
-  that from the disc-anchored window centre, or an empty heatmap, becomes the centre.
+- ``fixed``: the original fixed ROI at (1140, 1040); ``fixed+guard``: the same window, with the
+  outlier guard measured from the disc-based estimate.
+- ``disc``: the ROI centred on the detected optic disc plus the disc-to-fovea offset learned
+  from the fold's own training photos; ``disc+guard250``: with issue 12's 250 px guard (the CPU
+  config's rule before issue 19.3).
+- ``auto(k=K)``: the fixed ROI, moved only as far as keeps the disc-based estimate within
+  ``reach - K * spread`` of its centre (issue 19.3).
+- ``+guard``: the outlier guard: a position farther than the radius from the disc-based
+  estimate, or an empty heatmap, becomes the estimate; the radius is learned
+  (``roi.GUARD_SIGMAS`` x the larger spread, at least ``roi.GUARD_MIN_PX``) unless named
+  (``guard250``: 250 px).
+- ``+flip``: horizontal-flip TTA.
 
 Per variant: **last-epoch** AED (every photo predicted by the model of the fold that held it
-out, pooled), **best-on-validation** AED (each fold at its own best epoch under that variant,
-among the scored epochs, by default the second half of the run: optimistic, the validation
-photos choose the epoch), the worst error and the number of photos
-more than 100 px off, both in canonical px (the 1956 x 1934 frame, about GAMMA pixels), and
-each fold's last-epoch AED.
+out, pooled), **averaged** AED (the last ``--last-k`` epochs' weights averaged: what predict
+uses by default), **best-on-validation** AED (each fold at its own best epoch under that
+variant, among the scored epochs, by default the second half of the run: optimistic), and for
+the averaged weights the median and worst error and the photos more than 100 px off (canonical
+px, the 1956 x 1934 frame, about GAMMA pixels) and each fold's AED.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import pickle
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +53,23 @@ from gamma_kit.fovea.config import build_codec, build_model, load_config  # noqa
 from gamma_kit.fovea.dataset import CanonicalCache, make_items  # noqa: E402
 from gamma_kit.fovea.folds import get_fold, read_splits  # noqa: E402
 from gamma_kit.fovea.inference import predict_heatmaps, roi_crops, roi_origins  # noqa: E402
-from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset  # noqa: E402
+from gamma_kit.fovea.roi import RoiPolicy, fit_disc_prior  # noqa: E402
 from gamma_kit.fovea.train import load_training_data  # noqa: E402
 from gamma_kit.metrics import fovea_ed  # noqa: E402
 
-PER_EPOCH = ("fixed", "fixed+flip", "disc", "disc+flip", "disc+flip+guard")
 FAR_PX = 100.0
+#: variant -> (ROI placement, flip TTA, guard radius: None off, px, or "auto" (roi.GUARD_SIGMAS x the learned spread))
+VARIANTS = {
+    "fixed": ("fixed", False, None),                  # the original window (configs/fovea/unet_heatmap.yml)
+    "fixed+guard": ("fixed_prior", False, "auto"),    # the window stays; the guard alone
+    "disc": ("disc", False, None),
+    "disc+guard250": ("disc", False, 250.0),          # issue 12's rule (the CPU config before issue 19.3)
+    "auto(k=2)": ("auto2", False, None),              # issue 19.3: fixed unless the estimate is out of reach
+    "auto(k=2)+guard": ("auto2", False, "auto"),
+    "auto(k=1)+guard": ("auto1", False, "auto"),
+    "auto(k=0)+guard": ("auto0", False, "auto"),
+    "auto(k=1)+flip+guard": ("auto1", True, "auto"),
+}
 
 
 def _heatmaps(model, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +80,7 @@ def _heatmaps(model, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _score(codec, maps: np.ndarray, origins: np.ndarray, items, guard: tuple | None = None) -> dict:
-    """Decode ``maps`` of ROI crops at ``origins`` (``guard``: (RoiPolicy, centres, anchored), the
+    """Decode ``maps`` of ROI crops at ``origins`` (``guard``: (RoiPolicy, priors, anchored), the
     policy's outlier guard): canonical/image points, ED, canonical px error."""
     res = codec.decode(maps)
     canon = codec.heatmap_to_canonical(res.xy, origins)
@@ -88,9 +102,20 @@ def _snapshots(fold_dir: Path) -> dict[int, Path]:
     return dict(sorted(snaps.items()))
 
 
-def run_fold(fold: int, run: Path, data, cache: CanonicalCache, k_last: int, from_epoch: int | None = None,
-             guard_px: float = 250.0) -> dict:
-    """Every variant on every snapshot of one fold: {variant: {epoch: score dict}}."""
+def placements_of(train, reach) -> dict[str, RoiPolicy]:
+    """The ROI placements the variants use, learned from a fold's training items."""
+    offset, spread = fit_disc_prior(train)
+    learned = {"disc_offset": offset, "prior_spread": spread, "reach": tuple(reach)}
+    far = {**learned, "reach": (1e9, 1e9)}          # out of reach never: the fixed window, with a prior
+    return {"fixed": RoiPolicy(), "fixed_prior": RoiPolicy("auto", **far), "disc": RoiPolicy("disc", **learned),
+            "auto2": RoiPolicy("auto", **learned, margin_sigmas=2.0),
+            "auto1": RoiPolicy("auto", **learned, margin_sigmas=1.0),
+            "auto0": RoiPolicy("auto", **learned, margin_sigmas=0.0)}
+
+
+def run_fold(fold: int, run: Path, data, cache: CanonicalCache, k_last: int, from_epoch: int | None = None) -> dict:
+    """Every variant on every snapshot of one fold, and on the last ``k_last`` snapshots' averaged
+    weights: {"variants": {variant: {epoch: score dict}}, "averaged": {variant: score dict}, ...}."""
     fold_dir = run / f"fold{fold}"
     cfg = load_config(fold_dir / "config.yml")
     codec = build_codec(cfg)
@@ -98,115 +123,116 @@ def run_fold(fold: int, run: Path, data, cache: CanonicalCache, k_last: int, fro
     canon = cache.load_all({i: data.images[i] for i in split["train"] + split["val"]}, progress=False)
     train = make_items({i: canon[i] for i in split["train"]}, data.gt, data.gt_name)
     val = make_items({i: canon[i] for i in split["val"]}, data.gt, data.gt_name)
-    disc = RoiPolicy("disc", fit_disc_offset(train), max_from_prior=guard_px)
-    placements = {"fixed": roi_origins([v.canon for v in val], codec, None)[0]}
-    placements["disc"], centres, anchored = roi_origins([v.canon for v in val], codec, disc)
-    guard = (disc, centres, anchored)
-    crops = {k: roi_crops([v.canon for v in val], codec, o) for k, o in placements.items()}
+    canons = [v.canon for v in val]
+    pols = placements_of(train, cfg["data"]["shift"])
+    placed = {k: roi_origins(canons, codec, pol) for k, pol in pols.items()}     # origins, centres, priors, anchored
+    crops = {k: roi_crops(canons, codec, got[0]) for k, got in placed.items()}
+    guards = {name: None if g is None else (replace(pols[place], max_from_prior=g), placed[place][2], placed[place][3])
+              for name, (place, _, g) in VARIANTS.items()}
+
+    def score_all(model) -> dict[str, dict]:
+        maps = {k: _heatmaps(model, c) for k, c in crops.items()}
+        return {name: _score(codec, maps[place][int(flip)], placed[place][0], val, guards[name])
+                for name, (place, flip, _) in VARIANTS.items()}
+
     model = build_model(cfg)
     model.eval()
     snaps = _snapshots(fold_dir)
     snaps = {e: p for e, p in snaps.items() if e >= (from_epoch or max(snaps) // 2 + 1)}
-    out: dict[str, dict[int, dict]] = {v: {} for v in PER_EPOCH}
-    last_maps = []
+    out: dict[str, dict[int, dict]] = {v: {} for v in VARIANTS}
     for epoch, path in snaps.items():
         model.set_state_dict(read_state(path))
-        for place in ("fixed", "disc"):
-            plain, flip = _heatmaps(model, crops[place])
-            out[place][epoch] = _score(codec, plain, placements[place], val)
-            out[place + "+flip"][epoch] = _score(codec, flip, placements[place], val)
-            if place == "disc":
-                out["disc+flip+guard"][epoch] = _score(codec, flip, placements[place], val, guard)
-            if place == "disc" and epoch > max(snaps) - k_last:
-                last_maps.append(flip)
+        for name, score in score_all(model).items():
+            out[name][epoch] = score
     last = max(snaps)
-    snap_maps = np.mean(last_maps, axis=0)
-    out[f"disc+flip+snap{k_last}"] = {last: _score(codec, snap_maps, placements["disc"], val)}
-    out[f"disc+flip+snap{k_last}+guard"] = {last: _score(codec, snap_maps, placements["disc"], val, guard)}
     model.set_state_dict(average_weights([p for e, p in snaps.items() if e > last - k_last]))
-    swa_maps = _heatmaps(model, crops["disc"])[1]
-    out[f"disc+flip+swa{k_last}"] = {last: _score(codec, swa_maps, placements["disc"], val)}
-    out[f"disc+flip+swa{k_last}+guard"] = {last: _score(codec, swa_maps, placements["disc"], val, guard)}
-    model.set_state_dict(read_state(snaps[last]))
-    first = out["disc+flip"][last]["canon"]
-    re_origins = codec.origins_px(first)
-    re_maps = _heatmaps(model, roi_crops([v.canon for v in val], codec, re_origins))[1]
-    out["disc+flip+recentre"] = {last: _score(codec, re_maps, re_origins, val)}
+    averaged = score_all(model)
     logged = pd.read_csv(fold_dir / "metrics.csv").set_index("epoch")["val_aed"]
-    check = max(abs(float(out["fixed"][e]["ed"].mean()) - float(logged.loc[e - 1])) for e in snaps
-                if (e - 1) in logged.index and np.isfinite(logged.loc[e - 1]))
-    return {"variants": out, "ids": [v.canon.id for v in val], "offset": disc.disc_offset,
-            "anchored": int(anchored.sum()), "n_val": len(val), "last": last, "first": min(snaps),
-            "logged_diff": check}
+    own = RoiPolicy.from_config(cfg)          # training validated with its own policy, no flip
+    own_guard = None if own.anchor == "fixed" else own.max_from_prior      # the fixed window has no prior to guard
+    mine = [n for n, v in VARIANTS.items() if v == (own.anchor, False, own_guard)]
+    check = max((abs(float(out[mine[0]][e]["ed"].mean()) - float(logged.loc[e - 1])) for e in snaps
+                 if mine and (e - 1) in logged.index and np.isfinite(logged.loc[e - 1])), default=np.nan)
+    moved = {k: int(np.any(np.abs(placed[k][1] - np.asarray(codec.roi_centre)) > 0.5, axis=1).sum()) for k in pols}
+    return {"variants": out, "averaged": averaged, "ids": [v.canon.id for v in val], "offset": pols["disc"].disc_offset,
+            "spread": pols["disc"].prior_spread, "guard_auto": replace(pols["auto2"], max_from_prior="auto").guard_radius,
+            "moved": moved, "n_val": len(val), "last": last, "first": min(snaps), "logged_diff": check,
+            "logged_variant": mine[0] if mine else None}
 
 
 def summarise(folds: dict[int, dict]) -> pd.DataFrame:
-    """One row per variant: last and best-on-validation AED (pooled), worst px, photos > 100 px."""
+    """One row per variant: last-epoch, averaged-weights and best-on-validation AED (pooled over
+    the folds), and for the averaged weights the median and worst px and photos > 100 px."""
     rows = []
-    for name in next(iter(folds.values()))["variants"]:
-        last_ed, last_px, best_ed, best_px, per_fold, best_epochs = [], [], [], [], [], []
-        for k, f in folds.items():
+    for name in VARIANTS:
+        last_ed, avg_ed, avg_px, best_ed, per_fold, best_epochs = [], [], [], [], [], []
+        for f in folds.values():
             scores = f["variants"][name]
-            s = scores[f["last"]]
-            last_ed.append(s["ed"]), last_px.append(s["px"]), per_fold.append(float(s["ed"].mean()))
-            if len(scores) > 1:
-                e = min(scores, key=lambda ep: (float(scores[ep]["ed"].mean()), -ep))
-                best_ed.append(scores[e]["ed"]), best_px.append(scores[e]["px"]), best_epochs.append(e)
-        le, lp = np.concatenate(last_ed), np.concatenate(last_px)
-        row = {"variant": name, "last_aed": float(le.mean()), "last_worst_px": float(lp.max()),
-               "last_far": int((lp > FAR_PX).sum()), "last_median_px": float(np.median(lp)),
-               "per_fold_last": per_fold, "n": int(len(le))}
-        if best_ed:
-            be, bp = np.concatenate(best_ed), np.concatenate(best_px)
-            row.update(best_aed=float(be.mean()), best_worst_px=float(bp.max()), best_far=int((bp > FAR_PX).sum()),
-                       best_epochs=best_epochs)
-        rows.append(row)
+            last_ed.append(scores[f["last"]]["ed"])
+            avg_ed.append(f["averaged"][name]["ed"]), avg_px.append(f["averaged"][name]["px"])
+            per_fold.append(float(f["averaged"][name]["ed"].mean()))
+            e = min(scores, key=lambda ep: (float(scores[ep]["ed"].mean()), -ep))
+            best_ed.append(scores[e]["ed"]), best_epochs.append(e)
+        ap = np.concatenate(avg_px)
+        rows.append({"variant": name, "last_aed": float(np.concatenate(last_ed).mean()),
+                     "avg_aed": float(np.concatenate(avg_ed).mean()), "best_aed": float(np.concatenate(best_ed).mean()),
+                     "avg_median_px": float(np.median(ap)), "avg_worst_px": float(ap.max()),
+                     "avg_far": int((ap > FAR_PX).sum()), "per_fold_avg": per_fold, "best_epochs": best_epochs,
+                     "n": int(len(ap))})
     return pd.DataFrame(rows).set_index("variant")
 
 
 def markdown(table: pd.DataFrame, folds: dict, args, seconds: float) -> str:
     f1 = next(iter(folds.values()))
-    lines = [f"# Fovea {len(folds)}-fold CV on {args.images}: inference variants on the same snapshots", "",
+    lines = [f"# Fovea {len(folds)}-fold CV on {args.images}: ROI rules on the same snapshots", "",
              f"Written by `python bench/bench_fovea_cv.py --run {args.run_label} --images {args.images} "
              f"--gt {args.gt}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {seconds:.0f} s. "
-             f"{table['n'].iloc[0]} photos, each predicted by the fold model that held it out; last epoch = "
-             f"{f1['last']}; best-on-validation chooses among epochs {f1['first']}-{f1['last']}. AED = mean Euclidean distance normalised by the photo's size (the challenge's); "
-             f"px = canonical pixels (1956 x 1934 frame, about GAMMA pixels).", "",
-             "| variant | last-epoch AED | best-on-val AED | last: median / worst px | last: photos > 100 px "
-             "| best: worst px | per-fold last AED |", "|---|---|---|---|---|---|---|"]
+             f"{table['n'].iloc[0]} photos, each predicted by the fold model that held it out. Last epoch = "
+             f"{f1['last']}; averaged = the weights of the last {args.last_k} epochs averaged (predict's default "
+             f"`averaged.pdparams`); best-on-validation chooses among epochs {f1['first']}-{f1['last']} "
+             "(optimistic: the validation photos choose). AED = mean Euclidean distance normalised by the photo's "
+             "size (the challenge's); px = canonical pixels (1956 x 1934 frame, about GAMMA pixels).", "",
+             "| variant | last-epoch AED | averaged AED | best-on-val AED | averaged: median / worst px "
+             "| averaged: photos > 100 px | per-fold averaged AED |", "|---|---|---|---|---|---|---|"]
     for name, r in table.iterrows():
-        best = "-" if pd.isna(r.get("best_aed", np.nan)) else f"{r['best_aed']:.4f}"
-        bworst = "-" if pd.isna(r.get("best_worst_px", np.nan)) else f"{r['best_worst_px']:.0f}"
-        lines.append(f"| {name} | {r['last_aed']:.4f} | {best} | {r['last_median_px']:.0f} / {r['last_worst_px']:.0f} "
-                     f"| {r['last_far']} | {bworst} | {', '.join(f'{v:.4f}' for v in r['per_fold_last'])} |")
-    lines += ["", "Per fold: disc-to-fovea offset learned from the fold's training photos, photos whose ROI the "
-              "disc anchored (the rest: fixed window), best epochs of `fixed` / `disc+flip`, and the largest "
-              "difference between `fixed` here and the validation AED training logged:", ""]
+        lines.append(f"| {name} | {r['last_aed']:.4f} | {r['avg_aed']:.4f} | {r['best_aed']:.4f} "
+                     f"| {r['avg_median_px']:.0f} / {r['avg_worst_px']:.0f} | {r['avg_far']} "
+                     f"| {', '.join(f'{v:.4f}' for v in r['per_fold_avg'])} |")
+    lines += ["", "Per fold, learned from the fold's training photos: the disc-to-fovea offset, the spread of the "
+              "foveae around disc + offset (1.4826 MAD per axis) and the auto guard's radius; photos whose window "
+              "moved from the fixed one under `disc` / `auto` / `auto(k=1)` / `auto(k=0)`; the largest difference "
+              "between the variant training validated with and the AED it logged:", ""]
     for k, f in folds.items():
-        be = [table.loc[v, "best_epochs"][list(folds).index(k)] for v in ("fixed", "disc+flip")]
-        lines.append(f"- fold {k}: offset ({f['offset'][0]:.0f}, {f['offset'][1]:.0f}) px, anchored {f['anchored']}/"
-                     f"{f['n_val']}, best epochs {be[0]} / {be[1]}, logged-AED difference {f['logged_diff']:.1e}")
+        mv = f["moved"]
+        lines.append(f"- fold {k}: offset ({f['offset'][0]:.0f}, {f['offset'][1]:.0f}) px, spread "
+                     f"({f['spread'][0]:.0f}, {f['spread'][1]:.0f}) px, auto guard {f['guard_auto']:.0f} px; moved "
+                     f"{mv['disc']} / {mv['auto2']} / {mv['auto1']} / {mv['auto0']} of {f['n_val']}; "
+                     f"logged ({f['logged_variant']}) difference {f['logged_diff']:.1e}")
     return "\n".join(lines) + "\n"
 
 
-def figure(folds: dict, path: Path, k_last: int) -> None:
-    """Per-photo canonical error, last epoch: today's fixed window against what the CPU config
-    does now (disc-anchored ROI, averaged weights of the last ``k_last`` epochs, flip, guard)."""
+def figure(folds: dict, path: Path, rule: str = "auto(k=1)+guard") -> None:
+    """Per-photo canonical error of the averaged weights: the fixed window and the disc window
+    against ``rule``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    a = np.concatenate([f["variants"]["fixed"][f["last"]]["px"] for f in folds.values()])
-    cpu = f"disc+flip+swa{k_last}+guard"
-    b = np.concatenate([f["variants"][cpu][f["last"]]["px"] for f in folds.values()])
-    fig, ax = plt.subplots(figsize=(4.6, 4.2), dpi=110)
-    ax.scatter(a, b, s=12, alpha=0.7)
-    top = max(a.max(), b.max()) * 1.1
-    ax.plot([1, top], [1, top], "k--", lw=0.8)
-    ax.axhline(FAR_PX, color="r", lw=0.6), ax.axvline(FAR_PX, color="r", lw=0.6)
-    ax.set(xscale="log", yscale="log", xlim=(1, top), ylim=(1, top), xlabel="fixed ROI: error (canonical px)",
-           ylabel=f"{cpu}: error (px)", title="per photo, last epoch")
+    def px(name):
+        return np.concatenate([f["averaged"][name]["px"] for f in folds.values()])
+
+    b = px(rule)
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2), dpi=110, sharey=True)
+    for ax, other in zip(axes, ("fixed", "disc+guard250")):
+        a = px(other)
+        top = max(a.max(), b.max()) * 1.1
+        ax.scatter(a, b, s=12, alpha=0.7)
+        ax.plot([1, top], [1, top], "k--", lw=0.8)
+        ax.axhline(FAR_PX, color="r", lw=0.6), ax.axvline(FAR_PX, color="r", lw=0.6)
+        ax.set(xscale="log", yscale="log", xlim=(1, top), ylim=(1, top), xlabel=f"{other}: error (canonical px)",
+               title="per photo, averaged weights")
+    axes[0].set_ylabel(f"{rule}: error (px)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -229,8 +255,6 @@ def main(argv: list[str] | None = None) -> int:
                          "rows choose among these")
     ap.add_argument("--keep", type=Path, default=None,
                     help="folder for per-fold results (pickles), reused while a fold's snapshots are unchanged")
-    ap.add_argument("--guard-px", type=float, default=250.0,
-                    help="outlier guard radius of the +guard variants (roi.max_from_prior; the CPU config's 250)")
     ap.add_argument("--out-md", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -247,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     for k in tqdm(ks, desc="folds", unit="fold"):
         saved = args.keep / f"fold{k}.pkl" if args.keep else None
         key = (sorted(p.name for p in (args.run / f"fold{k}" / "snapshots").glob("*.pdparams")), args.last_k,
-               args.from_epoch, args.guard_px)
+               args.from_epoch, sorted(VARIANTS.items()))
         if saved is not None and saved.is_file():
             got = pickle.loads(saved.read_bytes())
             if got["key"] == key:
                 folds[k] = got["result"]
                 continue
-        folds[k] = run_fold(k, args.run, data, cache, args.last_k, args.from_epoch, args.guard_px)
+        folds[k] = run_fold(k, args.run, data, cache, args.last_k, args.from_epoch)
         if saved is not None:
             from gamma_kit.safety import atomic_write_bytes
 
@@ -263,15 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if args.out_md:
         atomic_write_text(args.out_md, md)
-        figure(folds, args.out_md.with_suffix(".png"), args.last_k)
+        figure(folds, args.out_md.with_suffix(".png"))
     if args.json:
         per_image = {name: {i: [float(ed), float(px)] for f in folds.values()
-                            for i, ed, px in zip(f["ids"], f["variants"][name][f["last"]]["ed"],
-                                                 f["variants"][name][f["last"]]["px"])}
-                     for name in next(iter(folds.values()))["variants"]}
+                            for i, ed, px in zip(f["ids"], f["averaged"][name]["ed"], f["averaged"][name]["px"])}
+                     for name in VARIANTS}
         atomic_write_text(args.json, json.dumps({"table": json.loads(table.to_json(orient="index")),
-                                                 "per_image_last_ed_px": per_image,
-                                                 "folds": {k: {kk: vv for kk, vv in f.items() if kk != "variants"}
+                                                 "per_image_averaged_ed_px": per_image,
+                                                 "folds": {k: {kk: vv for kk, vv in f.items()
+                                                               if kk not in ("variants", "averaged")}
                                                            for k, f in folds.items()}}, indent=1, default=float))
     return 0
 

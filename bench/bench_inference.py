@@ -16,9 +16,6 @@ calls. Answers: the fovea CSVs' largest difference in px and the seg masks' diff
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict_memory import make_models, photo_folders, reference_tree  # noqa: E402
+from bench_predict_memory import make_models, measure, photo_folders, reference_tree  # noqa: E402
 from common import REPO, emit, load_avg, machine_info, row, versions  # noqa: E402
 
 from gamma_kit.safety import atomic_write_text  # noqa: E402
@@ -39,6 +36,7 @@ import json, sys, time
 from pathlib import Path
 task, model, images, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 import gamma_kit
+import paddle                                  # imported lazily by both kits: not counted either
 from gamma_kit.fovea.predict import predict
 from gamma_kit.seg.predictor import load_model
 from gamma_kit.seg.submission import predict_folder
@@ -54,15 +52,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "n": n, "code": str(Path(
 
 def _run(code: Path, task: str, model: Path, images: Path, out: Path) -> dict:
     out.mkdir(parents=True)
-    env = {**os.environ, "PYTHONPATH": str(code)}
-    proc = subprocess.run([sys.executable, "-c", _PREDICT, task, str(model), str(images), str(out)], env=env,
-                          capture_output=True, text=True, timeout=3600, cwd=out.parent)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{task} predict under {code} failed:\n{proc.stderr[-2000:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not Path(res["code"]).resolve().is_relative_to(Path(code).resolve()):
-        raise RuntimeError(f"{task} predict ran the kit at {res['code']}, not the one under {code}")
-    return res
+    return measure(code, task, model, images, out, _PREDICT)
 
 
 def _same_answers(task: str, a: Path, b: Path) -> str:

@@ -109,10 +109,12 @@ def reference_tree(rev: str, work: Path) -> Path:
     return dest
 
 
-def measure(code: Path, task: str, model: Path, images: Path, out: Path) -> dict:
+def measure(code: Path, task: str, model: Path, images: Path, out: Path, script: str = _PREDICT) -> dict:
+    """``script`` (reads task, model, images, out; prints one JSON line with ``code``, where it found
+    gamma_kit) in a fresh process with the kit under ``code`` first on the path."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     # run outside the checkout: python -c puts the working folder first on sys.path, before PYTHONPATH
-    proc = subprocess.run([sys.executable, "-c", _PREDICT, task, str(model), str(images), str(out)], env=env,
+    proc = subprocess.run([sys.executable, "-c", script, task, str(model), str(images), str(out)], env=env,
                           capture_output=True, text=True, timeout=7200, cwd=out.parent)
     if proc.returncode != 0:
         raise RuntimeError(f"{task} predict under {code} failed:\n{proc.stderr[-2000:]}")

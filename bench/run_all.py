@@ -8,7 +8,7 @@
     python bench/run_all.py --list     # the parts and the estimated wall time of each; runs nothing
 
 Parts (``--only`` / ``--skip`` names; see ``PARTS``): heatmap, dataset, models, fovea_epoch,
-disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, cores, synth_realism,
+disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, inference, cores, synth_realism,
 accuracy (synthetic fovea and segmentation arms). Before running, the plan is printed with an estimate of each part's
 wall time: the part's last measured duration in ``--raw-dir`` (same ``--quick`` mode; the
 accuracy part scaled to ``--budget``), else a default for 2 idle cores.
@@ -272,6 +272,11 @@ def _backends_jobs(ctx: Context) -> list[Job]:
                                                   "--md", str(ctx.raw / "backends.md")], 3600)]
 
 
+def _inference_jobs(ctx: Context) -> list[Job]:
+    return [Job("inference", "bench_inference.py", ["--photos", "8" if ctx.args.quick else "40",
+                                                    "--md", str(ctx.raw / "inference.md")], 3600)]
+
+
 def _cores_jobs(ctx: Context) -> list[Job]:
     quick = ctx.args.quick
     return [Job("cores", "bench_cores.py", ["--epochs", "2" if quick else "4", "--iters", "20" if quick else "80",
@@ -318,6 +323,8 @@ PARTS: dict[str, Part] = {
                            (820, 120), _predict_memory_jobs),
     "backends": Part(("backends",), "predict per photo and peak RSS: dynamic, Paddle Inference, onnxruntime",
                      (180, 60), _backends_jobs),
+    "inference": Part(("inference",), "predict per full-size photo vs the kit of 7f35240, same answers", (60, 20),
+                      _inference_jobs),
     "cores": Part(("cores",), "training with --procs 1 vs 2: time and cores busy, fovea and seg", (420, 150),
                   _cores_jobs),
     "synth_realism": Part(("synth_realism",), "synthetic disc region vs real photos, both renderers", (80, 10),
@@ -326,7 +333,7 @@ PARTS: dict[str, Part] = {
                      (510, 70), _accuracy_jobs, budget_scaled=True),
 }
 ORDER = ["heatmap", "dataset", "models", "fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory",
-         "backends", "cores", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
+         "backends", "inference", "cores", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
 DEMO_ESTIMATE_S = 240.0
 DURATIONS = "_durations.json"       # in --raw-dir: the last measured wall time of each part, per mode
 

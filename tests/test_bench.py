@@ -17,6 +17,7 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_backends  # noqa: E402
+import bench_inference  # noqa: E402
 import bench_cores  # noqa: E402
 import bench_disc_locate  # noqa: E402
 import bench_fovea_epoch  # noqa: E402
@@ -84,7 +85,7 @@ def test_time_call_and_memory_helpers():
 NEW_BENCHES = {"bench_fovea_epoch.py": bench_fovea_epoch, "bench_disc_locate.py": bench_disc_locate,
                "bench_seg_two_stage.py": bench_seg_two_stage, "bench_synth_realism.py": bench_synth_realism,
                "bench_predict_memory.py": bench_predict_memory, "bench_backends.py": bench_backends,
-               "bench_cores.py": bench_cores}
+               "bench_cores.py": bench_cores, "bench_inference.py": bench_inference}
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -118,7 +119,7 @@ def test_new_parts_build_jobs_that_their_bench_parses(tmp_path, quick):
     (idrid / "optic_disc_center_GT.csv").write_text("data,OD_X,OD_Y\n")
     ctx = run_all.Context(_args(quick=quick, idrid=str(idrid)), tmp_path / "work", tmp_path / "raw")
     seen = set()
-    for name in ("fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory", "backends", "cores",
+    for name in ("fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory", "backends", "inference", "cores",
                  "synth_realism"):
         for job in run_all.PARTS[name].jobs(ctx):          # building jobs generates nothing
             assert job.key == name and job.key in run_all.PARTS[name].keys

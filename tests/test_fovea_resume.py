@@ -302,10 +302,12 @@ def test_an_edited_fold_config_is_refused_naming_the_keys(data, cache, tmp_path)
 
 def test_a_run_written_before_new_config_keys_resumes(data, cache, tmp_path):
     """A run whose config.yml and checkpoint state were written before ``roi.prior_spread`` and
-    ``roi.margin_sigmas`` existed resumes: the missing keys are read as their defaults (what that
-    run did), not as an edit (issue 19.3 added them; IDRiD folds of the kit before were refused)."""
+    ``roi.margin_sigmas`` existed (issue 19.3; the CPU config's roi then: disc, 250 px) resumes with
+    the settings it had: the missing keys are read as their defaults (what that run did), not as an
+    edit. The kit before this read them as edits and refused the IDRiD folds it had trained."""
+    old = ("train.lr_schedule=constant", "roi.anchor=disc", "roi.max_from_prior=250", "roi.margin_sigmas=2.0")
     run = tmp_path / "run"
-    _train(run, data, cache, "train.lr_schedule=constant")
+    _train(run, data, cache, *old)
     fold = run / "fold1"
     cfg = yaml.safe_load((fold / "config.yml").read_text())
     assert cfg["roi"].pop("prior_spread") is not None and cfg["roi"].pop("margin_sigmas") == 2.0
@@ -315,7 +317,7 @@ def test_a_run_written_before_new_config_keys_resumes(data, cache, tmp_path):
         st["config"]["roi"] = {k: v for k, v in st["config"]["roi"].items()
                                if k not in ("prior_spread", "margin_sigmas")}
         state.write_text(json.dumps(st))
-    m = _train(run, data, cache, "train.lr_schedule=constant", "train.epochs=3", resume=True)
+    m = _train(run, data, cache, *old, "train.epochs=3", resume=True)
     assert [r["epoch"] for r in m["history"]] == [0, 1, 2]
 
 

@@ -235,6 +235,7 @@ def test_auto_checkpoint_prefers_averaged_weights(tmp_path):
 # ---- issue 19.3: the auto window, learned spread and guard
 
 AUTO = RoiPolicy("auto", (720.0, 90.0), prior_spread=(50.0, 40.0), margin_sigmas=2.0, reach=(240.0, 180.0))
+LOOSE = dataclasses.replace(AUTO, prior_spread=(88.0, 40.0))      # a camera whose disc predicts loosely
 
 
 def test_auto_keeps_the_fixed_window_until_the_estimate_leaves_its_reach():
@@ -258,17 +259,18 @@ def test_auto_keeps_the_fixed_window_until_the_estimate_leaves_its_reach():
 
 
 def test_the_guard_measures_from_the_estimate_not_the_window():
-    # the auto window stays fixed at (1140, 1040); the estimate is (1120, 1040); the learned radius 5 x 50
-    pol = dataclasses.replace(AUTO, max_from_prior="auto")
-    assert pol.guard_radius == 250.0
-    canons = [_canon((400.0, 950.0), (1376.0, 1040.0))]      # the dot 256 px right of the estimate
+    # the auto window stays fixed at (1140, 1040); the estimate is (1120, 1040); the radius 3 x 88 px
+    pol = dataclasses.replace(LOOSE, max_from_prior="auto")
+    assert pol.guard_radius == pytest.approx(264.0)
+    assert dataclasses.replace(AUTO, max_from_prior="auto").guard_radius == 250.0     # 3 x 50, at least 250
+    canons = [_canon((400.0, 950.0), (1392.0, 1040.0))]      # the dot 272 px right of the estimate
     found = locate([DotModel()], canons, [CODEC], roi=pol)
     assert found.guarded.tolist() == [True]
     np.testing.assert_allclose(found.canonical_xy[0], (1120.0, 1040.0))
     np.testing.assert_allclose(found.prior[0], (1120.0, 1040.0))
-    near = locate([DotModel()], [_canon((400.0, 950.0), (1360.0, 1040.0))], [CODEC], roi=pol)   # 240 px: kept
+    near = locate([DotModel()], [_canon((400.0, 950.0), (1376.0, 1040.0))], [CODEC], roi=pol)   # 256 px: kept
     assert near.guarded.tolist() == [False]
-    np.testing.assert_allclose(near.canonical_xy[0], (1360.0, 1040.0), atol=0.5)
+    np.testing.assert_allclose(near.canonical_xy[0], (1376.0, 1040.0), atol=0.5)
     with pytest.raises(ValueError, match="prior_spread"):
         RoiPolicy("disc", (720.0, 90.0), max_from_prior="auto").guard_radius
 
@@ -288,9 +290,9 @@ def test_fit_disc_prior_learns_the_offset_and_a_robust_spread():
 
 
 def test_auto_policy_config_round_trip_and_ensemble():
-    cfg = load_config(CPU_CONFIG, ["roi.anchor=auto", "roi.max_from_prior=auto", "data.shift=[200,150]"])
+    cfg = load_config(CPU_CONFIG, ["data.shift=[200,150]"])      # the CPU config: auto, margin 1, guard auto
     pol = RoiPolicy.from_config(cfg)
-    assert (pol.anchor, pol.max_from_prior, pol.reach, pol.margin_sigmas) == ("auto", "auto", (200.0, 150.0), 2.0)
+    assert (pol.anchor, pol.max_from_prior, pol.reach, pol.margin_sigmas) == ("auto", "auto", (200.0, 150.0), 1.0)
     assert pol.needs_fit
     learned = dataclasses.replace(pol, disc_offset=(700.0, 90.0), prior_spread=(40.0, 60.0))
     assert not learned.needs_fit

@@ -28,7 +28,7 @@ Anchors (config section ``roi``):
   outside it) it follows the disc. The estimate is the guard's prior on every photo that has one.
 
 Outlier guard (``max_from_prior``, px; null = off; ``auto``: ``GUARD_SIGMAS`` x the larger learned
-spread, so a camera whose disc predicts its fovea loosely gets a looser guard): on an anchored image the window centre is
+spread, at least ``GUARD_MIN_PX``, so a camera whose disc predicts its fovea loosely gets a looser guard): on an anchored image the window centre is
 itself an estimate of the fovea (the prior; on IDRiD within about 170 px of it). A decoded
 position farther than ``max_from_prior`` from it, or an empty heatmap, is replaced by the prior
 (``RoiPolicy.guard``). On real IDRiD photos with many exudates the network put three foveae
@@ -43,15 +43,19 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ROI_ANCHORS", "DEFAULT_ROI", "GUARD_SIGMAS", "RoiPolicy", "fit_disc_offset", "fit_disc_prior",
+__all__ = ["ROI_ANCHORS", "DEFAULT_ROI", "GUARD_SIGMAS", "GUARD_MIN_PX", "RoiPolicy", "fit_disc_offset", "fit_disc_prior",
            "policy_of_models"]
 
 ROI_ANCHORS = ("fixed", "disc", "auto")
 #: The ``roi`` config section's defaults: the original fixed window.
 DEFAULT_ROI = {"anchor": "fixed", "disc_offset": None, "max_shift": [360.0, 270.0], "max_from_prior": None,
                "prior_spread": None, "margin_sigmas": 2.0}
-#: ``max_from_prior: auto``: the guard's radius in learned spreads (IDRiD: 5 x ~50 px = the CPU config's 250).
-GUARD_SIGMAS = 5.0
+#: ``max_from_prior: auto``: the guard's radius, GUARD_SIGMAS learned spreads but never under GUARD_MIN_PX
+#: (IDRiD: 3 x ~60 px -> 250; GAMMA-like synthetic photos: 3 x ~85 px = ~255; bench/results/fovea_cv_*.md).
+#: The floor keeps a camera whose disc predicts the fovea tightly from replacing a good network answer
+#: by an estimate that is itself a few spreads off.
+GUARD_SIGMAS = 3.0
+GUARD_MIN_PX = 250.0
 #: The training crops' default shift (SPEC 2), the reach of the ``auto`` rule when a config names none.
 DEFAULT_REACH = (240.0, 180.0)
 
@@ -62,7 +66,7 @@ class RoiPolicy:
     (needed by ``disc`` and ``auto``; set by training); ``max_shift`` (x, y) farthest allowed
     distance of a disc-based estimate from the fixed centre (farther: no estimate);
     ``max_from_prior``: the outlier guard's radius (None: off; "auto": ``GUARD_SIGMAS`` x the
-    larger of ``prior_spread``); ``prior_spread`` (sx, sy): how far training foveae lie from
+    larger of ``prior_spread``, at least ``GUARD_MIN_PX``); ``prior_spread`` (sx, sy): how far training foveae lie from
     their estimate (``auto`` and the auto guard; set by training); ``margin_sigmas``: ``auto``
     keeps the estimate this many spreads inside ``reach`` (the training shift, ``data.shift``)."""
 
@@ -140,7 +144,7 @@ class RoiPolicy:
             return self.max_from_prior
         if self.prior_spread is None:
             raise ValueError("roi.max_from_prior auto needs roi.prior_spread (training sets it from the training images)")
-        return GUARD_SIGMAS * max(self.prior_spread)
+        return max(GUARD_MIN_PX, GUARD_SIGMAS * max(self.prior_spread))
 
     def guard(self, canon_xy: np.ndarray, priors: np.ndarray, anchored: np.ndarray, empty: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -150,9 +154,9 @@ class RoiPolicy:
         ``guarded`` (N,) bool."""
         xy = np.array(canon_xy, dtype=np.float64).reshape(-1, 2)
         anchored = np.asarray(anchored, bool)
-        radius = self.guard_radius
-        if radius is None or not anchored.any():
+        if self.max_from_prior is None or not anchored.any():      # the fixed window has no prior to guard
             return xy, np.zeros(len(xy), bool)
+        radius = self.guard_radius
         with np.errstate(invalid="ignore"):
             far = ~(np.hypot(*(xy - priors).T) <= radius)      # NaN positions count as far
         guarded = anchored & (far | np.asarray(empty, bool))
