@@ -200,7 +200,7 @@ def markdown(table: pd.DataFrame, folds: dict, args, seconds: float) -> str:
                      f"| {', '.join(f'{v:.4f}' for v in r['per_fold_avg'])} |")
     lines += ["", "Per fold, learned from the fold's training photos: the disc-to-fovea offset, the spread of the "
               "foveae around disc + offset (1.4826 MAD per axis) and the auto guard's radius; photos whose window "
-              "moved from the fixed one under `disc` / `auto` / `auto(k=1)` / `auto(k=0)`; the largest difference "
+              "moved from the fixed one under `disc` / `auto(k=2)` / `auto(k=1)` / `auto(k=0)`; the largest difference "
               "between the variant training validated with and the AED it logged:", ""]
     for k, f in folds.items():
         mv = f["moved"]

@@ -70,14 +70,15 @@ def _same_answers(task: str, a: Path, b: Path) -> str:
 
 
 def _for_older_kits(config: Path) -> None:
-    """Drop the ``roi`` keys that kits before issue 19.3 do not know (their defaults are what those
-    kits do: the fixed window here), so both kits read the same model."""
+    """Drop the ``roi`` keys that kits before issue 19.3 do not know, and give the guard a radius in
+    px (the fixed window has no prior, so no guard acts either way), so both kits read the same model."""
     import yaml
 
     cfg = yaml.safe_load(config.read_text())
     assert cfg["roi"]["anchor"] == "fixed"
     for key in ("prior_spread", "margin_sigmas"):
         cfg["roi"].pop(key, None)
+    cfg["roi"]["max_from_prior"] = 250.0
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
