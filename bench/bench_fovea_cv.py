@@ -154,10 +154,10 @@ def run_fold(fold: int, run: Path, data, cache: CanonicalCache, k_last: int, fro
     check = max((abs(float(out[mine[0]][e]["ed"].mean()) - float(logged.loc[e - 1])) for e in snaps
                  if mine and (e - 1) in logged.index and np.isfinite(logged.loc[e - 1])), default=np.nan)
     moved = {k: int(np.any(np.abs(placed[k][1] - np.asarray(codec.roi_centre)) > 0.5, axis=1).sum()) for k in pols}
+    guard_auto = replace(pols["auto2"], max_from_prior="auto").guard_radius
     return {"variants": out, "averaged": averaged, "ids": [v.canon.id for v in val], "offset": pols["disc"].disc_offset,
-            "spread": pols["disc"].prior_spread, "guard_auto": replace(pols["auto2"], max_from_prior="auto").guard_radius,
-            "moved": moved, "n_val": len(val), "last": last, "first": min(snaps), "logged_diff": check,
-            "logged_variant": mine[0] if mine else None}
+            "spread": pols["disc"].prior_spread, "guard_auto": guard_auto, "moved": moved, "n_val": len(val),
+            "last": last, "first": min(snaps), "logged_diff": check, "logged_variant": mine[0] if mine else None}
 
 
 def summarise(folds: dict[int, dict]) -> pd.DataFrame:

@@ -38,10 +38,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-__all__ = ["sharing_small", 
+__all__ = [
     "CANONICAL_SIZE", "GAMMA_WIDE_SIZE", "GAMMA_WIDE_OFFSET", "CANONICAL_FOV_CENTRE", "CANONICAL_FOV_RADIUS",
     "FieldOfView", "DiscSide", "DiscEstimate", "detect_fov", "find_disc", "detect_disc_side", "read_side_overrides",
-    "CanonicalFrame", "EyeSideError", "Component", "largest_component",
+    "CanonicalFrame", "EyeSideError", "Component", "largest_component", "sharing_small",
 ]
 
 CANONICAL_SIZE = (1956, 1934)          # (w, h) of the original frame; also the square-ish GAMMA camera

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import multiprocessing.connection
 import os
+import shutil
 import signal
+import tempfile
 import time
 import warnings
 from typing import Any, Callable
@@ -138,9 +140,6 @@ def spawn_local(fn: Callable[..., Any], kwargs: dict, processes: int) -> Any:
     reaches this process alone, which passes one SIGINT on (SIGTERM likewise): each stops at the
     same step, and rank 0's ``safety.Interrupted`` (how to resume) is raised here."""
     import paddle.distributed as dist
-
-    import shutil
-    import tempfile
 
     threads = max(1, (os.cpu_count() or 1) // processes)
     sync = tempfile.mkdtemp(prefix="gamma_kit_sync_")

@@ -15,7 +15,7 @@ from gamma_kit.fovea.config import load_config
 from gamma_kit.fovea.dataset import CanonicalImage, FoveaItem
 from gamma_kit.fovea.demo import CPU_CONFIG
 from gamma_kit.fovea.inference import locate, roi_origins
-from gamma_kit.fovea.roi import RoiPolicy, fit_disc_offset, policy_of_models
+from gamma_kit.fovea.roi import RoiPolicy, fit_disc_prior, policy_of_models
 from gamma_kit.geometry import CanonicalFrame
 
 from fovea_fixtures import tiny_synth
@@ -57,7 +57,7 @@ def test_fixed_policy_is_the_original_window():
 def test_disc_policy_centres_and_falls_back():
     pol = RoiPolicy("disc", (720.0, 90.0), (360.0, 270.0))
     canons = [_canon((400.0, 950.0)), _canon(None), _canon((1500.0, 950.0))]
-    centres, ok = pol.centres(canons, CODEC.roi_centre)
+    centres, _, ok = pol.place(canons, CODEC.roi_centre)
     assert centres[0].tolist() == [1120.0, 1040.0] and ok.tolist() == [True, False, False]
     # no disc, and a disc that would put the window 1080 px from the fixed centre: the fixed window
     assert centres[1].tolist() == centres[2].tolist() == [1140.0, 1040.0]
@@ -67,7 +67,7 @@ def test_disc_policy_centres_and_falls_back():
 
 def test_disc_policy_needs_an_offset_and_valid_fields():
     with pytest.raises(ValueError, match="disc_offset"):
-        RoiPolicy("disc").centres([_canon((400.0, 950.0))], CODEC.roi_centre)
+        RoiPolicy("disc").place([_canon((400.0, 950.0))], CODEC.roi_centre)
     with pytest.raises(ValueError, match="roi.anchor"):
         RoiPolicy("fovea")
     with pytest.raises(ValueError, match="max_shift"):
@@ -80,9 +80,9 @@ def test_fit_disc_offset_is_the_median_and_skips_missing_discs():
     items = [FoveaItem(_canon(d), np.array(f, float)) for d, f in
              [((400.0, 950.0), (1100.0, 1040.0)), ((380.0, 960.0), (1110.0, 1060.0)),
               ((420.0, 900.0), (1200.0, 1000.0)), (None, (0.0, 0.0))]]
-    assert fit_disc_offset(items) == (730.0, 100.0)   # medians of (700, 730, 780) and (90, 100, 100)
+    assert fit_disc_prior(items)[0] == (730.0, 100.0)   # medians of (700, 730, 780) and (90, 100, 100)
     with pytest.raises(ValueError, match="no training image"):
-        fit_disc_offset(items[3:])
+        fit_disc_prior(items[3:])
 
 
 def test_ensemble_policy_averages_offsets_and_refuses_mixed_anchors():
@@ -276,8 +276,6 @@ def test_the_guard_measures_from_the_estimate_not_the_window():
 
 
 def test_fit_disc_prior_learns_the_offset_and_a_robust_spread():
-    from gamma_kit.fovea.roi import fit_disc_prior
-
     discs = [(400.0, 950.0), (380.0, 960.0), (420.0, 900.0), (400.0, 950.0), (400.0, 950.0)]
     foveae = [(1100.0, 1040.0), (1110.0, 1060.0), (1200.0, 1000.0), (1130.0, 1050.0), (1900.0, 1500.0)]
     items = [FoveaItem(_canon(d), np.array(f, float)) for d, f in zip(discs, foveae)]
@@ -286,7 +284,6 @@ def test_fit_disc_prior_learns_the_offset_and_a_robust_spread():
     assert offset == (730.0, 100.0)
     # |d - median|: x (30, 0, 50, 0, 770) -> median 30; y (10, 0, 0, 0, 450) -> 0; times 1.4826
     np.testing.assert_allclose(spread, (1.4826 * 30, 0.0))
-    assert fit_disc_offset(items) == offset
 
 
 def test_auto_policy_config_round_trip_and_ensemble():

@@ -18,8 +18,8 @@ import yaml
 from gamma_kit.fovea.codec import ORIGINAL_CODEC
 from gamma_kit.fovea.roi import DEFAULT_ROI, RoiPolicy
 
-__all__ = ["DEFAULTS", "completed", "load_config", "apply_overrides", "merge", "dump_config", "build_codec", "build_model",
-           "model_signature"]
+__all__ = ["DEFAULTS", "completed", "load_config", "apply_overrides", "merge", "dump_config", "build_codec",
+           "build_model", "model_signature"]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "codec": copy.deepcopy(ORIGINAL_CODEC),      # the original constants live in codec.py only

@@ -11,7 +11,7 @@ Anchors (config section ``roi``):
 
 - ``fixed`` (the original, default): the codec's ``roi_centre`` for every image.
 - ``disc``: the optic disc that the eye-side detector found (``CanonicalImage.disc``) plus a
-  disc-to-fovea offset learned from the training set (``fit_disc_offset``: the median of
+  disc-to-fovea offset learned from the training set (``fit_disc_prior``: the median of
   fovea - disc over the training images, full-scale canonical px; on IDRiD about
   (718, 93), spread 47 x 54 px, so the fovea lies within about 170 px of the window centre).
   An image falls back to the fixed centre when no disc was found, or when the anchored
@@ -28,10 +28,10 @@ Anchors (config section ``roi``):
   outside it) it follows the disc. The estimate is the guard's prior on every photo that has one.
 
 Outlier guard (``max_from_prior``, px; null = off; ``auto``: ``GUARD_SIGMAS`` x the larger learned
-spread, at least ``GUARD_MIN_PX``, so a camera whose disc predicts its fovea loosely gets a looser guard): on an anchored image the window centre is
-itself an estimate of the fovea (the prior; on IDRiD within about 170 px of it). A decoded
-position farther than ``max_from_prior`` from it, or an empty heatmap, is replaced by the prior
-(``RoiPolicy.guard``). On real IDRiD photos with many exudates the network put three foveae
+spread, at least ``GUARD_MIN_PX``, so a camera whose disc predicts its fovea loosely gets a looser
+guard): on a photo with a disc-based estimate of the fovea (the prior; on IDRiD within about 170 px
+of it), a decoded position farther than the radius from it, or an empty heatmap, is replaced by the
+prior (``RoiPolicy.guard``). On real IDRiD photos with many exudates the network put three foveae
 250-390 px off, where the prior was 85-105 px off (bench/results/fovea_cv_idrid.md).
 
 Points are (x, y) in full-scale canonical pixels ("disc on the left, 1956 x 1934").
@@ -43,7 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["ROI_ANCHORS", "DEFAULT_ROI", "GUARD_SIGMAS", "GUARD_MIN_PX", "RoiPolicy", "fit_disc_offset", "fit_disc_prior",
+__all__ = ["ROI_ANCHORS", "DEFAULT_ROI", "GUARD_SIGMAS", "GUARD_MIN_PX", "RoiPolicy", "fit_disc_prior",
            "policy_of_models"]
 
 ROI_ANCHORS = ("fixed", "disc", "auto")
@@ -143,7 +143,8 @@ class RoiPolicy:
         if self.max_from_prior != "auto":
             return self.max_from_prior
         if self.prior_spread is None:
-            raise ValueError("roi.max_from_prior auto needs roi.prior_spread (training sets it from the training images)")
+            raise ValueError("roi.max_from_prior auto needs roi.prior_spread (training sets it from the training "
+                             "images)")
         return max(GUARD_MIN_PX, GUARD_SIGMAS * max(self.prior_spread))
 
     def guard(self, canon_xy: np.ndarray, priors: np.ndarray, anchored: np.ndarray, empty: np.ndarray
@@ -188,11 +189,6 @@ class RoiPolicy:
         moved = cand - np.clip(cand - fixed, -margin, margin)     # the fixed centre while the estimate is in reach
         return np.where(ok[:, None], moved, fixed), priors, ok
 
-    def centres(self, canons: Sequence, fixed_centre: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-        """ROI centres (N, 2) and ``anchored`` (N,) bool of :meth:`place`."""
-        centres, _, anchored = self.place(canons, fixed_centre)
-        return centres, anchored
-
 
 def fit_disc_prior(items: Sequence) -> tuple[tuple[float, float], tuple[float, float]]:
     """The disc-to-fovea offset, the median (dx, dy) of fovea - detected disc over training
@@ -207,11 +203,6 @@ def fit_disc_prior(items: Sequence) -> tuple[tuple[float, float], tuple[float, f
     med = np.median(d, axis=0)
     mad = 1.4826 * np.median(np.abs(d - med), axis=0)
     return (float(med[0]), float(med[1])), (float(mad[0]), float(mad[1]))
-
-
-def fit_disc_offset(items: Sequence) -> tuple[float, float]:
-    """The offset of :func:`fit_disc_prior`."""
-    return fit_disc_prior(items)[0]
 
 
 def policy_of_models(cfgs: Sequence[dict]) -> RoiPolicy:
