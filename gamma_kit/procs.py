@@ -6,8 +6,11 @@ Why processes on a CPU: Paddle's CPU convolution (80 % of a training step, forwa
 loops over the samples of a batch one at a time, with matrix products too small for two threads
 to share, so one process keeps about one core busy whatever ``OMP_NUM_THREADS`` says
 (bench/bench_cores.py). Processes of one thread each, every one taking an equal share of each
-global batch (gradients averaged over gloo), keep every core busy, ~1.5x faster on 2 cores. They
-are not the default (``DEFAULT_PROCS``): BatchNorm statistics per process cost accuracy.
+global batch (gradients averaged over gloo), keep every core busy, ~1.5x faster on 2 cores.
+BatchNorm statistics are per process, over its share of each batch: fewer samples there cost
+accuracy. Fovea's default is one process (``DEFAULT_PROCS``); seg's is ``auto``
+(``SEG_DEFAULT_PROCS``): its CPU recipe's batch of 8 goes to 2 processes of 4, the BatchNorm batch
+of the one-process recipe before it, and configs of batch 4 keep one process.
 """
 from __future__ import annotations
 
@@ -21,21 +24,24 @@ import time
 import warnings
 from typing import Any, Callable
 
-__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "rank_batch", "spawn_local",
+__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "SEG_DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "rank_batch", "spawn_local",
            "RankFailed", "STOP_GRACE_S"]
 
 #: the default of ``--procs`` where the user sets one (otherwise 1)
 PROCS_ENV = "GAMMA_KIT_PROCS"
 #: a folder that the processes of one spawn_local job share for waiting on each other (parallel.barrier)
 SYNC_ENV = "GAMMA_KIT_SYNC_DIR"
-#: ``--procs`` when neither the flag nor ``$GAMMA_KIT_PROCS`` says otherwise: one process. Several
-#: processes are faster but each keeps its own BatchNorm statistics over its share of a batch, and
-#: that costs accuracy: the seg CPU recipe (batch 4) with 2 processes of 2 samples scored disc / cup
-#: Dice 0.884 / 0.660 on the realistic synthetic set against 0.953 / 0.759 with one process (docs/results.md);
-#: fovea (4 samples per process) is not measured at its full recipe yet
+#: fovea's ``--procs`` when neither the flag nor ``$GAMMA_KIT_PROCS`` says otherwise: one process.
+#: Several are faster but each keeps its own BatchNorm statistics over its share of a batch, and
+#: fewer samples there cost accuracy: seg's batch-4 recipe with 2 processes of 2 samples scored disc /
+#: cup Dice 0.884 / 0.660 on the realistic synthetic set against 0.953 / 0.759 with one process
+#: (docs/results.md); fovea (4 samples per process) is not measured at its full recipe yet
 DEFAULT_PROCS = "1"
+#: seg train's ``--procs`` default: its CPU recipe (batch 8) trains as 2 processes of 4 samples on 2
+#: cores, as accurate as one process of batch 4 (docs/results.md, issue 20.3); batch-4 configs get 1
+SEG_DEFAULT_PROCS = "auto"
 #: ``--procs auto`` keeps at least this many samples of each global batch on every process (BatchNorm
-#: statistics are per process): the fovea CPU recipe (batch 8) gets 2 processes, seg's (batch 4) 1
+#: statistics are per process): the CPU recipes (batch 8) get 2 processes on 2 cores, batch 4 gets 1
 MIN_RANK_BATCH = 4
 #: warnings no user can act on, in each spawned process: Paddle's import (before gamma_kit's filter,
 #: gamma_kit/__init__) and fleet's communication groups, which name ranks that are not in them

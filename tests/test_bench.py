@@ -299,4 +299,12 @@ def test_bench_cores_rows_are_the_measured_rates_and_their_projections():
     proj = rows["the recipe's 130 epochs (projected)"]
     assert (proj["original"], proj["kit"], proj["met"]) == ("32.5 min", "19.5 min", True)   # 130 x 15 s, 130 x 9 s
     seg = [r for r in bench_cores.rows(res) if r["measure"].startswith("Seg")]
-    assert seg[1]["met"] is False and seg[2]["kit"] == "16.0 min" and seg[2]["met"] is False   # 1500 x 0.64 s > 15 min
+    assert seg[1]["met"] is False
+    assert seg[0]["measure"].endswith("seconds per crop") and seg[0]["ratio"] == pytest.approx((0.8 / 4) / (0.64 / 8))
+    # before: 1500 iterations of 4 crops x 0.8 s; the recipe: 750 of 8 crops x 0.64 s (issue 20.3)
+    assert "(1500 iterations of 4 / 750 of 8)" in seg[2]["measure"]
+    assert seg[3]["kit"] == "16.0 min" and "1500 iterations of 8" in seg[3]["measure"]      # 1500 x 0.64 s
+    assert (seg[2]["original"], seg[2]["kit"], seg[2]["met"]) == ("20.0 min", "8.0 min", True)
+    assert seg[2]["ratio"] == pytest.approx(2.5)
+    only_seg = bench_cores.rows({"fovea": {}, "seg": res["seg"]})
+    assert [r["measure"][:3] for r in only_seg] == ["Seg"] * 4

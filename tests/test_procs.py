@@ -43,3 +43,30 @@ def test_procs_argument():
     for bad in ("0", "-1", "two", "1.5"):
         with pytest.raises(argparse.ArgumentTypeError):
             procs_count(bad)
+
+
+@pytest.mark.parametrize("env, expected", [(None, "auto"), ("1", 1), ("2", 2)])
+def test_seg_train_defaults_to_auto_and_the_environment_overrides_it(monkeypatch, env, expected):
+    from gamma_kit.seg.__main__ import build_parser
+
+    if env is None:
+        monkeypatch.delenv("GAMMA_KIT_PROCS", raising=False)
+    else:
+        monkeypatch.setenv("GAMMA_KIT_PROCS", env)
+    args = build_parser().parse_args(["train", "--config", "roi_liteunet_cpu.yml"])
+    assert procs_count(str(args.procs)) == expected
+
+
+@pytest.mark.parametrize("config, cores, processes", [
+    ("roi_liteunet_cpu.yml", 2, 2),          # the CPU recipe: 2 processes of 4 crops, as batch 4 on one before
+    ("roi_liteunet_cpu.yml", 1, 1),
+    ("liteunet_gamma_cpu.yml", 2, 1),        # batch 4: one process keeps its BatchNorm batch
+    ("unet_gamma_512.yml", 2, 1),
+    ("roi_unet_512.yml", 2, 1),
+])
+def test_seg_auto_keeps_four_samples_per_process_for_every_shipped_config(config, cores, processes):
+    from gamma_kit.seg.training import load_config
+
+    batch = load_config(config).batch_size
+    n = local_processes("auto", "cpu", batch, cores=cores)
+    assert n == processes and batch // n >= 4

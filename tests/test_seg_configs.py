@@ -84,6 +84,10 @@ def test_mixed_and_cpu_variants():
     cpu = Config(str(CONFIGS / "liteunet_gamma_cpu.yml")).dic
     assert cpu["model"]["type"] == "LiteUNet"
     assert cpu["train_dataset"]["transforms"][0]["target_size"][0] <= 256
+    roi = Config(str(CONFIGS / "roi_liteunet_cpu.yml")).dic      # the CPU recipe of issues 19.2 / 20.3
+    assert (roi["batch_size"], roi["iters"], roi["model"]["conv_bias"]) == (8, 1500, False)
+    sched = roi["lr_scheduler"]
+    assert sched["warmup_iters"] + sched["T_max"] == roi["iters"]   # the rate reaches 0 at the last step
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ def test_notebook_runs_on_tiny_synthetic_data(tmp_path, monkeypatch, two_stage, 
     env = {"GAMMA_DATA": str(archive.parent), "GAMMA_WORK": str(tmp_path / "work"),
            "SEG_CONFIG": "roi_liteunet_cpu.yml" if two_stage else "seg/liteunet_gamma_cpu.yml", "SEG_ITERS": "2",
            "SEG_TWO_STAGE": "1" if two_stage else "0", "SEG_ROI_SIZE": "48", "SEG_ROI_COPIES": "1",
-           "SEG_OPTS": ";".join(small_transforms(32)), "SEG_VAL_VALUE": "0.2", "SEG_DEVICE": "cpu",
+           # 4 training crops: a batch of 2 (the two-stage CPU recipe's 8 needs 8 crops)
+           "SEG_OPTS": ";".join([*small_transforms(32), "batch_size=2"]), "SEG_VAL_VALUE": "0.2", "SEG_DEVICE": "cpu",
            "SEG_NUM_WORKERS": "0"}
     execute(NOTEBOOK, env, monkeypatch, cwd=cwd)
     work = tmp_path / "work" / "seg"

@@ -38,6 +38,8 @@ def _steps(data: Path, new: bool) -> list[list[str]]:
             "val_dataset.dataset_root=prep", "val_dataset.val_path=prep/val_list.txt", *small_transforms(32)]
     seg = ["-m", "gamma_kit.seg"]
     same = ["--no-rescue"] if new else []
+    if new:     # the recipe dropped the conv bias before BatchNorm (issue 20.3); the reference's model had it
+        opts.append("model.conv_bias=True")
     return [[*seg, "prepare", "--data-root", str(data), "--out", "prep", "--roi", "--roi-size", "48",
              "--roi-copies", "2"],
             [*seg, "split", "--dataset-dir", "prep", "--val-value", "0.34", "--seed", "0"],

@@ -22,12 +22,14 @@ from pathlib import Path
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.resources import config_path
 
-__all__ = ["run_demo", "CPU_CONFIG", "ROI_CPU_CONFIG", "DEMO_ITERS", "DEMO_SIZE", "resized_transforms_opts"]
+__all__ = ["run_demo", "CPU_CONFIG", "ROI_CPU_CONFIG", "DEMO_ITERS", "DEMO_SIZE", "DEMO_BATCH",
+           "resized_transforms_opts"]
 
 CPU_CONFIG = config_path("seg/liteunet_gamma_cpu.yml")
 ROI_CPU_CONFIG = config_path("seg/roi_liteunet_cpu.yml")
 DEMO_ITERS = 120
 DEMO_SIZE = 128          # network input of the demo's ROI model (the full config uses 192)
+DEMO_BATCH = 4           # crops per step in one process (the full config: 8, over 2 processes)
 DEMO_CROP_SIZE = 256     # crop size as prepare writes it for the demo
 
 
@@ -86,7 +88,7 @@ def run_demo(data_root: str | os.PathLike, work_dir: str | os.PathLike, iters: i
     t0 = time.perf_counter()
     # no PaddleSeg evaluation of the val split at the end: the demo scores the test split per image
     run_dir = train_from_config(config, work / ("seg_roi_run" if two_stage else "seg_run"), iters=iters, opts=opts,
-                                fit_schedule=True, log=lambda line: None,
+                                batch_size=DEMO_BATCH, fit_schedule=True, log=lambda line: None,
                                 device=device, seed=seed, log_iters=max(1, iters // 5), do_eval=False,
                                 set_aside_old_run=True)
     train_seconds = time.perf_counter() - t0
