@@ -24,8 +24,8 @@ import time
 import warnings
 from typing import Any, Callable
 
-__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "SEG_DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes", "rank_batch", "spawn_local",
-           "RankFailed", "STOP_GRACE_S"]
+__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "SEG_DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes",
+           "rank_batch", "spawn_local", "RankFailed", "STOP_GRACE_S"]
 
 #: the default of ``--procs`` where the user sets one (otherwise 1)
 PROCS_ENV = "GAMMA_KIT_PROCS"

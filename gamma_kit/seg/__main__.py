@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, SEG_DEFAULT_PROCS),
                    help=f"training processes on this machine (default {SEG_DEFAULT_PROCS}; $GAMMA_KIT_PROCS sets "
                         f"another). auto: one per core while each keeps {MIN_RANK_BATCH} samples of a batch, 1 on a "
-                        "GPU (the CPU recipe's batch 8: 2 processes of 4 on 2 cores, ~1.9x faster than one; "
+                        "GPU (the CPU recipe's batch 8: 2 processes of 4 on 2 cores, ~1.8x faster per crop than one; "
                         "configs of batch 4: 1). N: N data-parallel processes of one thread, batch_size split "
                         "between them; BatchNorm statistics are per process, so keep 4 samples each (2 of 2 "
                         "lost 0.07 disc Dice, docs/results.md)")
