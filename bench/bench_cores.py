@@ -32,14 +32,21 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, emit, load_avg, machine_info, row, versions  # noqa: E402
 
 FOVEA_EPOCHS = 130          # the CPU fovea recipe (configs/fovea/unet_heatmap_cpu.yml)
-#: seg arms: (processes, extra train flags, the recipe's iterations); "1" is the recipe before issue 20.3
-SEG_ARMS = {1: (1, ["--batch-size", "4"], ["model.conv_bias=True"], 1500),
-            2: (2, [], [], 750)}         # configs/seg/roi_liteunet_cpu.yml as shipped, over the same crops
-SEG_RECIPE_ITERS = 1500     # configs/seg/roi_liteunet_cpu.yml: batch 8 x 1500
+_RECIPE = yaml.safe_load((REPO / "configs" / "seg" / "roi_liteunet_cpu.yml").read_text())
+#: the seg CPU recipe as shipped: (batch, iterations), read from its config
+SEG_RECIPE = (int(_RECIPE["batch_size"]), int(_RECIPE["iters"]))
+#: the seg recipe before issue 20.3: one process, batch 4 x 1500 iterations, conv bias
+SEG_BEFORE = (4, 1500)
+#: seg arms by --procs: (train flags, extra opts, (batch, iterations projected)); the recipe's arm is
+#: projected over the crops of the one before
+SEG_ARMS = {1: (["--batch-size", str(SEG_BEFORE[0])], ["model.conv_bias=True"], SEG_BEFORE),
+            2: ([], [], (SEG_RECIPE[0], SEG_BEFORE[0] * SEG_BEFORE[1] // SEG_RECIPE[0]))}
 TARGETS = {"cores": 1.8, "fovea_min": 20.0, "seg_min": 15.0}
 
 
@@ -102,10 +109,10 @@ def fovea_arm(data: Path, sides: Path, work: Path, procs: int, epochs: int, env:
 def seg_arm(prepared: Path, work: Path, procs: int, iters: int, env: dict) -> dict:
     opts = [f"train_dataset.dataset_root={prepared}", f"train_dataset.train_path={prepared / 'train_list.txt'}",
             f"val_dataset.dataset_root={prepared}", f"val_dataset.val_path={prepared / 'val_list.txt'}"]
-    n, flags, extra, _ = SEG_ARMS[procs]
+    flags, extra, _ = SEG_ARMS[procs]
     cmd = [sys.executable, "-m", "gamma_kit.seg", "train", "--config", "roi_liteunet_cpu.yml", "--save-dir",
            str(work / f"seg_p{procs}"), "--iters", str(iters), "--no-eval", "--log-iters", "10", "--procs",
-           str(n), *flags, "--opts", *opts, *extra]
+           str(procs), *flags, "--opts", *opts, *extra]
     out = monitored(cmd, lambda lines: sum("[TRAIN]" in ln for ln in list(lines)), work, env)
     out["per_unit_s"] = out["per_unit_s"] / 10 if out["per_unit_s"] else None      # a log line = 10 iterations
     out["units"] *= 10
@@ -138,9 +145,10 @@ def rows(res: dict) -> list[dict]:
         arms.append(("Fovea CPU epoch (80 + 20 full-size photos)", res["fovea"]["1"], res["fovea"]["2"], "epoch",
                      (FOVEA_EPOCHS, FOVEA_EPOCHS), TARGETS["fovea_min"], ("--procs 1", "--procs 2"), None))
     if res["seg"]:
+        (b1, n1), (b2, n2) = SEG_ARMS[1][2], SEG_ARMS[2][2]
         arms.append(("Seg two-stage CPU recipe (192 px)", res["seg"]["1"], res["seg"]["2"], "iteration",
-                     (SEG_ARMS[1][3], SEG_ARMS[2][3]), TARGETS["seg_min"],
-                     ("batch 4, one process", "batch 8, 2 processes of 4"), (4, 8)))
+                     (n1, n2), TARGETS["seg_min"],
+                     (f"batch {b1}, one process", f"batch {b2}, 2 processes of {b2 // 2}"), (b1, b2)))
     for task, a1, a2, unit, (n1, n2), target, (l1, l2), batches in arms:
         if batches:     # iterations of different batches: compare the time per crop
             t1, t2 = a1["per_unit_s"] / batches[0], a2["per_unit_s"] / batches[1]
@@ -158,8 +166,8 @@ def rows(res: dict) -> list[dict]:
                        f"{minutes[1]:.1f} min", minutes[0] / minutes[1], f"<= {target:g} min", minutes[1] <= target,
                        note="rate x length, start-up and validation-free seg not included"))
         if batches:
-            shipped = a2["per_unit_s"] * SEG_RECIPE_ITERS / 60
-            out.append(row(f"{task}: the recipe as shipped, {SEG_RECIPE_ITERS} {unit}s of {batches[1]} (projected)",
+            shipped = a2["per_unit_s"] * SEG_RECIPE[1] / 60
+            out.append(row(f"{task}: the recipe as shipped, {SEG_RECIPE[1]} {unit}s of {batches[1]} (projected)",
                            "", f"{shipped:.1f} min", None, note="twice the crops, for accuracy (issue 19.2)"))
     return out
 
