@@ -60,6 +60,14 @@ def test_vertical_diameter_and_vcdr():
     assert vcdr(np.full((3, 3), 255, np.uint8)) == 0.0
 
 
+def test_vertical_diameter_equals_numpy_column_sums():
+    rng = np.random.default_rng(0)
+    for s in [rng.random((37, 53)) < 0.3, (rng.random((60, 80)) < 0.5)[::2, ::3],   # plain, not contiguous
+              rng.random((1, 9)) < 0.5, np.zeros((4, 5), bool), np.ones((300, 2), bool)]:
+        assert vertical_diameter(s) == int(s.sum(axis=0).max())
+    assert vertical_diameter(np.zeros((0, 5), bool)) == 0
+
+
 def test_seg_image_metrics_disc_includes_cup():
     gt = _mask()
     pred = gt.copy()

@@ -32,6 +32,8 @@ def test_mask_label_round_trip():
     assert labels.tolist() == [[0, 1, 2], [2, 1, 0]]
     assert np.array_equal(labels_to_mask(labels), mask)
     assert np.array_equal(labels_to_mask(labels.astype(np.int64)), mask)
+    assert np.array_equal(labels_to_mask(labels[:, ::-1]), mask[:, ::-1])        # a view, not contiguous
+    assert labels_to_mask(np.zeros((0, 4), np.uint8)).shape == (0, 4)
     with pytest.raises(ValueError, match="0, 128 or 255"):
         mask_to_labels(np.array([[0, 127]], np.uint8))
     with pytest.raises(ValueError, match="labels must be"):
