@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
     from gamma_kit.fovea.train import load_training_data
 
     work = Path(args.work or tempfile.mkdtemp(prefix="gk_acc_"))
-    cache = CanonicalCache(0.25, args.cache_dir)
+    from gamma_kit.fovea.config import load_config
+
+    cpu = load_config(REPO / "configs" / "fovea" / "unet_heatmap_cpu.yml")       # every arm's scale and decode
+    cache = CanonicalCache(cpu["codec"]["scale"], args.cache_dir, decode=cpu["data"]["decode"])
     test, base = None, None
     if args.data:
         from gamma_kit.data import list_images

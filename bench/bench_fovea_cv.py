@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = load_training_data(images=args.images, gt=args.gt)
     cfg = load_config(args.run / "fold1" / "config.yml")
-    cache = CanonicalCache(cfg["codec"]["scale"], args.cache_dir)
+    cache = CanonicalCache(cfg["codec"]["scale"], args.cache_dir, decode=cfg["data"]["decode"])   # as the run's
     from tqdm import tqdm
 
     folds = {}

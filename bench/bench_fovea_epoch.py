@@ -236,7 +236,7 @@ def main(argv=None) -> int:
     cfg = load_config(config_path("fovea/unet_heatmap_cpu.yml"),
                       [f"train.epochs={args.epochs}", "train.device=cpu", *args.set])
     data = load_training_data(root)
-    cache = CanonicalCache(cfg["codec"]["scale"])
+    cache = CanonicalCache(cfg["codec"]["scale"], decode=cfg["data"]["decode"])
     # decoded once, outside every arm; a synthetic disc too hard for the eye-side detector takes its side
     # from synth_meta.csv, as the demo does
     decode_with_synthetic_sides(cache, data.images, root, progress=False)

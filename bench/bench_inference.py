@@ -11,7 +11,9 @@ under ``--photos`` names) in a fresh process, on the CPU, with the models of ``b
 post-processed. The time runs from the model's loading to the written submission (decode, photo
 check, eye side or stage 1, network, writing; imports not counted), divided by the photos. The
 reference kit (``--reference``, a git revision, extracted into a temporary folder) runs the same
-calls. Answers: the fovea CSVs' largest difference in px and the seg masks' differing pixels.
+calls on the same models; fovea runs a third time with the model's ``data.decode`` set to ``full``
+(the photos decoded whole), so the half-size decode's share of the change shows. Answers, each
+against the reference: the fovea CSVs' largest difference in px and the seg masks' differing pixels.
 """
 from __future__ import annotations
 
@@ -69,17 +71,28 @@ def _same_answers(task: str, a: Path, b: Path) -> str:
     return f"{differ} mask pixels differ over {len(ma)} photos"
 
 
-def _for_older_kits(config: Path) -> None:
-    """Drop the ``roi`` keys that kits before issue 19.3 do not know, and give the guard a radius in
-    px (the fixed window has no prior, so no guard acts either way), so both kits read the same model."""
+def _fovea_copy(run: Path, dest: Path, older_kits: bool) -> Path:
+    """A copy of the fovea run whose model decodes photos whole (``data.decode: full``); for
+    ``older_kits`` the keys that kits before it do not know are dropped instead (``roi`` keys before
+    issue 19.3, ``data.decode``: they decoded whole) and the guard gets a radius in px (the fixed
+    window has no prior, so no guard acts either way): the same model, read alike by both kits."""
+    import shutil
+
     import yaml
 
+    shutil.copytree(run, dest)
+    config = dest / "fold1" / "config.yml"
     cfg = yaml.safe_load(config.read_text())
     assert cfg["roi"]["anchor"] == "fixed"
-    for key in ("prior_spread", "margin_sigmas"):
-        cfg["roi"].pop(key, None)
-    cfg["roi"]["max_from_prior"] = 250.0
+    if older_kits:
+        for key in ("prior_spread", "margin_sigmas"):
+            cfg["roi"].pop(key, None)
+        cfg["roi"]["max_from_prior"] = 250.0
+        cfg["data"].pop("decode", None)
+    else:
+        cfg["data"]["decode"] = "full"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,24 +111,29 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
         work = Path(tmp)
         models, images = make_models(work), photo_folders(work, [args.photos])[args.photos]
-        _for_older_kits(models["fovea"] / "fold1" / "config.yml")
-        codes = {"reference": reference_tree(args.reference, work), "kit": REPO}
+        reference = reference_tree(args.reference, work)
+        # (task, arm) -> (code, model): the kit with the shipped configs, the reference kit on the same
+        # model, and the fovea model with data.decode: full (the reduced decode's share of the change)
+        arms = {("fovea", "reference"): (reference, _fovea_copy(models["fovea"], work / "fovea_old", True)),
+                ("fovea", "kit"): (REPO, models["fovea"]),
+                ("fovea", "kit, whole decode"): (REPO, _fovea_copy(models["fovea"], work / "fovea_full", False)),
+                ("seg", "reference"): (reference, models["seg"]), ("seg", "kit"): (REPO, models["seg"])}
         res, same = {}, {}
-        for task in ("fovea", "seg"):
-            for who, code in codes.items():
-                res[(task, who)] = r = _run(code, task, models[task], images, work / f"out_{task}_{who}")
-                print(f"{task} {who}: {r['seconds'] / r['n']:.3f} s per photo", flush=True)
-            same[task] = _same_answers(task, work / f"out_{task}_reference", work / f"out_{task}_kit")
+        for (task, who), (code, model) in arms.items():
+            res[(task, who)] = r = _run(code, task, model, images, work / f"out_{task}_{who}")
+            print(f"{task} {who}: {r['seconds'] / r['n']:.3f} s per photo", flush=True)
+            if who != "reference":
+                same[(task, who)] = _same_answers(task, work / f"out_{task}_reference", work / f"out_{task}_{who}")
     m = machine_info()
     rows, lines = [], []
-    for task in ("fovea", "seg"):
-        per = {who: res[(task, who)]["seconds"] / res[(task, who)]["n"] for who in codes}
-        rows.append(row(f"{task} predict per full-size photo (decode to submission)",
-                        f"{args.reference} {per['reference']:.3f} s", f"{per['kit']:.3f} s",
-                        per["reference"] / per["kit"], f"<= {TARGET_S} s", per["kit"] <= TARGET_S,
-                        note=same[task]))
-        lines.append(f"| {task} | {per['reference']:.3f} s | {per['kit']:.3f} s | {per['reference'] / per['kit']:.2f}x "
-                     f"| {'yes' if per['kit'] <= TARGET_S else 'no'} | {same[task]} |")
+    for (task, who) in same:
+        old, new = (res[(task, w)]["seconds"] / res[(task, w)]["n"] for w in ("reference", who))
+        what = "" if who == "kit" else f" ({who.split(', ')[1]})"
+        rows.append(row(f"{task} predict per full-size photo (decode to submission){what}",
+                        f"{args.reference} {old:.3f} s", f"{new:.3f} s", old / new, f"<= {TARGET_S} s",
+                        new <= TARGET_S, note=same[(task, who)]))
+        lines.append(f"| {task}{what} | {old:.3f} s | {new:.3f} s | {old / new:.2f}x "
+                     f"| {'yes' if new <= TARGET_S else 'no'} | {same[(task, who)]} |")
     md = "\n".join([
         "# Prediction speed per full-size photo (issue 20.4)", "",
         (f"`python bench/bench_inference.py --photos {args.photos} --reference {args.reference}` "

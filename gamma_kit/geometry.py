@@ -41,7 +41,7 @@ import pandas as pd
 __all__ = [
     "CANONICAL_SIZE", "GAMMA_WIDE_SIZE", "GAMMA_WIDE_OFFSET", "CANONICAL_FOV_CENTRE", "CANONICAL_FOV_RADIUS",
     "FieldOfView", "DiscSide", "DiscEstimate", "detect_fov", "find_disc", "detect_disc_side", "read_side_overrides",
-    "CanonicalFrame", "EyeSideError", "Component", "largest_component", "sharing_small",
+    "CanonicalFrame", "EyeSideError", "Component", "largest_component", "sharing_small", "reduced_decode_factor",
 ]
 
 CANONICAL_SIZE = (1956, 1934)          # (w, h) of the original frame; also the square-ish GAMMA camera
@@ -384,6 +384,18 @@ def detect_disc_side(image: np.ndarray, fov: FieldOfView | None = None) -> DiscS
     return DiscSide(side, float(abs(disc_x - fov.cx) / fov.radius), (float(disc_x), float(disc_y)))
 
 
+def reduced_decode_factor(size: tuple[int, int], out_scale: float) -> int:
+    """How small a photo of ``size`` (w, h) may be decoded (``data.read_image_reduced``) for its
+    canonical image at ``out_scale``: 2 where the warp still shrinks a half-size decode by 2 or more
+    (the fovea CPU config's 1/4 on both GAMMA cameras and on IDRiD's 4288x2848), so the canonical
+    image keeps no detail the decode lost; else 1. The frame's scale is the GAMMA constants' for
+    their sizes and, for others, that of a field filling the short side (``CanonicalFrame.allows_factor``
+    checks it once the field is known)."""
+    size = (int(size[0]), int(size[1]))
+    frame_scale = 1.0 if size in (CANONICAL_SIZE, GAMMA_WIDE_SIZE) else CANONICAL_FOV_RADIUS / (min(size) / 2)
+    return 2 if 2 * frame_scale * out_scale <= 0.5 else 1
+
+
 def read_side_overrides(path: str | os.PathLike) -> dict[str, str]:
     """Read an eye-side override CSV with columns ``data,disc_side`` (left/right or L/R)."""
     path = Path(path)
@@ -464,14 +476,21 @@ class CanonicalFrame:
     @classmethod
     def with_disc(cls, image: np.ndarray, disc_side: str | None = None,
                   min_confidence: float = MIN_SIDE_CONFIDENCE, name: str = "image", detect: bool = True,
-                  fov: FieldOfView | None = None) -> tuple["CanonicalFrame", DiscSide | None]:
+                  fov: FieldOfView | None = None, factor: int = 1, size: tuple[int, int] | None = None
+                  ) -> tuple["CanonicalFrame", DiscSide | None]:
         """``from_image`` that also returns the disc detection it used (``DiscSide``, image
         pixels), or None when ``detect`` is False or (with ``disc_side`` given) the
         detector found no disc. The detection runs once for both; without ``disc_side`` it
         always runs. ``fov``: the image's field of view when the caller has it (e.g. from
-        ``data.check_fundus_image``), so it is not detected again."""
+        ``data.check_fundus_image``), so it is not detected again. ``factor``, ``size``: ``image``
+        is a decode at 1/factor of a photo of ``size`` (w, h) (``data.read_image_reduced``; ``fov``
+        in ``image``'s pixels): the frame is the photo's, and the detection is in the photo's pixels."""
         detect = detect or disc_side is None
         h, w = image.shape[:2]
+        if factor != 1:
+            if size is None:
+                raise ValueError(f"{name}: a reduced decode (factor {factor}) needs the photo's size")
+            w, h = int(size[0]), int(size[1])
         gamma_size = (w, h) in (CANONICAL_SIZE, GAMMA_WIDE_SIZE)
         if fov is None and not gamma_size:      # GAMMA sizes map by constants; detect_disc_side finds it
             fov = detect_fov(image)
@@ -482,6 +501,10 @@ class CanonicalFrame:
             except ValueError:
                 if disc_side is None:
                     raise
+        if factor != 1:                         # into the photo's pixels (pixel-corner coordinates scale)
+            fov = None if fov is None else FieldOfView(fov.cx * factor, fov.cy * factor, fov.radius * factor)
+            if det is not None:
+                det = DiscSide(det.side, det.confidence, (det.disc_xy[0] * factor, det.disc_xy[1] * factor))
         if disc_side is None:
             if det.confidence < min_confidence:
                 raise EyeSideError(_undecided(name, det, min_confidence))
@@ -520,6 +543,11 @@ class CanonicalFrame:
         ay, by = _corner_to_centre(a / pre[1], -a * self.offset[1])
         return np.array([[ax, 0.0, bx], [0.0, ay, by]])
 
+    def allows_factor(self, factor: int, out_scale: float) -> bool:
+        """Whether a decode at 1/``factor`` is still shrunk by 2 or more into the canonical image at
+        ``out_scale`` (``reduced_decode_factor``'s rule, with this frame's own scale)."""
+        return factor == 1 or factor * self.scale * out_scale <= 0.5
+
     def canonical_shape(self, out_scale: float = 1.0) -> tuple[int, int]:
         """(w, h) of the canonical image at ``out_scale`` (rounded up: 1/4 -> 489 x 484)."""
         return math.ceil(CANONICAL_SIZE[0] * out_scale - 1e-9), math.ceil(CANONICAL_SIZE[1] * out_scale - 1e-9)
@@ -527,19 +555,24 @@ class CanonicalFrame:
     def _integer_shift(self) -> bool:
         return self.scale == 1.0 and all(float(o).is_integer() for o in self.offset)
 
-    def warp_image(self, image: np.ndarray, scale: float = 1.0, nearest: bool = False) -> np.ndarray:
+    def warp_image(self, image: np.ndarray, scale: float = 1.0, nearest: bool = False, factor: int = 1
+                   ) -> np.ndarray:
         """Image (H, W[, C]) -> canonical image (ceil(1934*scale), ceil(1956*scale)[, C]).
 
         Canonical point ``p`` lands on pixel ``p * scale`` exactly. Pixels from outside the
         source are 0. ``nearest`` keeps label values (masks). The original's integer crop
         and mirror are done by slicing (exact at ``scale=1``); an integer shrink factor
-        (scale 1/2, 1/4, ...) is then exact block averaging.
+        (scale 1/2, 1/4, ...) is then exact block averaging. ``factor``: ``image`` is a decode at
+        1/factor of the frame's photo (``data.read_image_reduced``: ceil(H/factor) x ceil(W/factor)),
+        warped like any other source (its point x is factor * x in the photo).
         """
-        if image.shape[1::-1] != self.image_size:
+        expected = tuple(-(-n // factor) for n in self.image_size)
+        if image.shape[1::-1] != expected:
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, this frame is for "
-                             f"{self.image_size[0]}x{self.image_size[1]}")
+                             f"{self.image_size[0]}x{self.image_size[1]}"
+                             + (f" (at 1/{factor}: {expected[0]}x{expected[1]})" if factor != 1 else ""))
         out_w, out_h = self.canonical_shape(scale)
-        if self._integer_shift():
+        if factor == 1 and self._integer_shift():
             k = 1.0 / scale
             block = int(round(k)) if abs(k - round(k)) < 1e-9 else 1
             cw, ch = out_w * block, out_h * block       # padded so that blocks tile it exactly
@@ -558,12 +591,12 @@ class CanonicalFrame:
                 if nearest:
                     return np.ascontiguousarray(out[block // 2::block, block // 2::block])
                 return cv2.resize(out, (out_w, out_h), interpolation=cv2.INTER_AREA)
-        total = self.scale * scale
-        src, pre = image, (1.0, 1.0)
+        total = self.scale * scale * factor             # from ``image``'s pixels
+        src, pre = image, (1.0 / factor, 1.0 / factor)
         if total < 0.5 and not nearest:   # shrink with area averaging first: warpAffine alone would alias
             size = (max(1, round(image.shape[1] * total)), max(1, round(image.shape[0] * total)))
             src = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            pre = (size[0] / image.shape[1], size[1] / image.shape[0])
+            pre = (size[0] / image.shape[1] / factor, size[1] / image.shape[0] / factor)
         interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
         return cv2.warpAffine(src, self._matrix(scale, pre), (out_w, out_h), flags=interp,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -19,6 +19,7 @@ sys.path.insert(0, str(BENCH))
 import bench_backends  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_cores  # noqa: E402
+import bench_cv_folds  # noqa: E402
 import bench_disc_locate  # noqa: E402
 import bench_fovea_epoch  # noqa: E402
 import bench_predict_memory  # noqa: E402
@@ -85,7 +86,8 @@ def test_time_call_and_memory_helpers():
 NEW_BENCHES = {"bench_fovea_epoch.py": bench_fovea_epoch, "bench_disc_locate.py": bench_disc_locate,
                "bench_seg_two_stage.py": bench_seg_two_stage, "bench_synth_realism.py": bench_synth_realism,
                "bench_predict_memory.py": bench_predict_memory, "bench_backends.py": bench_backends,
-               "bench_cores.py": bench_cores, "bench_inference.py": bench_inference}
+               "bench_cores.py": bench_cores, "bench_inference.py": bench_inference,
+               "bench_cv_folds.py": bench_cv_folds}
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -120,7 +122,7 @@ def test_new_parts_build_jobs_that_their_bench_parses(tmp_path, quick):
     ctx = run_all.Context(_args(quick=quick, idrid=str(idrid)), tmp_path / "work", tmp_path / "raw")
     seen = set()
     for name in ("fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory", "backends", "inference", "cores",
-                 "synth_realism"):
+                 "cv_folds", "synth_realism"):
         for job in run_all.PARTS[name].jobs(ctx):          # building jobs generates nothing
             assert job.key == name and job.key in run_all.PARTS[name].keys
             ns = NEW_BENCHES[job.script].build_parser().parse_args(job.args + ["--json", "x.json"])

@@ -200,15 +200,19 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 def test_predict_shares_the_callers_cache(cv_run, synth, tmp_path):
     run, _ = cv_run
     test = load_fovea_split(synth, "testing")
-    scale = build_codec(load_checkpoint(run / "fold1" / "best.pdparams")[1]).scale
-    cache = CanonicalCache(scale)
+    cfg = load_checkpoint(run / "fold1" / "best.pdparams")[1]
+    scale, decode = build_codec(cfg).scale, cfg["data"]["decode"]
+    cache = CanonicalCache(scale, decode=decode)
     a = predict([run / "fold1"], test.images, tmp_path / "a.csv", device="cpu", progress=False)
     b = predict([run / "fold1"], test.images, tmp_path / "b.csv", device="cpu", progress=False, cache=cache)
     assert len(cache._mem) == len(test.images)          # the caller's cache now holds every test image
     pd.testing.assert_frame_equal(a["predictions"], b["predictions"])
     with pytest.raises(ValueError, match="scale"):
         predict([run / "fold1"], test.images, tmp_path / "c.csv", device="cpu", progress=False,
-                cache=CanonicalCache(scale * 2))
+                cache=CanonicalCache(scale * 2, decode=decode))
+    with pytest.raises(ValueError, match="decode"):
+        predict([run / "fold1"], test.images, tmp_path / "c.csv", device="cpu", progress=False,
+                cache=CanonicalCache(scale, decode="full" if decode == "reduced" else "reduced"))
 
 
 def test_images_gt_layout_matches_ids_by_value_and_warns_unlabelled(synth, tmp_path):

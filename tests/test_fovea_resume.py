@@ -60,7 +60,7 @@ def data(synth):
 
 @pytest.fixture(scope="module")
 def cache():
-    return CanonicalCache(0.25)       # the CPU config's scale: every run decodes the photos once
+    return CanonicalCache.for_config(_cfg())    # the CPU config's scale and decode: every run decodes them once
 
 
 def _cfg(*extra: str) -> dict:

@@ -18,8 +18,8 @@ deletes or modifies input files. Files are written through ``gamma_kit.safety``'
 from gamma_kit.data.checks import (FOV_DARK_LEVEL, FOV_DARK_SHARE, MIN_FUNDUS_SIDE, NOISE_STEP_LIMIT,
                                    check_fundus_image, check_photo_size, check_photo_sizes)
 from gamma_kit.data.images import (IMAGE_EXTS, DataWarning, describe_orientation, exif_orientation, image_size,
-                                   jpeg_end, list_images, read_ahead, read_image, reading, sniff_format,
-                                   write_image)
+                                   jpeg_end, list_images, read_ahead, read_image, read_image_reduced, reading,
+                                   sniff_format, write_image)
 from gamma_kit.data.layouts import (AISTUDIO_DATA, CHALLENGE_ZIPS, DATA_ENV, IMAGE_DIR, MASK_DIRS, FoveaSplit,
                                     SegSplit, extract_zip, find_challenge_data, find_fovea_gt, find_mask_dir,
                                     find_task_dir, load_fovea_split, load_seg_split, resolve_data_root)
@@ -32,7 +32,7 @@ from gamma_kit.data.tables import (GT_COLUMNS, check_gt_matches_images, id_key, 
 __all__ = [
     "IMAGE_DIR", "MASK_DIRS", "MASK_VALUES", "IMAGE_EXTS", "MASK_EXTS", "GT_COLUMNS", "DATA_ENV",
     "MIN_FUNDUS_SIDE", "FOV_DARK_LEVEL", "FOV_DARK_SHARE", "NOISE_STEP_LIMIT", "DataWarning",
-    "resolve_data_root", "read_image", "read_mask", "present_values", "unexpected_mask_values",
+    "resolve_data_root", "read_image", "read_image_reduced", "read_mask", "present_values", "unexpected_mask_values",
     "check_mask_values", "check_fundus_image", "check_photo_size", "check_photo_sizes",
     "sniff_format", "jpeg_end", "exif_orientation", "describe_orientation", "reading",
     "image_size", "list_images", "list_masks", "decode_mask", "SUBMISSION_DIR", "MaskSet", "open_masks",

@@ -63,14 +63,16 @@ def check_photo_sizes(paths: Iterable[str | os.PathLike], min_side: int = MIN_FU
 
 
 def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",
-                       min_side: int = MIN_FUNDUS_SIDE):
+                       min_side: int = MIN_FUNDUS_SIDE, size: tuple[int, int] | None = None):
     """Refuse an RGB (H, W, 3) ``uint8`` image that cannot be a usable fundus photograph.
 
     Raises ``ValueError`` naming ``name`` when the short side is below ``min_side`` px, or
     when there is no circular field of view: the surround outside the field found by
     ``geometry.detect_fov`` is not mostly dark (``FOV_DARK_SHARE`` below ``FOV_DARK_LEVEL``)
     or the field is pixel noise (mean neighbour step above ``NOISE_STEP_LIMIT``). Returns the
-    ``FieldOfView``. Runs on a copy at most 256 px wide (32 ms for a 2992x2000 photo, half its decode).
+    ``FieldOfView`` (pixels of ``image``). Runs on a copy at most 256 px wide (32 ms for a 2992x2000
+    photo, half its decode). ``size``: the photo's (w, h) when ``image`` is a reduced decode of it
+    (``data.read_image_reduced``; at 1/2, pixel noise still steps ~40 on average, above the limit).
     """
     from gamma_kit.geometry import detect_fov
 
@@ -78,7 +80,7 @@ def check_fundus_image(image: np.ndarray, name: str | os.PathLike = "image",
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"{name}: expected an RGB uint8 image of shape (H, W, 3), got {img.dtype} {img.shape}")
     h, w = img.shape[:2]
-    check_photo_size((w, h), name, min_side)
+    check_photo_size(size or (w, h), name, min_side)
     not_fundus = f"{name}: no circular field of view on a dark surround (not a fundus photograph?)"
     try:
         fov = detect_fov(img)

@@ -26,7 +26,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "roi": copy.deepcopy(DEFAULT_ROI),           # where the ROI sits in each image (gamma_kit.fovea.roi)
     "model": {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2},
     "loss": {"variance_reward": 0.0005},
-    "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024},
+    # decode: full | reduced (JPEGs at half size where the codec's scale allows; fovea.dataset.DECODES)
+    "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024, "decode": "full"},
     "train": {"epochs": 200, "batch_size": 10, "lr": 5.0e-4, "weight_decay": 1.0e-3,
               "lr_schedule": "constant", "min_lr": 0.0, "seed": 1024, "amp": False, "device": "auto",
               "n_folds": 5,

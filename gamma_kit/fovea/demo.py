@@ -80,7 +80,7 @@ def run_demo(data_root: str | Path, work_dir: str | Path, epochs: int = 6, fold:
     work_dir = Path(work_dir)
     cfg = load_config(config, [f"train.epochs={int(epochs)}", "train.device=cpu", *overrides])
     data = load_training_data(data_root)
-    cache = CanonicalCache(cfg["codec"]["scale"])
+    cache = CanonicalCache.for_config(cfg)
     test = load_fovea_split(data_root, "testing")
     overridden = decode_with_synthetic_sides(cache, {**data.images, **test.images}, data_root, progress)
     if overridden:

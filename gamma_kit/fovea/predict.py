@@ -210,11 +210,15 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     models, cfgs, files = _load_models(files, exported, dev, backend)
     codecs = [build_codec(c) for c in cfgs]
     ref = check_same_geometry(files, codecs)
+    decodes = sorted({c["data"]["decode"] for c in cfgs})
+    if len(decodes) > 1:
+        raise ValueError(f"the models decode photos differently (data.decode {decodes}): ensemble models of one config")
     if cache is None:
         cache = CanonicalCache(ref.scale, cache_dir, read_side_overrides(side_overrides) if side_overrides else {},
-                               in_memory=False)
-    elif cache.scale != ref.scale:
-        raise ValueError(f"the canonical cache works at scale {cache.scale}, the checkpoints at {ref.scale}")
+                               in_memory=False, decode=decodes[0])
+    elif (cache.scale, cache.decode) != (ref.scale, decodes[0]):
+        raise ValueError(f"the canonical cache works at scale {cache.scale} ({cache.decode} decode), the "
+                         f"checkpoints at {ref.scale} ({decodes[0]} decode)")
     roi = policy_of_models(cfgs)
     found, frames, rows = _located_in_chunks(list(models), codecs, paths, cache, roi, CHUNK_BATCHES * batch_size,
                                              progress, ensemble=ensemble, flip=flip, amp=amp, batch_size=batch_size,

@@ -21,7 +21,6 @@ from gamma_kit.fovea.parallel import barrier, init_parallel, rank_and_world, wor
 from gamma_kit.procs import spawn_local
 from gamma_kit.fovea.run_dir import POINTER_NAME, RUN_FILES, FoldFolder
 from gamma_kit.fovea.trainer import LONG_RUN_HOURS, Trainer
-from gamma_kit.geometry import read_side_overrides
 from gamma_kit.runtime import launcher_rank
 from gamma_kit.safety import RunLock, atomic_write_text
 
@@ -138,8 +137,7 @@ def cross_validate(cfg: dict, data: FoveaData, run_dir: str | Path, folds: list[
 
 def _cross_validate(cfg: dict, data: FoveaData, run_dir: Path, folds: list[int] | None, resume: bool,
                     progress: bool, parallel_folds: bool, fold_kw: dict) -> dict:
-    overrides = read_side_overrides(cfg["data"]["side_overrides"]) if cfg["data"]["side_overrides"] else {}
-    cache = CanonicalCache(cfg["codec"]["scale"], cfg["data"]["cache_dir"], overrides)
+    cache = CanonicalCache.for_config(cfg)
     folds = folds or list(range(1, int(cfg["train"]["n_folds"]) + 1))
     started = {k: FoldFolder(run_dir / f"fold{k}").has_checkpoint() for k in folds}
     if resume and not any(started.values()):

@@ -43,7 +43,6 @@ from gamma_kit.fovea.parallel import (any_over_ranks, barrier, broadcast_buffers
                                       sum_over_ranks, world_size)
 from gamma_kit.fovea.roi import RoiPolicy
 from gamma_kit.fovea.run_dir import FoldFolder, LastCheckpoint, resume_config, splits_for
-from gamma_kit.geometry import read_side_overrides
 from gamma_kit.runtime import PADDLE_BATCHNORM_NOTICE
 from gamma_kit.metrics import fovea_score
 from gamma_kit.safety import Interrupted, RunLock, deferred_interrupts, make_parent
@@ -390,8 +389,10 @@ class Trainer:
         """Canonical images of this fold -> items; the ROI policy; config.yml written (rank 0)."""
         cfg, data = self.cfg, self.data
         self.codec = build_codec(cfg)
-        overrides = read_side_overrides(cfg["data"]["side_overrides"]) if cfg["data"]["side_overrides"] else {}
-        cache = self.cache or CanonicalCache(self.codec.scale, cfg["data"]["cache_dir"], overrides)
+        cache = self.cache or CanonicalCache.for_config(cfg)
+        if (cache.scale, cache.decode) != (self.codec.scale, cfg["data"]["decode"]):
+            raise ValueError(f"the canonical cache works at scale {cache.scale} ({cache.decode} decode), the config "
+                             f"at {self.codec.scale} ({cfg['data']['decode']} decode)")
         ids = self.split["train"] + self.split["val"]
         canon = cache.load_all({i: data.images[i] for i in ids}, self.progress)
         self.train_items = make_items({i: canon[i] for i in self.split["train"]}, data.gt, data.gt_name)
