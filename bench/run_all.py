@@ -8,8 +8,8 @@
     python bench/run_all.py --list     # the parts and the estimated wall time of each; runs nothing
 
 Parts (``--only`` / ``--skip`` names; see ``PARTS``): heatmap, dataset, models, fovea_epoch,
-disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, inference, cores, synth_realism,
-accuracy (synthetic fovea and segmentation arms). Before running, the plan is printed with an estimate of each part's
+disc_locate (needs the IDRiD photos), seg_two_stage, predict_memory, backends, inference, cores, cv_folds,
+synth_realism, accuracy (synthetic fovea and segmentation arms). Before running, the plan is printed with an estimate of each part's
 wall time: the part's last measured duration in ``--raw-dir`` (same ``--quick`` mode; the
 accuracy part scaled to ``--budget``), else a default for 2 idle cores.
 
@@ -283,6 +283,11 @@ def _cores_jobs(ctx: Context) -> list[Job]:
                                             "--md", str(ctx.raw / "cores.md")], 3600)]
 
 
+def _cv_folds_jobs(ctx: Context) -> list[Job]:
+    return [Job("cv_folds", "bench_cv_folds.py", ["--epochs", "1" if ctx.args.quick else "3",
+                                                  "--md", str(ctx.raw / "cv_folds.md")], 3600)]
+
+
 def _synth_realism_jobs(ctx: Context) -> list[Job]:
     quick = ctx.args.quick
     return [Job("synth_realism", "bench_synth_realism.py",
@@ -327,13 +332,15 @@ PARTS: dict[str, Part] = {
                       _inference_jobs),
     "cores": Part(("cores",), "training with --procs 1 vs 2: time and cores busy, fovea and seg", (420, 150),
                   _cores_jobs),
+    "cv_folds": Part(("cv_folds",), "fovea cv on 2 cores: one process, --procs 2, --parallel-folds", (560, 260),
+                     _cv_folds_jobs),
     "synth_realism": Part(("synth_realism",), "synthetic disc region vs real photos, both renderers", (80, 10),
                           _synth_realism_jobs),
     "accuracy": Part(("accuracy_synth", "accuracy_seg"), "equal-budget accuracy arms (fovea, seg), synthetic",
                      (510, 70), _accuracy_jobs, budget_scaled=True),
 }
 ORDER = ["heatmap", "dataset", "models", "fovea_epoch", "disc_locate", "seg_two_stage", "predict_memory",
-         "backends", "inference", "cores", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
+         "backends", "inference", "cores", "cv_folds", "synth_realism", "accuracy_synth", "accuracy_idrid", "accuracy_idrid_cv", "accuracy_seg"]   # table order of result keys
 DEMO_ESTIMATE_S = 240.0
 DURATIONS = "_durations.json"       # in --raw-dir: the last measured wall time of each part, per mode
 
