@@ -168,8 +168,9 @@ def ensemble_measure(data: Path, c: dict, quick: bool) -> dict:
             d = Path(tmp) / "run" / f"fold{k}"
             d.mkdir(parents=True)
             paddle.save(m.state_dict(), str(d / "best.pdparams"))
-            # random weights, so no training learned the disc-to-fovea offset: IDRiD's (bench_fovea_cv)
-            fold_cfg = {**cpu_cfg, "roi": {**cpu_cfg["roi"], "disc_offset": [718.0, 93.0]}}
+            # random weights, so no training learned the disc-to-fovea offset and spread: IDRiD's
+            # (docs/results.md, "a window that fits every camera"), which the auto window rule needs
+            fold_cfg = {**cpu_cfg, "roi": {**cpu_cfg["roi"], "disc_offset": [718.0, 93.0], "prior_spread": [46.0, 60.0]}}
             (d / "config.yml").write_text(dump_config(fold_cfg))
         t0 = time.perf_counter()
         predict([Path(tmp) / "run"], {p.stem: p for p in paths}, Path(tmp) / "sub.csv", device="cpu",

@@ -82,6 +82,54 @@ def make_models(work: Path) -> dict[str, Path]:
     return {"fovea": work / "fovea_run", "seg": seg}
 
 
+def fovea_copy(run: Path, dest: Path, older_kits: bool) -> Path:
+    """A copy of the fovea run whose model decodes photos whole (``data.decode: full``); for
+    ``older_kits`` the keys that kits before it do not know are dropped instead (``roi`` keys before
+    issue 19.3, ``data.decode``: they decoded whole) and the guard gets a radius in px (the fixed
+    window has no prior, so no guard acts either way): the same model, read alike by both kits."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(run, dest)
+    config = dest / "fold1" / "config.yml"
+    cfg = yaml.safe_load(config.read_text())
+    assert cfg["roi"]["anchor"] == "fixed"
+    if older_kits:
+        for key in ("prior_spread", "margin_sigmas"):
+            cfg["roi"].pop(key, None)
+        cfg["roi"]["max_from_prior"] = 250.0
+        cfg["data"].pop("decode", None)
+    else:
+        cfg["data"]["decode"] = "full"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def seg_copy(seg: Path, dest: Path) -> Path:
+    """The seg model for kits before LiteUNet's ``conv_bias`` (issue 20.3), which always build a conv bias:
+    its ``model.yml`` without the key and its weights with every such bias zero, the same network (a zero
+    bias adds nothing), so both kits give the same masks."""
+    import shutil
+
+    import paddle
+    import yaml
+    from paddleseg.cvlibs import SegBuilder
+
+    from gamma_kit.seg.model_dir import MODEL_CONFIG_NAME, WEIGHTS_NAME
+    from gamma_kit.seg.training import load_config as seg_config
+
+    shutil.copytree(seg, dest)
+    cfg = yaml.safe_load((dest / MODEL_CONFIG_NAME).read_text())
+    cfg["model"].pop("conv_bias", None)
+    (dest / MODEL_CONFIG_NAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    have = paddle.load(str(seg / WEIGHTS_NAME))
+    state = SegBuilder(seg_config(dest / MODEL_CONFIG_NAME)).model.state_dict()
+    assert set(have) <= set(state), sorted(set(have) - set(state))[:5]
+    paddle.save({k: have[k] if k in have else paddle.zeros_like(v) for k, v in state.items()}, str(dest / WEIGHTS_NAME))
+    return dest
+
+
 def photo_folders(work: Path, counts: list[int]) -> dict[int, Path]:
     """``DISTINCT`` synthetic full-size photos, linked ``count`` times round-robin into one folder each."""
     from gamma_kit.data import list_images
@@ -141,12 +189,15 @@ def main(argv=None) -> int:
         work = Path(tmp)
         models, folders = make_models(work), photo_folders(work, counts)
         codes = {"kit": REPO, "reference": reference_tree(args.reference, work)}
+        older = {"fovea": fovea_copy(models["fovea"], work / "fovea_old", older_kits=True),
+                 "seg": seg_copy(models["seg"], work / "seg_old")}
         res = {}
         for task in ("fovea", "seg"):
             for who, code in codes.items():
                 for n in counts:
                     out = work / f"out_{task}_{who}_{n}"
-                    res[(task, who, n)] = r = measure(code, task, models[task], folders[n], out)
+                    model = older[task] if who == "reference" else models[task]
+                    res[(task, who, n)] = r = measure(code, task, model, folders[n], out)
                     print(f"{task} {who} {n} photos: peak {r['peak_mb']:.0f} MiB, {r['seconds']:.1f} s", flush=True)
     lo, hi = counts[0], counts[-1]
     rows, lines = [], []
