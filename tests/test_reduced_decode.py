@@ -88,6 +88,9 @@ def test_reduced_cache_keeps_the_geometry_and_nearly_the_pixels(gamma_photos, tm
         assert np.array_equal(CanonicalCache(0.25, tmp_path / "c").get(i, p).image, full.image)
     with pytest.raises(ValueError, match="data.decode must be one of"):
         CanonicalCache(0.25, decode="half")
+    CanonicalCache(0.25, decode="reduced").check_serves(0.25, "reduced", "the config")
+    with pytest.raises(ValueError, match=r"scale 0.25 \(full decode\), the config at 0.25 \(reduced decode\)"):
+        CanonicalCache(0.25).check_serves(0.25, "reduced", "the config")
 
 
 def test_reduced_cache_decodes_a_small_field_whole(gamma_photos, tmp_path):

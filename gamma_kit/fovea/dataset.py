@@ -100,6 +100,13 @@ class CanonicalCache:
         overrides = read_side_overrides(data["side_overrides"]) if data["side_overrides"] else {}
         return cls(cfg["codec"]["scale"], data["cache_dir"], overrides, decode=data["decode"])
 
+    def check_serves(self, scale: float, decode: str, what: str) -> None:
+        """ValueError unless this cache works at ``scale`` with ``decode``, as ``what`` (the config, the
+        checkpoints) needs: a shared cache must give a run the pixels its own would."""
+        if (self.scale, self.decode) != (float(scale), decode):
+            raise ValueError(f"the canonical cache works at scale {self.scale} ({self.decode} decode), {what} at "
+                             f"{scale} ({decode} decode)")
+
     def _disk_key(self, image_id: str, path: Path) -> str:
         st = path.stat()
         side = self.side_overrides.get(image_id, "auto")

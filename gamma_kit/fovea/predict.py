@@ -216,9 +216,8 @@ def predict(checkpoints: Sequence[str | Path] | None, images: str | Path | dict,
     if cache is None:
         cache = CanonicalCache(ref.scale, cache_dir, read_side_overrides(side_overrides) if side_overrides else {},
                                in_memory=False, decode=decodes[0])
-    elif (cache.scale, cache.decode) != (ref.scale, decodes[0]):
-        raise ValueError(f"the canonical cache works at scale {cache.scale} ({cache.decode} decode), the "
-                         f"checkpoints at {ref.scale} ({decodes[0]} decode)")
+    else:
+        cache.check_serves(ref.scale, decodes[0], "the checkpoints")
     roi = policy_of_models(cfgs)
     found, frames, rows = _located_in_chunks(list(models), codecs, paths, cache, roi, CHUNK_BATCHES * batch_size,
                                              progress, ensemble=ensemble, flip=flip, amp=amp, batch_size=batch_size,

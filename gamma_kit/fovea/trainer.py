@@ -390,9 +390,7 @@ class Trainer:
         cfg, data = self.cfg, self.data
         self.codec = build_codec(cfg)
         cache = self.cache or CanonicalCache.for_config(cfg)
-        if (cache.scale, cache.decode) != (self.codec.scale, cfg["data"]["decode"]):
-            raise ValueError(f"the canonical cache works at scale {cache.scale} ({cache.decode} decode), the config "
-                             f"at {self.codec.scale} ({cfg['data']['decode']} decode)")
+        cache.check_serves(self.codec.scale, cfg["data"]["decode"], "the config")
         ids = self.split["train"] + self.split["val"]
         canon = cache.load_all({i: data.images[i] for i in ids}, self.progress)
         self.train_items = make_items({i: canon[i] for i in self.split["train"]}, data.gt, data.gt_name)
