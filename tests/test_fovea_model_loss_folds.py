@@ -136,6 +136,7 @@ def test_reflect_pad_matches_paddle_pad(p, shape):
 def test_fast_layers_give_the_reference_numbers(k):
     """Same weights -> the same heatmap as Paddle's reflect conv and conv-after-upsample, and
     the same gradients (train mode, dropout off so both see the same network)."""
+    paddle.seed(k)          # the same weights whatever ran before (the global generator otherwise)
     ref = FoveaUNet(width=4, kernel_size=k, dropout=0.0, fast_layers=False)
     fast = FoveaUNet(width=4, kernel_size=k, dropout=0.0)
     assert list(ref.state_dict()) == list(fast.state_dict())
@@ -153,6 +154,8 @@ def test_fast_layers_give_the_reference_numbers(k):
         grads.append({n: p.grad.numpy() for n, p in m.named_parameters() if p.grad is not None})
     assert len(grads[0]) == len(grads[1]) > 40
     scale = max(np.abs(g).max() for g in grads[0].values())
-    for name, g in grads[0].items():   # (biases before a BatchNorm have a gradient of 0 up to rounding)
-        np.testing.assert_allclose(grads[1][name], g, rtol=2e-3, atol=1e-3 * max(np.abs(g).max(), 1e-4 * scale),
+    # biases before a BatchNorm have a gradient of 0 up to rounding: ~1.5e-7 of the largest gradient was seen
+    # (CI, Intel Xeon), above the former floor of 1e-7; the floor is now 1e-6 of it
+    for name, g in grads[0].items():
+        np.testing.assert_allclose(grads[1][name], g, rtol=2e-3, atol=max(1e-3 * np.abs(g).max(), 1e-6 * scale),
                                    err_msg=name)
