@@ -203,12 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def command(a: argparse.Namespace) -> str:
+    """The command line that reproduces the measurement: its own flags, not where the results went
+    (``--md``, ``--json``: a reader elsewhere has other paths)."""
+    flags = [f"--data {a.data}"] * bool(a.data) + [f"--only {a.only}"] * bool(a.only)
+    return " ".join(["python bench/bench_cores.py", *flags, f"--epochs {a.epochs} --iters {a.iters}"])
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="gk_bench_cores_"))
     data, sides, prepared = ensure_data(a.data, work)
     env = {k: v for k, v in os.environ.items() if k not in ("GAMMA_KIT_PROCS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    res = {"command": "python bench/bench_cores.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res = {"command": command(a),
            "machine": machine_info(), "versions": versions(), "load_before": load_avg(), "fovea": {}, "seg": {}}
     for procs in (1, 2):
         if a.only in (None, "fovea"):

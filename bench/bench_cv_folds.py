@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, emit, load_avg, machine_info, row, versions  # noqa: E402
+from common import REPO, load_avg, machine_info, publish, row, versions  # noqa: E402
 
-from gamma_kit.safety import atomic_write_text  # noqa: E402
 
 #: arm name -> the cv flags it adds
 ARMS = {"one process per fold": ["--procs", "1"],
@@ -89,10 +88,7 @@ def main(argv=None) -> int:
          f"1956x1934), 5 folds of 80 + 20, {args.epochs} epochs each, decode cache filled beforehand; the arms "
          "one after another."), "",
         "| arm | wall | cores busy (of 2) | vs one process |", "|---|---|---|---|", *lines, ""])
-    print(md)
-    if args.md:
-        atomic_write_text(args.md, md)
-    emit({"rows": rows, "where": m, "versions": versions(), "seconds": time.time() - t0}, args.json)
+    publish(md, args.md, {"rows": rows, "where": m, "versions": versions(), "seconds": time.time() - t0}, args.json)
     return 0
 
 

@@ -28,9 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict_memory import (fovea_copy, make_models, measure, photo_folders, reference_tree,  # noqa: E402
                                   seg_copy)
-from common import REPO, emit, load_avg, machine_info, row, versions  # noqa: E402
+from common import REPO, load_avg, machine_info, publish, row, versions  # noqa: E402
 
-from gamma_kit.safety import atomic_write_text  # noqa: E402
 
 TARGET_S = 0.1          # issue 20.4: per full-size photo on 2 cores, each task
 
@@ -124,10 +123,7 @@ def main(argv=None) -> int:
          "written submission (imports not counted), the two kits one after the other in fresh processes."), "",
         f"| task | {args.reference} | kit | ratio | <= {TARGET_S} s | same answers |", "|---|---|---|---|---|---|",
         *lines, ""])
-    print(md)
-    if args.md:
-        atomic_write_text(args.md, md)
-    emit({"rows": rows, "where": m, "versions": versions(), "seconds": time.time() - t0}, args.json)
+    publish(md, args.md, {"rows": rows, "where": m, "versions": versions(), "seconds": time.time() - t0}, args.json)
     return 0
 
 

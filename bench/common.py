@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 import gamma_kit  # noqa: E402,F401  (thread settings before paddle)
 
 __all__ = ["REPO", "machine_info", "versions", "time_call", "RssPeak", "numpy_peak", "fmt_s", "fmt_mb",
-           "row", "emit", "load_avg"]
+           "row", "emit", "publish", "load_avg"]
 
 
 def load_avg() -> tuple[float, float, float]:
@@ -181,3 +181,14 @@ def emit(result: dict, json_path: str | None) -> None:
     print(text)
     if json_path:
         atomic_write_text(json_path, text)
+
+
+def publish(md: str, md_path: str | None, result: dict, json_path: str | None) -> None:
+    """A benchmark's end: print its Markdown ``md`` and write it to ``md_path`` (atomically) when given,
+    then ``emit`` its ``result``."""
+    from gamma_kit.safety import atomic_write_text
+
+    print(md)
+    if md_path:
+        atomic_write_text(md_path, md)
+    emit(result, json_path)

@@ -393,7 +393,13 @@ def reduced_decode_factor(size: tuple[int, int], out_scale: float) -> int:
     checks it once the field is known)."""
     size = (int(size[0]), int(size[1]))
     frame_scale = 1.0 if size in (CANONICAL_SIZE, GAMMA_WIDE_SIZE) else CANONICAL_FOV_RADIUS / (min(size) / 2)
-    return 2 if 2 * frame_scale * out_scale <= 0.5 else 1
+    return 2 if _decode_allows(2, frame_scale, out_scale) else 1
+
+
+def _decode_allows(factor: int, frame_scale: float, out_scale: float) -> bool:
+    """The rule of a reduced decode: the warp from a decode at 1/``factor`` into the canonical image at
+    ``out_scale`` (through a frame of ``frame_scale``) still shrinks it by 2 or more."""
+    return factor == 1 or factor * frame_scale * out_scale <= 0.5
 
 
 def read_side_overrides(path: str | os.PathLike) -> dict[str, str]:
@@ -546,7 +552,7 @@ class CanonicalFrame:
     def allows_factor(self, factor: int, out_scale: float) -> bool:
         """Whether a decode at 1/``factor`` is still shrunk by 2 or more into the canonical image at
         ``out_scale`` (``reduced_decode_factor``'s rule, with this frame's own scale)."""
-        return factor == 1 or factor * self.scale * out_scale <= 0.5
+        return _decode_allows(factor, self.scale, out_scale)
 
     def canonical_shape(self, out_scale: float = 1.0) -> tuple[int, int]:
         """(w, h) of the canonical image at ``out_scale`` (rounded up: 1/4 -> 489 x 484)."""

@@ -310,3 +310,11 @@ def test_bench_cores_rows_are_the_measured_rates_and_their_projections():
     assert seg[2]["ratio"] == pytest.approx(2.5)
     only_seg = bench_cores.rows({"fovea": {}, "seg": res["seg"]})
     assert [r["measure"][:3] for r in only_seg] == ["Seg"] * 4
+
+
+def test_bench_cores_records_the_measurement_not_where_its_files_went():
+    a = bench_cores.build_parser().parse_args(["--data", "S", "--only", "seg", "--iters", "60", "--md", "/x/c.md",
+                                               "--json", "/x/c.json"])
+    assert bench_cores.command(a) == "python bench/bench_cores.py --data S --only seg --epochs 4 --iters 60"
+    assert bench_cores.command(bench_cores.build_parser().parse_args([])) == \
+        "python bench/bench_cores.py --epochs 4 --iters 80"
