@@ -13,6 +13,9 @@ not at all, and Ctrl-C / SIGTERM never leave half a file behind.
 - ``Interrupted``: raised by long commands on Ctrl-C with the one line to print (for example
   "interrupted in epoch 37; resume with ... --resume"); ``cli.run_cli`` prints it and
   exits 130.
+- ``WriteBehind``: writes (each through ``atomic_file``) done in order on one background thread
+  while the caller goes on to the next item; a failed write is raised in the caller, and leaving
+  the block waits for the writes (on Ctrl-C, for the one running).
 - ``RunLock(folder)``: one run at a time in a run folder (``<folder>.lock`` beside it, held with
   ``flock`` and naming its process); a second run is refused in one line, a stale lock of a
   process that is gone is taken over with one line.
@@ -31,7 +34,52 @@ from typing import Iterable, Iterator
 
 __all__ = ["Interrupted", "check_output_path", "check_writable", "atomic_file", "atomic_save_paddle", "fsync_replace",
            "atomic_write_bytes", "atomic_write_text", "atomic_copy", "temporary_leftovers", "set_aside", "deferred_interrupts", "with_path",
-           "make_parent", "RunLock", "RunInUse"]
+           "make_parent", "RunLock", "RunInUse", "WriteBehind"]
+
+
+class WriteBehind:
+    """Run writes (callables) in the order given, on one background thread, while the caller goes
+    on: the next photo's network need not wait for this one's file to be encoded, written and
+    fsynced. At most ``depth`` writes wait; ``submit`` blocks until one is done beyond that (so
+    memory holds a bounded number of pending outputs). An exception raised by a write is raised in
+    the caller, at its next ``submit`` or when the block ends. Leaving the block waits for every
+    write handed over; leaving it by an exception (Ctrl-C included) drops the writes not yet started
+    and waits for the one running, so no file is left half-written (each writer writes atomically)."""
+
+    def __init__(self, depth: int = 2):
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.depth = max(1, int(depth))
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write_behind")
+        self._pending = deque()
+
+    def submit(self, fn, *args) -> None:
+        """Hand ``fn(*args)`` to the writer thread (after raising any earlier write's error)."""
+        self._drain(self.depth - 1)
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def _drain(self, keep: int) -> None:
+        while self._pending and (len(self._pending) > keep or self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Wait for every write; raise the first error."""
+        try:
+            self._drain(0)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "WriteBehind":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        for fut in self._pending:            # the caller failed: no new writes, the running one finishes
+            fut.cancel()
+        self._pool.shutdown(wait=True)
 
 
 _held: list[list[int]] = []   # signals received by the outermost deferred_interrupts block in force

@@ -135,3 +135,63 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     os.umask(mask)
     p = atomic_write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask != 0o600      # not mkstemp's private mode
+
+
+def test_write_behind_writes_in_order_and_bounds_what_waits():
+    """Writes run in the order given, on one other thread; submit waits once `depth` are pending."""
+    import threading
+
+    from gamma_kit.safety import WriteBehind
+
+    gate, done, threads, blocked = threading.Event(), [], set(), [None]
+
+    def write(k):
+        gate.wait(5)
+        threads.add(threading.current_thread().name)
+        done.append(k)
+
+    with WriteBehind(depth=2) as w:
+        w.submit(write, 0)
+        w.submit(write, 1)
+        t = threading.Thread(target=w.submit, args=(write, 2))
+        t.start()
+        t.join(0.3)
+        blocked[0] = t.is_alive()        # the third waits: two are pending and the gate is shut
+        gate.set()
+        t.join(5)
+        for k in range(3, 8):
+            w.submit(write, k)
+    assert blocked[0] is True
+    assert done == list(range(8))                                  # all written, in order, before the block ended
+    assert len(threads) == 1 and threading.current_thread().name not in threads
+
+
+def test_write_behind_raises_a_failed_write_in_the_caller_and_drops_the_rest_on_an_error():
+    from gamma_kit.safety import WriteBehind
+
+    def fail():
+        raise OSError(28, "No space left on device")
+
+    w = WriteBehind(depth=1)
+    w.submit(fail)
+    with pytest.raises(OSError, match="No space left"):
+        w.submit(lambda: None)                  # the earlier write's error, at the next hand-over
+    w.close()
+    with pytest.raises(OSError, match="No space left"):
+        with WriteBehind(depth=4) as w2:
+            w2.submit(fail)                     # raised when the block ends
+    import threading
+    started, written = threading.Event(), []
+
+    def slow(k):
+        started.set()
+        threading.Event().wait(0.3)
+        written.append(k)
+
+    with pytest.raises(KeyboardInterrupt):
+        with WriteBehind(depth=4) as w3:
+            w3.submit(slow, 0)
+            w3.submit(slow, 1)
+            started.wait(5)
+            raise KeyboardInterrupt              # Ctrl-C: the running write finishes, the waiting one is dropped
+    assert written == [0]

@@ -34,7 +34,7 @@ from gamma_kit.data import (IMAGE_DIR, SUBMISSION_DIR, DataWarning, check_fundus
                             read_mask, write_image)
 from gamma_kit.geometry import sharing_small
 from gamma_kit.metrics import cup_of, disc_of, seg_image_metrics, summarise_seg, vcdr
-from gamma_kit.safety import atomic_write_bytes, atomic_write_text
+from gamma_kit.safety import WriteBehind, atomic_write_bytes, atomic_write_text
 from gamma_kit.seg.postprocess import overlay, parse_postprocess, postprocess_labels
 from gamma_kit.seg.predictor import PhotoPrediction, load_model
 from gamma_kit.seg.prepare import labels_to_mask
@@ -118,7 +118,9 @@ class _SubmissionFolder:
         self.save_manifest()
 
     def save_manifest(self) -> None:
-        atomic_write_text(self.manifest, json.dumps({"files": self.written, "not_fundus": self.not_fundus}, indent=1))
+        # copies: the writer thread saves while the predicting thread may add a doubted photo
+        atomic_write_text(self.manifest, json.dumps({"files": list(self.written), "not_fundus": list(self.not_fundus)},
+                                                    indent=1))
 
     def write_mask(self, image_id: str, mask: np.ndarray) -> None:
         ok, bmp = cv2.imencode(".bmp", mask)
@@ -320,7 +322,8 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     steps, or a tuple of ``postprocess.POSTPROCESS_STEPS``) ``metrics`` is the post-processed score and
     ``metrics_raw`` the score without it. ``tta``: flip test-time augmentation. ``overlay_dir``
     gets one PNG per image (prediction yellow, truth green). ``inputs``: folders/files the output
-    must not be or lie inside. Photos are streamed: memory holds one photo and its masks at a time.
+    must not be or lie inside. Photos are streamed: memory holds the photo being predicted, the few
+    read ahead and the masks of the last two waiting to be written (``safety.WriteBehind``).
     ``review_dir`` gets review sheets (``gamma_kit.review``: thumbnails with the outlines, the photos
     with the most ``seg_report.csv`` flags first).
 
@@ -344,7 +347,8 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
     rows, rows_raw, overlays, table = {}, {}, [], []
     t_model, t_start = 0.0, time.perf_counter()
     photos = read_ahead(files.items(), _reader(predictor))   # the next photos decode while this one runs
-    with contextlib.closing(photos):
+    # each mask is encoded, written and fsynced on another thread while the next photo runs
+    with contextlib.closing(photos), WriteBehind() as writer:
         for (i, path), got in tqdm(photos, total=len(files), desc="predict", disable=not progress):
             if isinstance(got, Exception):
                 raise got
@@ -358,7 +362,7 @@ def predict_folder(model, images: str | os.PathLike | dict[str, Path],
             t_model += time.perf_counter() - t1
             reports.add(i, path, photo)
             table.append(report_row(i, photo, mask, not_fundus))
-            folder.write_mask(i, mask)
+            writer.submit(folder.write_mask, i, mask)
             gt = read_mask(gt_files[i], expected_size=mask.shape[::-1]) if i in gt_files else None
             if gt is not None:
                 rows[i] = seg_image_metrics(mask, gt, name=i)
