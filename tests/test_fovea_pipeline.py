@@ -251,3 +251,48 @@ def test_predict_refuses_a_photo_that_is_no_fundus_in_one_line(cv_run, tmp_path,
     assert rc == 2 and len(err) == 1 and "0001.png" in err[0] and expected in err[0], err
     assert not (tmp_path / "s.csv").exists()
     assert hashlib.sha256((imgs / "0001.png").read_bytes()).hexdigest() == before
+
+
+def test_photometric_augmentation_darkens_and_hazes_training_crops_only(synth, tiny_cfg, tmp_path):
+    """data.photometric: a known answer for the function (gamma 2, brightness 0.5, haze 0.5 on a
+    two-level crop), crops unchanged where it is off or not drawn (prob 0) and in validation, the
+    shifts' stream untouched (same origins), and bad specs refused naming the key."""
+    from gamma_kit.fovea.augment import check_photometric, photometric
+
+    img = np.zeros((3, 2, 2), np.float32)
+    img[:, 0] = 255.0                               # half white, half black
+    fixed = {"prob": 1.0, "brightness": (0.5, 0.5), "gamma": (2.0, 2.0), "haze": (0.5, 0.5)}
+    out = photometric(img, np.random.default_rng(0), fixed)
+    # white: 1^2 x 127.5 = 127.5, black 0; mean 63.75; haze: 0.5 x v + 0.5 x 63.75
+    np.testing.assert_allclose(out[:, 0], 0.5 * 127.5 + 0.5 * 63.75, rtol=1e-6)
+    np.testing.assert_allclose(out[:, 1], 0.5 * 63.75, rtol=1e-6)
+    assert photometric(img, np.random.default_rng(0), {**fixed, "prob": 0.0}) is img
+    mid = np.full((3, 2, 2), 127.5, np.float32)
+    np.testing.assert_allclose(photometric(mid, np.random.default_rng(0), {**fixed, "haze": (0.0, 0.0)}),
+                               255 * 0.25 * 0.5, rtol=1e-6)      # (0.5)^2 x 0.5 x 255
+
+    data = load_training_data(synth)
+    codec = build_codec(tiny_cfg)
+    canon = CanonicalCache(codec.scale, tmp_path / "cache").load_all(data.images, progress=False)
+    items = make_items(canon, data.gt)
+    spec = {"prob": 1.0, "brightness": [0.3, 0.6], "gamma": [1.0, 2.0], "haze": [0.0, 0.5]}
+    plain = FoveaCropDataset(items, codec, train=True, seed=1)
+    aug = FoveaCropDataset(items, codec, train=True, seed=1, photometric=spec)
+    off = FoveaCropDataset(items, codec, train=True, seed=1, photometric={**spec, "prob": 0.0})
+    for k in range(3):
+        assert aug.crop_origin(k) == plain.crop_origin(k)
+        a, p = aug[k][0], plain[k][0]
+        np.testing.assert_array_equal(aug[k][1], plain[k][1])                  # the target does not move
+        assert a.mean() < 0.7 * p.mean() and a.std() < p.std()                 # darker, less contrast
+        np.testing.assert_array_equal(a, aug[k][0])                            # reproducible
+        np.testing.assert_array_equal(off[k][0], p)
+    val = FoveaCropDataset(items, codec, train=False, photometric=spec)
+    np.testing.assert_array_equal(val[0][0], roi_crop(items[0].canon, codec))
+
+    assert check_photometric(None) is None
+    for bad, key in [({**spec, "prob": 2}, "prob"), ({**spec, "gamma": [0, 1]}, "gamma"),
+                     ({**spec, "haze": [0.2, 1.5]}, "haze"), ({"prob": 1}, "mapping")]:
+        with pytest.raises(ValueError, match=key):
+            check_photometric(bad)
+    with pytest.raises(ValueError, match="data.photometric"):
+        load_config(CPU_CONFIG, ["data.photometric={prob: 1}"])

@@ -23,7 +23,7 @@ TASKS = ("fovea", "seg")
 #: run and the export; 7 the PaddleX-2-style API; 8-9 the faces.
 FLOORS = {
     "fovea": {
-        "codec": 0, "model": 0, "loss": 0, "folds": 0, "roi": 0, "parallel": 0,
+        "codec": 0, "model": 0, "loss": 0, "folds": 0, "roi": 0, "parallel": 0, "augment": 0,
         "config": 1, "dataset": 1,
         "run_dir": 2, "inference": 2,
         "checkpoints": 3, "figures": 3, "report": 3,

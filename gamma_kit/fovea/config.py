@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from gamma_kit.fovea.augment import check_photometric
 from gamma_kit.fovea.codec import ORIGINAL_CODEC
 from gamma_kit.fovea.roi import DEFAULT_ROI, RoiPolicy
 
@@ -27,7 +28,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2},
     "loss": {"variance_reward": 0.0005},
     # decode: full | reduced (JPEGs at half size where the codec's scale allows; fovea.dataset.DECODES)
-    "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024, "decode": "full"},
+    # photometric: null (the original) or random darkening / haze of training crops (fovea.dataset.photometric)
+    "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024, "decode": "full",
+             "photometric": None},
     "train": {"epochs": 200, "batch_size": 10, "lr": 5.0e-4, "weight_decay": 1.0e-3,
               "lr_schedule": "constant", "min_lr": 0.0, "seed": 1024, "amp": False, "device": "auto",
               "n_folds": 5,
@@ -140,6 +143,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         raise ValueError(f"train.average_last must be 0 (off) or a positive whole number of epochs, got {avg!r}")
     if not isinstance(cfg["train"]["use_vdl"], bool):
         raise ValueError(f"train.use_vdl must be true or false, got {cfg['train']['use_vdl']!r}")
+    check_photometric(cfg["data"]["photometric"])
     build_codec(cfg)   # validates the codec section
     RoiPolicy.from_config(cfg)   # ... and the roi section
     return cfg

@@ -32,6 +32,7 @@ import pandas as pd
 
 from gamma_kit.data import check_fundus_image, image_size, read_image, read_image_reduced
 from gamma_kit.safety import atomic_write_bytes, atomic_write_text
+from gamma_kit.fovea.augment import check_photometric, photometric
 from gamma_kit.fovea.codec import HeatmapCodec
 from gamma_kit.geometry import CanonicalFrame, EyeSideError, reduced_decode_factor, sharing_small
 
@@ -247,14 +248,16 @@ class FoveaCropDataset:
     validation (fixed ROI). ``dataset[k]`` -> (image (3, h, w), target (1, h, w)).
 
     Random shifts are drawn from ``np.random.default_rng([seed, epoch, k])``: call
-    ``set_epoch`` each epoch for new, reproducible crops.
+    ``set_epoch`` each epoch for new, reproducible crops. ``photometric`` (training only; None =
+    off): random darkening and haze (``photometric``), from its own stream ``[seed, epoch, k, 1]``.
     """
 
     def __init__(self, items: list[FoveaItem], codec: HeatmapCodec, train: bool = True,
-                 shift: tuple[float, float] = (240, 180), seed: int = 0) -> None:
+                 shift: tuple[float, float] = (240, 180), seed: int = 0, photometric: dict | None = None) -> None:
         self.items, self.codec, self.train = items, codec, train
         self.shift = (float(shift[0]), float(shift[1]))
         self.seed, self.epoch = int(seed), 0
+        self.photometric = check_photometric(photometric)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -276,6 +279,8 @@ class FoveaCropDataset:
         item, c = self.items[k], self.codec
         ox, oy = self.crop_origin(k)
         image = crop(item.canon.image, (ox, oy), c.heatmap_size)
+        if self.train and self.photometric is not None:
+            image = photometric(image, np.random.default_rng([self.seed, self.epoch, k, 1]), self.photometric)
         target = c.encode(item.fovea * c.scale - np.array([ox, oy], np.float64))[None]
         return image, target
 

@@ -424,7 +424,7 @@ class Trainer:
         self.scaler = paddle.amp.GradScaler() if self.amp else None
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model   # forward/backward
         self.ds = FoveaCropDataset(self.train_items, self.codec, train=True, shift=tuple(self.cfg["data"]["shift"]),
-                                   seed=self.seed)
+                                   seed=self.seed, photometric=self.cfg["data"]["photometric"])
 
     def restore(self, last: LastCheckpoint) -> None:
         """Model, optimizer and history of the last checkpoint set (every rank reads the same files)."""
