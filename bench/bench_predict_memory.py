@@ -85,8 +85,9 @@ def make_models(work: Path) -> dict[str, Path]:
 def fovea_copy(run: Path, dest: Path, older_kits: bool) -> Path:
     """A copy of the fovea run whose model decodes photos whole (``data.decode: full``); for
     ``older_kits`` the keys that kits before it do not know are dropped instead (``roi`` keys before
-    issue 19.3, ``data.decode``: they decoded whole) and the guard gets a radius in px (the fixed
-    window has no prior, so no guard acts either way): the same model, read alike by both kits."""
+    issue 19.3, ``data.decode``: they decoded whole, ``data.photometric``: training only) and the guard
+    gets a radius in px (the fixed window has no prior, so no guard acts either way): the same model,
+    read alike by both kits."""
     import shutil
 
     import yaml
@@ -100,6 +101,7 @@ def fovea_copy(run: Path, dest: Path, older_kits: bool) -> Path:
             cfg["roi"].pop(key, None)
         cfg["roi"]["max_from_prior"] = 250.0
         cfg["data"].pop("decode", None)
+        cfg["data"].pop("photometric", None)          # issue 19.3: training only, off (null) here
     else:
         cfg["data"]["decode"] = "full"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))

@@ -8,9 +8,12 @@ to share, so one process keeps about one core busy whatever ``OMP_NUM_THREADS`` 
 (bench/bench_cores.py). Processes of one thread each, every one taking an equal share of each
 global batch (gradients averaged over gloo), keep every core busy, ~1.5x faster on 2 cores.
 BatchNorm statistics are per process, over its share of each batch: fewer samples there cost
-accuracy. Fovea's default is one process (``DEFAULT_PROCS``); seg's is ``auto``
-(``SEG_DEFAULT_PROCS``): its CPU recipe's batch of 8 goes to 2 processes of 4, the BatchNorm batch
-of the one-process recipe before it, and configs of batch 4 keep one process.
+accuracy. Both tasks default to ``auto`` (``DEFAULT_PROCS``): a CPU recipe's batch of 8 goes to 2
+processes of 4 on 2 cores (seg: the BatchNorm batch of the one-process recipe before it; fovea: as
+accurate as one process over 130 epochs on two IDRiD folds, docs/results.md), configs of batch 4
+keep one process, and a GPU one per process. (BatchNorm synced over the processes was tried: with
+gloo's all-reduces before every layer, forward and backward, an epoch took longer than one
+process's.)
 """
 from __future__ import annotations
 
@@ -24,22 +27,19 @@ import time
 import warnings
 from typing import Any, Callable
 
-__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "SEG_DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes",
+__all__ = ["PROCS_ENV", "SYNC_ENV", "DEFAULT_PROCS", "MIN_RANK_BATCH", "local_processes",
            "rank_batch", "spawn_local", "RankFailed", "STOP_GRACE_S"]
 
 #: the default of ``--procs`` where the user sets one (otherwise 1)
 PROCS_ENV = "GAMMA_KIT_PROCS"
 #: a folder that the processes of one spawn_local job share for waiting on each other (parallel.barrier)
 SYNC_ENV = "GAMMA_KIT_SYNC_DIR"
-#: fovea's ``--procs`` when neither the flag nor ``$GAMMA_KIT_PROCS`` says otherwise: one process.
-#: Several are faster but each keeps its own BatchNorm statistics over its share of a batch, and
-#: fewer samples there cost accuracy: seg's batch-4 recipe with 2 processes of 2 samples scored disc /
-#: cup Dice 0.884 / 0.660 on the realistic synthetic set against 0.953 / 0.759 with one process
-#: (docs/results.md); fovea (4 samples per process) is not measured at its full recipe yet
-DEFAULT_PROCS = "1"
-#: seg train's ``--procs`` default: its CPU recipe (batch 8) trains as 2 processes of 4 samples on 2
-#: cores, as accurate as one process of batch 4 (docs/results.md, issue 20.3); batch-4 configs get 1
-SEG_DEFAULT_PROCS = "auto"
+#: ``--procs`` of fovea and seg training when neither the flag nor ``$GAMMA_KIT_PROCS`` says otherwise:
+#: ``auto``, one process per core while each keeps ``MIN_RANK_BATCH`` samples of a batch (the CPU recipes'
+#: batch 8: 2 processes of 4 on 2 cores; batch 4: 1; a GPU: 1). Fovea's CPU recipe as 2 processes of 4
+#: trained two IDRiD folds of 130 epochs in 16.1-16.3 min each, last-epoch AED 0.0121 against 0.0133 for one
+#: process of 8; seg's former batch-4 recipe as 2 processes of 2 lost 0.07 disc Dice (docs/results.md)
+DEFAULT_PROCS = "auto"
 #: ``--procs auto`` keeps at least this many samples of each global batch on every process (BatchNorm
 #: statistics are per process): the CPU recipes (batch 8) get 2 processes on 2 cores, batch 4 gets 1
 MIN_RANK_BATCH = 4

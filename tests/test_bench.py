@@ -21,6 +21,7 @@ import bench_inference  # noqa: E402
 import bench_cores  # noqa: E402
 import bench_cv_folds  # noqa: E402
 import bench_disc_locate  # noqa: E402
+import bench_fovea_dark  # noqa: E402
 import bench_fovea_epoch  # noqa: E402
 import bench_predict_memory  # noqa: E402
 import bench_seg_two_stage  # noqa: E402
@@ -318,3 +319,32 @@ def test_bench_cores_records_the_measurement_not_where_its_files_went():
     assert bench_cores.command(a) == "python bench/bench_cores.py --data S --only seg --epochs 4 --iters 60"
     assert bench_cores.command(bench_cores.build_parser().parse_args([])) == \
         "python bench/bench_cores.py --epochs 4 --iters 80"
+
+
+def test_bench_fovea_dark_copies_and_table():
+    """The four copies on a hand-made photo (a field of two greys on black), the summary of per-photo
+    rows, the table, and the command without the output paths."""
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[1:3, 1:3] = 200
+    img[1, 1] = 100                                           # the field: 100 and 3 x 200, mean 175
+    d = bench_fovea_dark
+    assert d.darkened(img, "as_is") is img
+    np.testing.assert_array_equal(d.darkened(img, "dark_0.5")[1:3, 1:3, 0], [[50, 100], [100, 100]])
+    np.testing.assert_array_equal(d.darkened(img, "gamma_2")[1, 1], [39] * 3)        # 255 x (100/255)^2 = 39.2
+    haze = d.darkened(img, "haze_0.5")
+    np.testing.assert_array_equal(haze[1, 1], [138] * 3)                               # (100 + 175) / 2 = 137.5
+    np.testing.assert_array_equal(haze[2, 2], [188] * 3)                               # (200 + 175) / 2 = 187.5
+    assert haze[0, 0].sum() == 0                                                     # the surround stays black
+    with pytest.raises(ValueError, match="unknown variant"):
+        d.darkened(img, "dark")
+    rows = d.summarise({"as_is": [{"id": "a", "ed": 0.01, "source": "network", "flags": ""},
+                                  {"id": "b", "ed": 0.03, "source": "guard", "flags": "guarded"}]})
+    assert rows[0]["aed"] == pytest.approx(0.02) and rows[0]["max"] == 0.03 and rows[0]["flagged"] == 1
+    assert rows[0]["sources"] == {"guard": 1, "network": 1} and rows[0]["worst"] == "b (guard; guarded)"
+    a = argparse.Namespace(run="R", images="I", gt="G", which="auto", variants=",".join(d.VARIANTS), out_md="x.md",
+                           json=None)
+    assert d.command(a) == "python bench/bench_fovea_dark.py --run R --images I --gt G"
+    md = d.markdown({"command": d.command(a), "run": "R", "config": "c", "which": "auto", "folds": [1],
+                     "machine": {"cpu": "x"}, "rows": rows, "errors": {(1, "gamma_2"): "error: no eye side"}})
+    assert "| as_is | 2 | 0.0200 | 0.0200 / 0.0300 | 1 | guard 1, network 1 | b (guard; guarded) |" in md
+    assert "Fold 1, gamma_2: error: no eye side" in md

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gamma_kit  # noqa: F401  (thread settings before paddle)
 from gamma_kit.cli import positive_float, positive_int, procs_count
-from gamma_kit.procs import MIN_RANK_BATCH, PROCS_ENV, SEG_DEFAULT_PROCS
+from gamma_kit.procs import DEFAULT_PROCS, MIN_RANK_BATCH, PROCS_ENV
 from gamma_kit.runtime import DEVICE_CHOICES
 from gamma_kit.seg.postprocess import POSTPROCESS_STEPS
 from gamma_kit.seg.predictor import UPSAMPLE_MODES
@@ -207,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-aside-old-run", action="store_true",
                    help="a save dir that already holds a run is renamed to <save-dir>.old-<time> (never deleted)")
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, SEG_DEFAULT_PROCS),
-                   help=f"training processes on this machine (default {SEG_DEFAULT_PROCS}; $GAMMA_KIT_PROCS sets "
+    p.add_argument("--procs", type=procs_count, default=os.environ.get(PROCS_ENV, DEFAULT_PROCS),
+                   help=f"training processes on this machine (default {DEFAULT_PROCS}; $GAMMA_KIT_PROCS sets "
                         f"another). auto: one per core while each keeps {MIN_RANK_BATCH} samples of a batch, 1 on a "
                         "GPU (the CPU recipe's batch 8: 2 processes of 4 on 2 cores, ~1.8x faster per crop than one; "
                         "configs of batch 4: 1). N: N data-parallel processes of one thread, batch_size split "
