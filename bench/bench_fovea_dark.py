@@ -61,32 +61,34 @@ def _gt_rows(gt: Path, ids: set[str]) -> str:
     return "\n".join([lines[0]] + [ln for ln in lines[1:] if ln.split(",")[0] in ids]) + "\n"
 
 
-def run_variant(run: Path, fold: int, ids: list[str], images: Path, gt: Path, variant: str, work: Path,
-                which: str) -> dict:
-    """One fold's validation photos as ``variant``, predicted by that fold's model: per-photo distances
-    and the report rows."""
+def write_copies(fold: int, ids: list[str], found: dict[str, Path], gt: Path, variants: list[str], work: Path) -> None:
+    """Each of one fold's validation photos decoded once and written as every copy of ``variants``
+    (``work/foldK/<variant>/<id>.jpg``), and the fold's ground-truth rows (``work/gt_foldK.csv``)."""
     import cv2
 
-    from gamma_kit.data import list_images
-
-    found = list_images(images)
-    folder = work / f"fold{fold}" / variant
-    folder.mkdir(parents=True)
+    for v in variants:
+        (work / f"fold{fold}" / v).mkdir(parents=True)
     for i in ids:
         img = cv2.imread(str(found[i]))
         if img is None:
             raise ValueError(f"{found[i]}: not readable")
-        cv2.imwrite(str(folder / f"{i}.jpg"), darkened(img, variant), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    gt_k = work / f"gt_fold{fold}.csv"
-    gt_k.write_text(_gt_rows(gt, set(ids)))
-    out = work / f"fold{fold}_{variant}.csv"
-    proc = subprocess.run([sys.executable, "-m", "gamma_kit.fovea", "predict", "--checkpoints", str(run / f"fold{fold}"),
-                           "--images", str(folder), "--out", str(out), "--gt", str(gt_k), "--which", which,
-                           "--no-progress"], capture_output=True, text=True, cwd=REPO)
-    if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+        for v in variants:
+            cv2.imwrite(str(work / f"fold{fold}" / v / f"{i}.jpg"), darkened(img, v), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (work / f"gt_fold{fold}.csv").write_text(_gt_rows(gt, set(ids)))
+
+
+def predict_copies(run: Path, fold: int, variant: str, work: Path, which: str) -> dict:
+    """One fold's copies ``variant`` (``write_copies``) predicted by that fold's model: per-photo distances
+    and the report rows, or the error predict gave."""
     import pandas as pd
 
+    out = work / f"fold{fold}_{variant}.csv"
+    proc = subprocess.run([sys.executable, "-m", "gamma_kit.fovea", "predict", "--checkpoints", str(run / f"fold{fold}"),
+                           "--images", str(work / f"fold{fold}" / variant), "--out", str(out),
+                           "--gt", str(work / f"gt_fold{fold}.csv"), "--which", which, "--no-progress"],
+                          capture_output=True, text=True, cwd=REPO)
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     per = json.loads(out.with_name(out.stem + "_scores.json").read_text())["per_image"]
     report = pd.read_csv(out.with_name(out.stem + "_report.csv"), dtype={"id": str})
     rows = [{"id": r["id"], "ed": float(per[r["id"]]), "source": r["source"],
@@ -141,10 +143,14 @@ def main(argv=None) -> int:
     run, variants = Path(a.run), a.variants.split(",")
     splits = [s for s in json.loads((run / "splits.json").read_text()) if (run / f"fold{s['fold']}").is_dir()]
     per, errors = {v: [] for v in variants}, {}
+    from gamma_kit.data import list_images
+
+    found = list_images(a.images)
     with tempfile.TemporaryDirectory(prefix="gk_dark_") as tmp:
         for s in splits:
+            write_copies(s["fold"], s["val"], found, Path(a.gt), variants, Path(tmp))
             for v in variants:
-                got = run_variant(run, s["fold"], s["val"], Path(a.images), Path(a.gt), v, Path(tmp), a.which)
+                got = predict_copies(run, s["fold"], v, Path(tmp), a.which)
                 if "error" in got:
                     errors[(s["fold"], v)] = got["error"]
                 else:

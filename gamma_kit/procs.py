@@ -10,10 +10,10 @@ global batch (gradients averaged over gloo), keep every core busy, ~1.5x faster 
 BatchNorm statistics are per process, over its share of each batch: fewer samples there cost
 accuracy. Both tasks default to ``auto`` (``DEFAULT_PROCS``): a CPU recipe's batch of 8 goes to 2
 processes of 4 on 2 cores (seg: the BatchNorm batch of the one-process recipe before it; fovea: as
-accurate as one process over 130 epochs on two IDRiD folds, docs/results.md), configs of batch 4
-keep one process, and a GPU one per process. (BatchNorm synced over the processes was tried: exact,
-but gloo's all-reduces at every layer, forward and backward, made a fovea epoch 9.7 s against 6.3 s
-with BatchNorm per process and 11.0 s for one process.)
+accurate as one process over 130 epochs on two IDRiD folds, docs/results.md); configs of batch 4
+keep one process, and so does a GPU (one process per GPU). (BatchNorm synced over the processes was
+tried: exact, but gloo's all-reduces at every layer, forward and backward, made a fovea epoch 9.7 s
+against 6.3 s with BatchNorm per process and 11.0 s for one process.)
 """
 from __future__ import annotations
 

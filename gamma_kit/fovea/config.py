@@ -28,7 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "model": {"width": 64, "kernel_size": 5, "levels": 5, "dropout": 0.2},
     "loss": {"variance_reward": 0.0005},
     # decode: full | reduced (JPEGs at half size where the codec's scale allows; fovea.dataset.DECODES)
-    # photometric: null (the original) or random darkening / haze of training crops (fovea.dataset.photometric)
+    # photometric: null (the original) or random darkening / haze of training crops (fovea.augment)
     "data": {"shift": [240, 180], "cache_dir": None, "side_overrides": None, "split_seed": 1024, "decode": "full",
              "photometric": None},
     "train": {"epochs": 200, "batch_size": 10, "lr": 5.0e-4, "weight_decay": 1.0e-3,
